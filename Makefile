@@ -1,0 +1,31 @@
+# The two set-up commands: `make demo` and `make test`. Everything installs pinned
+# into .venv from requirements.lock (torch==2.13.0 is the local CPU wheel).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/snakemake --cores all
+	@echo "Figures: $$(ls results/figures/*.pdf | tr '\n' ' ')"
+	@echo "Summary table: results/summary.csv"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check .
+
+clean:
+	rm -rf results logs benchmarks resources .snakemake

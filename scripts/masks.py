@@ -1,0 +1,23 @@
+"""Saliency masks for one (slide, method, chunk of tiles): the model loads once."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+
+from slidegrad.jobs import run_mask_job  # noqa: E402
+from slidegrad.scripting import run_job  # noqa: E402
+from slidegrad.workflow import MethodSpec  # noqa: E402
+
+run_job(
+    run_mask_job,
+    model_path=snakemake.input.model,
+    tile_pngs=list(snakemake.input.tiles),
+    method=MethodSpec.from_json(snakemake.params.method),
+    mask_paths=list(snakemake.output.masks),
+    meta_paths=list(snakemake.output.meta),
+    raw_paths=list(snakemake.output.raw),
+    class_idx=snakemake.params.class_idx,
+    device=snakemake.params.device,
+    engine=snakemake.params.engine,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,10 @@
+"""results/summary.csv: one row per slide × tile × method."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+
+from slidegrad.jobs import write_summary  # noqa: E402
+from slidegrad.scripting import run_job  # noqa: E402
+
+run_job(write_summary, entries=snakemake.params.targets, out_path=snakemake.output[0])

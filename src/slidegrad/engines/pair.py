@@ -1,0 +1,115 @@
+"""The reference engine: PAIR's ``saliency.core`` over a slidegrad backend.
+
+PAIR's GuidedIG calls ``np.quantile(..., interpolation='lower')``; numpy 2.4
+removed that keyword.  We adapt rather than pin numpy: PAIR's ``guided_ig``
+module sees a numpy proxy whose ``quantile`` maps ``interpolation=`` to
+``method=`` (same result), and nothing else in the process is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Any, Iterator
+
+import numpy as np
+import saliency.core as pair
+from saliency.core import guided_ig as _pair_guided_ig
+
+from ..backends import Backend
+from ..methods import Method
+
+
+def _quantile(a: Any, q: Any, *args: Any, interpolation: str | None = None, **kwargs: Any) -> Any:
+    if interpolation is not None:
+        kwargs["method"] = interpolation
+    return np.quantile(a, q, *args, **kwargs)
+
+
+class _NumpyWithQuantileCompat(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+_compat_np = _NumpyWithQuantileCompat("numpy_quantile_compat")
+_compat_np.quantile = _quantile  # type: ignore[attr-defined]
+_pair_guided_ig.np = _compat_np
+
+
+@contextlib.contextmanager
+def seeded_global_numpy(seed: int) -> Iterator[None]:
+    """PAIR draws SmoothGrad noise from ``np.random``; seed it for one call and restore."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def call_model_function(backend: Backend, layer: str | None = None):
+    """Adapt a backend to PAIR's ``call_model_function(x, args, expected_keys)`` contract."""
+
+    def call(x_batch: np.ndarray, call_model_args: dict[str, Any], expected_keys: list[str]) -> dict:
+        x_batch = np.asarray(x_batch, dtype=np.float32)
+        class_idx = np.full(len(x_batch), call_model_args["class_idx"], dtype=np.int64)
+        if pair.INPUT_OUTPUT_GRADIENTS in expected_keys:
+            return {pair.INPUT_OUTPUT_GRADIENTS: backend.input_gradients(x_batch, class_idx)}
+        acts, grads = backend.conv_gradients(x_batch, class_idx, layer)
+        return {pair.CONVOLUTION_LAYER_VALUES: acts, pair.CONVOLUTION_OUTPUT_GRADIENTS: grads}
+
+    return call
+
+
+def _mask_call(method: Method, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """PAIR object and keyword arguments for ``GetMask`` of ``method``."""
+    p = params
+    if method.name == "vanilla":
+        return pair.GradientSaliency(), {}
+    if method.name == "integrated_gradients":
+        return pair.IntegratedGradients(), {"x_steps": p["x_steps"], "batch_size": p["batch_size"]}
+    if method.name == "guided_integrated_gradients":
+        return pair.GuidedIG(), {"x_steps": p["x_steps"], "max_dist": p["max_dist"], "fraction": p["fraction"]}
+    if method.name == "blur_integrated_gradients":
+        keys = ("max_sigma", "steps", "grad_step", "sqrt", "batch_size")
+        return pair.BlurIG(), {k: p[k] for k in keys}
+    if method.name in ("xrai", "xrai_fast"):
+        extra = pair.XRAIParameters(steps=p["steps"], algorithm="fast" if method.name == "xrai_fast" else "full")
+        return pair.XRAI(), {"batch_size": p["batch_size"], "extra_parameters": extra}
+    if method.name == "gradcam":
+        return pair.GradCam(), {"should_resize": True, "three_dims": True}
+    raise AssertionError(method.name)
+
+
+def attribute(
+    backend: Backend,
+    image: np.ndarray,
+    class_idx: int,
+    method: Method,
+    params: dict[str, Any],
+    smooth: bool = False,
+) -> np.ndarray:
+    """Raw attribution of one ``(H, W, C)`` image: ``(H, W, C)`` for gradient methods, ``(H, W)`` otherwise."""
+    image = np.asarray(image, dtype=np.float32)
+    saliency_obj, kwargs = _mask_call(method, params)
+    if method.name in ("integrated_gradients", "guided_integrated_gradients"):
+        kwargs["x_baseline"] = np.zeros_like(image)
+    call = call_model_function(backend, params.get("layer"))
+    args = {"class_idx": int(class_idx)}
+    if not smooth:
+        raw = saliency_obj.GetMask(image, call, args, **kwargs)
+    else:
+        with seeded_global_numpy(int(params["seed"])):
+            raw = saliency_obj.GetSmoothedMask(
+                image,
+                call,
+                args,
+                stdev_spread=params["stdev_spread"],
+                nsamples=params["nsamples"],
+                magnitude=params["magnitude"],
+                **kwargs,
+            )
+    raw = np.asarray(raw, dtype=np.float32)
+    if method.kind == "gradcam":  # PAIR's 3-D Grad-CAM repeats one map over channels
+        raw = raw[..., 0]
+    return raw

@@ -1,0 +1,20 @@
+"""Glue for the workflow's scripts: run a job, turning bad input into one error line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from .errors import SlidegradError
+
+
+def run_job(job: Callable[..., Any], **kwargs: Any) -> None:
+    """Call ``job(**kwargs)``; on :class:`SlidegradError` print ``slidegrad: error: <line>`` to stderr and exit 1.
+
+    Snakemake then deletes the job's outputs, so nothing half-written remains.
+    """
+    try:
+        job(**kwargs)
+    except SlidegradError as err:
+        print(f"slidegrad: error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny seeded CNN, real IHC tiles, small slides and model directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_TILE_PX = 64
+TEST_TILE_UM = 64  # at 0.5 µm/px: 128 level-0 px, read from the 2× level
+
+
+@pytest.fixture(scope="session")
+def ihc() -> np.ndarray:
+    """The real IHC sample image shipped with scikit-image, uint8 (512, 512, 3)."""
+    from skimage.data import immunohistochemistry
+
+    return immunohistochemistry()
+
+
+@pytest.fixture(scope="session")
+def ihc_tiles(ihc) -> np.ndarray:
+    """Four 64×64 uint8 tiles: two DAB-rich, two stroma."""
+    corners = [(0, 0), (320, 270), (150, 240), (330, 180)]
+    return np.stack([ihc[y : y + 64, x : x + 64] for x, y in corners])
+
+
+def make_tiny_cnn(seed: int = 0, n_classes: int = 2):
+    import torch
+
+    from slidegrad.torch_nets import SmallCNN
+
+    torch.manual_seed(seed)
+    model = SmallCNN(n_classes=n_classes, widths=(4, 8))
+    return model.eval()
+
+
+@pytest.fixture()
+def tiny_cnn():
+    return make_tiny_cnn()
+
+
+def write_model_dir(path: Path, tile_px: int = TEST_TILE_PX, tile_um: float = TEST_TILE_UM, seed: int = 0) -> Path:
+    """A model directory (weights.pt + params.json) with a seeded tiny SmallCNN."""
+    import torch
+
+    model = make_tiny_cnn(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path / "weights.pt")
+    params = {
+        "backend": "torch",
+        "architecture": "small_cnn",
+        "architecture_kwargs": {"widths": [4, 8]},
+        "tile_px": tile_px,
+        "tile_um": tile_um,
+        "outcome_labels": ["negative", "positive"],
+        "preprocessing": "scale",
+    }
+    (path / "params.json").write_text(json.dumps(params))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return write_model_dir(tmp_path_factory.mktemp("model") / "model")
+
+
+def write_test_slide(path: Path, ihc: np.ndarray, mpp: float | None = 0.5) -> Path:
+    """A 1024×1024 pyramidal TIFF from the IHC image (mirrored 2×2)."""
+    from slidegrad.slide import write_pyramidal_tiff
+
+    top = np.concatenate([ihc, ihc[:, ::-1]], axis=1)
+    image = np.ascontiguousarray(np.concatenate([top, top[::-1]], axis=0))
+    if mpp is None:
+        import tifffile
+
+        tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", metadata=None)
+        return path
+    write_pyramidal_tiff(path, image, mpp=mpp, min_level_size=256)
+    return path
+
+
+@pytest.fixture(scope="session")
+def slide_path(tmp_path_factory, ihc) -> Path:
+    return write_test_slide(tmp_path_factory.mktemp("slides") / "test.tiff", ihc)
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile in ``workdir`` (which holds config.yaml)."""
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+        "--cores", "2", "--show-failed-logs", *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)

@@ -1,0 +1,245 @@
+"""The Snakemake workflow: config validation, DAG shape, an end-to-end run and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import slidegrad as sg
+from slidegrad import workflow as sgw
+
+from .conftest import REPO, run_snakemake, write_model_dir, write_test_slide
+
+FAST_METHODS = [
+    "vanilla",
+    {"name": "vanilla", "smooth": True, "nsamples": 4},
+    {"name": "integrated_gradients", "x_steps": 8},
+    {"name": "guided_integrated_gradients", "x_steps": 8},
+    {"name": "blur_integrated_gradients", "steps": 8},
+    {"name": "xrai", "steps": 4},
+    {"name": "gradcam"},
+]
+
+
+def make_project(root: Path, slide: Path, model_path: Path, tiles: list[dict], **overrides) -> Path:
+    """A work directory with config.yaml, a one-slide sample sheet and a tile table."""
+    root.mkdir(parents=True, exist_ok=True)
+    samples = overrides.pop("samples_rows", [{"slide": "s1", "path": str(slide), "mpp": ""}])
+    _write_csv(root / "samples.csv", samples)
+    _write_csv(root / "tiles.csv", tiles)
+    config = {
+        "samples": "samples.csv",
+        "tiles": "tiles.csv",
+        "model": {"path": str(model_path)},
+        "methods": FAST_METHODS,
+        "tiles_per_job": 2,
+        "threads": 1,
+    }
+    config.update(overrides)
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _load_config(root: Path) -> dict:
+    return yaml.safe_load((root / "config.yaml").read_text())
+
+
+# -- config and plan (no snakemake) ------------------------------------------------
+def test_plan_expands_slides_tiles_methods_and_chunks(tmp_path, slide_path, model_dir, monkeypatch):
+    tiles = [{"slide": "s1", "x": x, "y": 0} for x in (0, 128, 256, 384, 512)]
+    root = make_project(tmp_path, slide_path, model_dir, tiles + [tiles[0]])
+    monkeypatch.chdir(root)
+    plan = sgw.build_plan(_load_config(root))
+    assert [t.name for t in plan.tiles["s1"]] == ["x0_y0", "x128_y0", "x256_y0", "x384_y0", "x512_y0"]
+    assert [len(c.tiles) for c in plan.chunks] == [2, 2, 1]
+    assert plan.method_ids == [
+        "vanilla", "vanilla_smooth", "integrated_gradients", "guided_integrated_gradients",
+        "blur_integrated_gradients", "xrai", "gradcam",
+    ]  # fmt: skip
+    smooth = plan.method("vanilla_smooth")
+    assert smooth.params == {"stdev_spread": 0.15, "nsamples": 4, "magnitude": True, "seed": 0}
+    assert plan.method("integrated_gradients").params == {"x_steps": 8, "batch_size": 20}
+    assert plan.config["device"] == "auto" and plan.config["tiles_per_job"] == 2
+
+
+def test_grid_col_row_become_level0_coordinates(tmp_path, slide_path, model_dir, monkeypatch):
+    root = make_project(tmp_path, slide_path, model_dir, [{"slide": "s1", "col": 3, "row": 2}], stride_div=2)
+    monkeypatch.chdir(root)
+    plan = sgw.build_plan(_load_config(root))
+    # tile_um 64 at 0.5 µm/px = 128 px extract; stride_div 2 → 64 px stride
+    assert plan.tiles["s1"][0].name == "x192_y128"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tiles_per_job": 0}, "config field 'tiles_per_job': 0 is less than the minimum of 1"),
+        ({"device": "tpu"}, "config field 'device': 'tpu' is not one of"),
+        ({"methods": ["vanilla", "saliency"]}, "config field 'methods\\[1\\]': method: unknown method 'saliency'"),
+        ({"methods": [{"name": "xrai", "smooth": True}]}, "'methods\\[0\\]': method xrai: does not support smooth"),
+        ({"methods": ["vanilla", "vanilla"]}, "id 'vanilla' is used twice"),
+        ({"methods": [{"name": "vanilla", "steps": 3}]}, "unknown parameter\\(s\\) steps"),
+        ({"colour": "red"}, "Additional properties are not allowed \\('colour' was unexpected\\)"),
+        ({"model": {"path": "m", "class_idx": -1}}, "config field 'model.class_idx': -1 is less than the minimum"),
+        ({"samples": "nope.csv"}, "sample sheet 'nope.csv': file not found"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path, slide_path, model_dir, monkeypatch, change, message):
+    root = make_project(tmp_path, slide_path, model_dir, [{"slide": "s1", "x": 0, "y": 0}])
+    monkeypatch.chdir(root)
+    config = {**_load_config(root), **change}
+    with pytest.raises(sg.InputError, match=message) as err:
+        sgw.build_plan(config)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("samples", "tiles", "message"),
+    [
+        ([{"slide": "s1", "path": "a"}, {"slide": "s1", "path": "b"}], None, "line 3: slide 's1' is listed twice"),
+        ([{"slide": "s 1", "path": "a"}], None, "slide name 's 1' must match"),
+        ([{"slide": "s1", "path": "a", "mpp": "-2"}], None, "'mpp' must be a positive number, got '-2'"),
+        ([{"name": "s1", "path": "a"}], None, "missing column\\(s\\) slide"),
+        (None, [{"slide": "s2", "x": 0, "y": 0}], "line 2: slide 's2' is not in the sample sheet"),
+        (None, [{"slide": "s1", "x": -5, "y": 0}], "'x' must be a non-negative integer, got -5"),
+        (None, [{"slide": "s1", "left": 0, "top": 0}], "needs level-0 'x','y' or grid 'col','row' columns"),
+    ],
+)
+def test_table_errors_name_file_and_line(tmp_path, slide_path, model_dir, monkeypatch, samples, tiles, message):
+    root = make_project(tmp_path, slide_path, model_dir, tiles or [{"slide": "s1", "x": 0, "y": 0}])
+    if samples:
+        _write_csv(root / "samples.csv", samples)
+    monkeypatch.chdir(root)
+    with pytest.raises(sg.InputError, match=message) as err:
+        sgw.build_plan(_load_config(root))
+    assert "\n" not in str(err.value)
+
+
+# -- snakemake ----------------------------------------------------------------------
+def test_dry_run_job_count(tmp_path, slide_path, model_dir):
+    tiles = [{"slide": "s1", "x": x, "y": 0} for x in (0, 128, 256)]
+    samples = [{"slide": "s1", "path": str(slide_path)}, {"slide": "s2", "path": str(slide_path)}]
+    tiles += [{"slide": "s2", "x": 0, "y": 128}]
+    root = make_project(tmp_path, slide_path, model_dir, tiles, samples_rows=samples)
+    result = run_snakemake(root, "-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    # s1: 3 tiles → chunks of 2 → 2 chunks; s2: 1 chunk. Mask + overlay jobs per chunk × 7 methods.
+    assert counts == {
+        "all": "1", "figure": "2", "summary": "1", "tiles_0": "1", "tiles_1": "1",
+        "masks_0": "7", "masks_1": "7", "masks_2": "7", "overlays_0": "7", "overlays_1": "7", "overlays_2": "7",
+        "total": "48",
+    }  # fmt: skip
+
+
+@pytest.mark.workflow
+def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
+    tiles = [{"slide": "s1", "x": 0, "y": 0}, {"slide": "s1", "x": 640, "y": 384}]
+    root = make_project(tmp_path / "run", slide_path, model_dir, tiles, save_raw=True)
+    result = run_snakemake(root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    names = ["x0_y0", "x640_y384"]
+    model = sg.load_model(model_dir)
+
+    # tiles: the slide region, resized from the 2× pyramid level
+    tile = sg.jobs.read_png(root / "results/tiles/s1/x0_y0.png")
+    assert tile.shape == (64, 64, 3)
+    with sg.WSI(slide_path, 64, 64) as wsi:
+        np.testing.assert_array_equal(tile, wsi.read(0, 0))
+
+    ids = sgw.parse_methods(FAST_METHODS)
+    for spec in ids:
+        for name in names:
+            mask = np.load(root / f"results/masks/s1/{spec.id}/{name}.npy")
+            assert mask.shape == (64, 64) and mask.dtype == np.float32
+            assert 0 <= mask.min() and mask.max() <= 1
+            assert (root / f"results/masks/s1/{spec.id}/{name}.raw.npy").exists()
+            assert (root / f"results/overlays/s1/{spec.id}/{name}.png").exists()
+            assert (root / f"results/heatmaps/s1/{spec.id}/{name}.png").exists()
+
+    # a mask job's result equals the library called directly
+    image = sg.jobs.read_png(root / "results/tiles/s1/x640_y384.png")
+    direct = sg.SaliencyMap(model).integrated_gradients(sg.get_preprocess_fn(model)(image), x_steps=8)
+    np.testing.assert_allclose(np.load(root / "results/masks/s1/integrated_gradients/x640_y384.npy"), direct, atol=1e-6)
+
+    with open(root / "results/summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(ids) * len(names)
+    assert {(r["tile"], r["method"]) for r in rows} == {(n, m.id) for n in names for m in ids}
+    assert {r["model_sha256"] for r in rows} == {model.sha256}
+    meta = json.loads((root / "results/masks/s1/vanilla/x0_y0.json").read_text())
+    assert rows[0]["class_label"] == meta["class_label"] == model.outcome_labels[meta["class_idx"]]
+    assert (root / "results/figures/s1.pdf").read_bytes().startswith(b"%PDF")
+    assert (root / "results/figures/s1.png").exists()
+    assert list((root / "benchmarks/masks/s1/vanilla").glob("*.tsv"))
+
+    # nothing left to do; a forced rerun of the summary is byte-identical
+    again = run_snakemake(root, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    before = (root / "results/summary.csv").read_bytes()
+    rerun = run_snakemake(root, "--forcerun", "summary")
+    assert rerun.returncode == 0
+    assert (root / "results/summary.csv").read_bytes() == before
+
+
+# -- bad input through snakemake: one clear line, non-zero exit, no partial output ----
+def _bad_case(tmp_path, ihc, slide_path, model_dir, case):
+    tiles = [{"slide": "s1", "x": 0, "y": 0}]
+    kwargs: dict = {"methods": ["vanilla"]}
+    slide = slide_path
+    if case == "missing_slide":
+        slide = tmp_path / "gone.svs"
+    elif case == "not_a_slide":
+        slide = tmp_path / "notes.svs"
+        slide.write_text("this is not a slide\n")
+    elif case == "no_mpp":
+        slide = write_test_slide(tmp_path / "nompp.tiff", ihc, mpp=None)
+        kwargs["tile_px"], kwargs["tile_um"] = 64, 64
+    elif case == "tile_outside":
+        tiles = [{"slide": "s1", "x": 1000, "y": 0}]
+    elif case == "unknown_method":
+        kwargs["methods"] = ["vanilla", "shap"]
+    elif case == "class_idx":
+        kwargs["model"] = {"path": str(model_dir), "class_idx": 2}
+    elif case == "schema":
+        kwargs["threads"] = "many"
+    elif case == "unknown_slide":
+        tiles = [{"slide": "s9", "x": 0, "y": 0}]
+    return make_project(tmp_path / "run", slide, model_dir, tiles, **kwargs)
+
+
+BAD_CASES = {
+    "missing_slide": "gone.svs",
+    "not_a_slide": "slide '.*notes.svs': not a readable whole-slide image",
+    "no_mpp": "slide '.*nompp.tiff': no microns-per-pixel",
+    "tile_outside": "tile at x=1000, y=0 .* lies outside the slide",
+    "unknown_method": "config field 'methods\\[1\\]': method: unknown method 'shap'",
+    "class_idx": "config field 'model.class_idx': 2 is out of range; model '.*' has 2 classes",
+    "schema": "config field 'threads': 'many' is not of type 'integer'",
+    "unknown_slide": "tile table 'tiles.csv' line 2: slide 's9' is not in the sample sheet 'samples.csv'",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_fails_cleanly(tmp_path, ihc, slide_path, model_dir, case):
+    root = _bad_case(tmp_path, ihc, slide_path, model_dir, case)
+    result = run_snakemake(root)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(BAD_CASES[case], output), output[-3000:]
+    assert "Traceback" not in output
+    results = root / "results"
+    assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]
