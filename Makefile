@@ -20,8 +20,10 @@ demo: install
 	@echo "Figures: $$(ls results/figures/*.pdf | tr '\n' ' ')"
 	@echo "Summary table: results/summary.csv"
 
+# Two pytest processes: torch and TensorFlow never share one (tests/tf runs alone).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/tf
+	$(BIN)/python -m pytest -q tests/tf
 
 lint: install
 	$(BIN)/snakemake --lint

@@ -16,6 +16,8 @@ except InputError as err:
     raise WorkflowError(f"slidegrad: error: {err}") from None
 
 config = PLAN.config
+OUT = config["outdir"]
+MASK_ENV = f"../envs/{PLAN.backend}.yaml"
 DEMO_VARIANTS = ["a", "b"]
 MASK_GPU = config["mask_resources"].get("gpu", 1 if config["device"] == "cuda" else 0)
 
@@ -28,12 +30,12 @@ wildcard_constraints:
 
 
 def tile_png(slide, tile):
-    return f"results/tiles/{slide}/{tile}.png"
+    return f"{OUT}/tiles/{slide}/{tile}.png"
 
 
 def per_tile(kind, slide, method, tile, ext):
     """Path of one per-tile output: masks, overlays or heatmaps."""
-    return f"results/{kind}/{slide}/{method}/{tile}{ext}"
+    return f"{OUT}/{kind}/{slide}/{method}/{tile}{ext}"
 
 
 def chunk_tile_names(chunk):
@@ -117,9 +119,9 @@ def figure_inputs(wildcards):
 
 
 def all_targets():
-    targets = ["results/summary.csv"]
+    targets = [f"{OUT}/summary.csv"]
     targets += expand(
-        "results/figures/{slide}.{ext}", slide=PLAN.tiles, ext=["pdf", "png"]
+        f"{OUT}/figures/{{slide}}.{{ext}}", slide=PLAN.tiles, ext=["pdf", "png"]
     )
     for t in mask_targets():
         for kind in ("overlays", "heatmaps"):

@@ -35,3 +35,18 @@ rule demo_model:
         seed=config["demo"]["seed"],
     script:
         "../scripts/demo_model.py"
+
+
+rule demo_keras_model:
+    input:
+        "resources/demo/model",
+    output:
+        directory("resources/demo/model_keras"),
+    log:
+        "logs/demo/model_keras.log",
+    benchmark:
+        "benchmarks/demo/model_keras.tsv"
+    conda:
+        "../envs/tensorflow.yaml"
+    script:
+        "../scripts/demo_keras_model.py"

@@ -18,7 +18,7 @@ for chunk_index, chunk in enumerate(PLAN.chunks):
         benchmark:
             f"benchmarks/masks/{chunk.slide}/{{method}}/{chunk.label}.tsv"
         conda:
-            "../envs/torch.yaml"
+            MASK_ENV
         threads: config["threads"]
         resources:
             mem_mb=config["mask_resources"]["mem_mb"],
@@ -29,6 +29,7 @@ for chunk_index, chunk in enumerate(PLAN.chunks):
             class_idx=config["model"]["class_idx"],
             device=config["device"],
             engine=config["engine"],
+            preprocessing=config["model"]["preprocessing"],
         script:
             "../scripts/masks.py"
 

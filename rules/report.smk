@@ -5,7 +5,7 @@ rule summary:
     input:
         summary_inputs,
     output:
-        "results/summary.csv",
+        f"{OUT}/summary.csv",
     log:
         "logs/summary.log",
     benchmark:
@@ -22,8 +22,8 @@ rule figure:
     input:
         figure_inputs,
     output:
-        pdf="results/figures/{slide}.pdf",
-        png="results/figures/{slide}.png",
+        pdf=f"{OUT}/figures/{{slide}}.pdf",
+        png=f"{OUT}/figures/{{slide}}.png",
     log:
         "logs/figures/{slide}.log",
     benchmark:

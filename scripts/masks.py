@@ -20,4 +20,5 @@ run_job(
     device=snakemake.params.device,
     engine=snakemake.params.engine,
     threads=snakemake.threads,
+    preprocessing=snakemake.params.preprocessing,
 )

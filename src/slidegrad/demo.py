@@ -26,6 +26,7 @@ DAB_THRESHOLD = 0.05
 POSITIVE_FRACTION = 0.25
 BACKGROUND_LEVEL = 215
 OUTCOME_LABELS = ["DAB-negative", "DAB-positive"]
+NUMPY_WEIGHTS_FILE = "weights.npz"
 VARIANTS = ("a", "b")
 
 
@@ -146,6 +147,8 @@ def train_demo_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / WEIGHTS_FILE)
+    # The same weights as numpy, so the Keras twin is built without importing torch.
+    np.savez(out_dir / NUMPY_WEIGHTS_FILE, **{k: v.numpy() for k, v in model.state_dict().items()})
     params = {
         "backend": "torch",
         "architecture": "small_cnn",
@@ -162,3 +165,25 @@ def train_demo_model(
     }
     (out_dir / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
     return params
+
+
+def write_keras_twin(torch_dir: str | Path, out_dir: str | Path) -> dict:
+    """Port the trained demo model to Keras: ``model.keras`` + ``params.json`` in ``out_dir``.
+
+    Same architecture, weights and preprocessing (``scale``), so both backends
+    give the same maps.  Reads ``weights.npz``; imports no torch.
+    """
+    from .keras_nets import port_small_cnn
+    from .model import KERAS_FILE, PARAMS_FILE, read_params
+
+    params = read_params(torch_dir)
+    state = dict(np.load(Path(torch_dir) / NUMPY_WEIGHTS_FILE))
+    model = port_small_cnn(state, params["tile_px"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / KERAS_FILE)
+    twin = {**params, "backend": "tensorflow", "preprocessing": "scale", "ported_from": str(torch_dir)}
+    for key in ("architecture", "architecture_kwargs"):
+        twin.pop(key, None)
+    (out_dir / PARAMS_FILE).write_text(json.dumps(twin, indent=2) + "\n")
+    return twin

@@ -60,6 +60,19 @@ def extract_tiles(
 
 
 # -- masks -------------------------------------------------------------------------
+def set_threads(backend: str, threads: int) -> None:
+    """Pin the framework's CPU thread pools (results depend on it; keep it fixed to reproduce)."""
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    else:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def run_mask_job(
     model_path: str,
     tile_pngs: Sequence[str],
@@ -71,16 +84,15 @@ def run_mask_job(
     device: str = "auto",
     engine: str = "pair",
     threads: int | None = None,
+    preprocessing: str | None = None,
 ) -> None:
     """Load the model once, compute ``method`` for every tile, write mask + metadata (+ raw)."""
-    from .model import get_preprocess_fn, load_model
+    from .model import detect_backend, get_preprocess_fn, load_model, read_params
     from .saliency import SaliencyMap
 
-    model = load_model(model_path)
-    if threads and model.backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
+    if threads:  # before the framework initialises its thread pools
+        set_threads(detect_backend(Path(model_path), read_params(model_path)), threads)
+    model = load_model(model_path, preprocessing=preprocessing)
     images = np.stack([read_png(p) for p in tile_pngs])
     if model.tile_px is not None:
         check(
@@ -105,6 +117,7 @@ def run_mask_job(
             "smooth": method.smooth,
             "params": method.params,
             "engine": engine,
+            "backend": model.backend,
             "class_idx": k,
             "class_label": model.outcome_labels[k],
             "probability": float(probabilities[i, k]),

@@ -21,7 +21,7 @@ import jsonschema
 
 from .errors import InputError, check
 from .methods import get_method, resolve_params, title
-from .model import read_params
+from .model import detect_backend, read_params
 
 SLIDE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 TILE_NAME = r"x[0-9]+_y[0-9]+"
@@ -97,6 +97,7 @@ class Chunk:
 @dataclass
 class Plan:
     config: dict[str, Any]
+    backend: str
     slides: dict[str, Slide]
     tiles: dict[str, list[Tile]]
     methods: list[MethodSpec]
@@ -290,6 +291,14 @@ def check_class_idx(config: dict[str, Any]) -> None:
         )
 
 
+def model_backend(config: dict[str, Any]) -> str:
+    """The mask jobs' framework: ``model.backend``, else detected from the model (torch if not built yet)."""
+    backend, path = config["model"].get("backend", "auto"), Path(config["model"]["path"])
+    if backend != "auto":
+        return backend
+    return detect_backend(path, read_params(path)) if path.exists() else "torch"
+
+
 def build_plan(config: dict[str, Any]) -> Plan:
     """Validate ``config`` and expand it into slides, tiles, methods and mask-job chunks."""
     config = validate_config(config)
@@ -298,4 +307,5 @@ def build_plan(config: dict[str, Any]) -> Plan:
     tiles = read_tiles(config["tiles"], config["samples"], slides, config)
     used = {name: slides[name] for name in tiles}
     check_class_idx(config)
-    return Plan(config, used, tiles, methods, chunk_tiles(tiles, config["tiles_per_job"]))
+    backend = model_backend(config)
+    return Plan(config, backend, used, tiles, methods, chunk_tiles(tiles, config["tiles_per_job"]))

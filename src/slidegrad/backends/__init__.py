@@ -14,6 +14,7 @@ framework.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,15 +42,25 @@ def get_backend(model: Any, device: str = "auto") -> Backend:
     module = model.module if isinstance(model, LoadedModel) else model
     n_classes = model.n_classes if isinstance(model, LoadedModel) else None
     tile_px = model.tile_px if isinstance(model, LoadedModel) else None
-    if type(module).__module__.startswith("torch") or _is_torch_module(module):
+    if _is_torch_module(module):
         from .torch_backend import TorchBackend
 
         return TorchBackend(module, device=device, n_classes=n_classes, tile_px=tile_px)
-    raise TypeError(f"model: unsupported model type {type(module).__name__}; expected a torch.nn.Module")
+    if _is_keras_model(module):
+        from .tf_backend import TensorFlowBackend
+
+        return TensorFlowBackend(module, device=device, n_classes=n_classes, tile_px=tile_px)
+    raise TypeError(
+        f"model: unsupported model type {type(module).__name__}; expected a torch.nn.Module or a keras.Model"
+    )
 
 
 def _is_torch_module(module: Any) -> bool:
-    import sys
-
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(module, torch.nn.Module)
+
+
+def _is_keras_model(module: Any) -> bool:
+    """Keras 3, tf_keras or a signature-wrapped SavedModel: decided by class module, importing nothing."""
+    names = [cls.__module__ for cls in type(module).__mro__]
+    return any(n.startswith(("keras", "tf_keras", "tensorflow", "slidegrad.backends.tf_backend")) for n in names)

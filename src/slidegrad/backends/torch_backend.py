@@ -1,12 +1,73 @@
-"""PyTorch implementation of the :class:`~slidegrad.backends.Backend` contract."""
+"""PyTorch implementation of the :class:`~slidegrad.backends.Backend` contract, and model loading."""
 
 from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import InputError, check
+from ..model import TORCHSCRIPT_FILE, WEIGHTS_FILE
+
+
+def resolve_factory(name: str, where: str) -> Callable[..., nn.Module]:
+    """The architecture factory for a registered name or ``"module:function"``."""
+    if ":" not in name:
+        from ..torch_nets import ARCHITECTURES
+
+        check(
+            name in ARCHITECTURES,
+            f"{where}: unknown architecture {name!r}; use one of {sorted(ARCHITECTURES)} or 'module:function'",
+        )
+        return ARCHITECTURES[name]
+    module_name, _, attr = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise InputError(f"{where}: cannot import architecture {name!r} ({err})") from None
+
+
+def load_module(path: Path, params: dict[str, Any]) -> tuple[nn.Module, list[Path]]:
+    """A state dict + architecture, or TorchScript; returns the module (eval mode) and its files."""
+    weights = path / WEIGHTS_FILE if path.is_dir() else None
+    script = path / TORCHSCRIPT_FILE if path.is_dir() else path
+    if weights is not None and weights.exists():
+        check("architecture" in params, f"model '{path}': {WEIGHTS_FILE} needs 'architecture' in params.json")
+        factory = resolve_factory(params["architecture"], f"model '{path}'")
+        kwargs = dict(params.get("architecture_kwargs", {}))
+        if params.get("outcome_labels") and "n_classes" not in kwargs:
+            kwargs["n_classes"] = len(params["outcome_labels"])
+        module = factory(**kwargs)
+        try:
+            module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except Exception as err:  # noqa: BLE001 - torch raises many types here
+            raise InputError(f"model '{weights}': cannot load the state dict ({str(err).splitlines()[0]})") from None
+        return module.eval(), [weights]
+    check(script.exists(), f"model '{path}': expected {WEIGHTS_FILE} or {TORCHSCRIPT_FILE}")
+    try:
+        module = torch.jit.load(str(script), map_location="cpu")
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"model '{script}': not a TorchScript file ({str(err).splitlines()[0]})") from None
+    return module.eval(), [script]
+
+
+def output_count(module: nn.Module, tile_px: int | None, where: str) -> int:
+    """Number of classes, from one forward pass on a ``tile_px`` tile; the output must be ``(N, classes)``."""
+    size = tile_px or 64
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 3, size, size))
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"model '{where}': fails on a {size}×{size} tile ({str(err).splitlines()[0]})") from None
+    check(
+        isinstance(out, torch.Tensor) and out.ndim == 2,
+        f"model '{where}': output shape {tuple(getattr(out, 'shape', ()))} is not (N, classes)",
+    )
+    return int(out.shape[1])
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -1,0 +1,203 @@
+"""TensorFlow / Keras implementation of the :class:`~slidegrad.backends.Backend` contract, and model loading.
+
+Models are channels-last.  The class score is the model's output for the class
+(logits, or probabilities where the last layer applies a softmax — as
+Slideflow's TF models do); only the explained class is differentiated, never
+the sum of all outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ..errors import InputError, check  # noqa: E402
+from ..model import KERAS_FILE, SAVED_MODEL_FILE  # noqa: E402
+
+
+def _keras_for(model: Any):
+    """The Keras package a model belongs to: Keras 3 or legacy ``tf_keras``."""
+    if type(model).__module__.startswith("tf_keras"):
+        import tf_keras
+
+        return tf_keras
+    import keras
+
+    return keras
+
+
+def _short(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+class _SignatureModel:
+    """A SavedModel without Keras layers, called through its serving signature (no Grad-CAM)."""
+
+    def __init__(self, loaded: Any, path: Path) -> None:
+        self.loaded = loaded
+        self.signature = loaded.signatures["serving_default"]
+        inputs = self.signature.structured_input_signature[1]
+        check(len(inputs) == 1, f"model '{path}': serving signature takes {len(inputs)} inputs; expected one image")
+        self.input_name, spec = next(iter(inputs.items()))
+        self.input_shape = tuple(spec.shape)
+        self.layers: list[Any] = []
+
+    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        outputs = self.signature(**{self.input_name: x})
+        return next(iter(outputs.values()))
+
+
+def load_module(path: Path, params: dict[str, Any]) -> tuple[Any, list[Path]]:
+    """Load a ``.keras`` file, a directory holding ``model.keras``, or a SavedModel directory."""
+    keras_file = path / KERAS_FILE if path.is_dir() else path
+    if keras_file.suffix == ".keras" and keras_file.exists():
+        import keras
+
+        try:
+            return keras.saving.load_model(keras_file, compile=False), [keras_file]
+        except Exception as err:  # noqa: BLE001 - Keras raises many types for bad files
+            raise InputError(f"model '{keras_file}': not a readable .keras file ({_short(err)})") from None
+    check(
+        path.is_dir() and (path / SAVED_MODEL_FILE).exists(),
+        f"model '{path}': expected a .keras file or a SavedModel directory ({SAVED_MODEL_FILE})",
+    )
+    files = [path / SAVED_MODEL_FILE, path / "variables"]
+    import tf_keras
+
+    try:
+        model = tf_keras.models.load_model(path, compile=False)
+        if isinstance(model, tf_keras.Model):
+            return model, files
+    except Exception:  # noqa: BLE001 - not a Keras SavedModel: fall back to its signature
+        pass
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"model '{path}': not a readable SavedModel ({_short(err)})") from None
+    check(
+        "serving_default" in loaded.signatures,
+        f"model '{path}': SavedModel has no serving signature ('serving_default'); "
+        "export it with signatures or save it as a .keras file",
+    )
+    return _SignatureModel(loaded, path), files
+
+
+def output_count(model: Any, tile_px: int | None, where: str) -> int:
+    """Number of classes; checks the input size against ``tile_px`` and the output is ``(N, classes)``."""
+    input_shape = tuple(getattr(model, "input_shape", None) or ())
+    if len(input_shape) == 4 and tile_px is not None:
+        height, width = input_shape[1], input_shape[2]
+        check(
+            height in (None, tile_px) and width in (None, tile_px),
+            f"model '{where}': expects {height}×{width} inputs but tile_px is {tile_px}",
+        )
+    size = tile_px or (input_shape[1] if len(input_shape) == 4 and input_shape[1] else 64)
+    out = model(tf.zeros((1, size, size, 3)), training=False)
+    shape = tuple(out.shape)
+    check(len(shape) == 2, f"model '{where}': output shape {shape} is not (N, classes)")
+    return int(shape[1])
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto`` → first GPU when TensorFlow sees one, else CPU; ``cuda`` without a GPU is an error."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if device in (None, "auto"):
+        return gpus[0].name if gpus else "/CPU:0"
+    if device == "cuda" or str(device).startswith("cuda"):
+        check(bool(gpus), f"device: '{device}' was asked for but TensorFlow sees no GPU")
+        return gpus[0].name
+    return "/CPU:0"
+
+
+class TensorFlowBackend:
+    """Wraps a Keras model (channels-last) behind the backend contract."""
+
+    framework = "tensorflow"
+
+    def __init__(self, model: Any, device: str | None = "auto", n_classes: int | None = None, tile_px: int | None = None):
+        self.model = model
+        self.device = resolve_device(device)
+        self._n_classes = n_classes
+        self._tile_px = tile_px
+        self._grad_models: dict[str, Any] = {}
+        last = model.layers[-1] if getattr(model, "layers", None) else None
+        activation = getattr(getattr(last, "activation", None), "__name__", "")
+        self.outputs_probabilities = activation == "softmax"
+
+    @property
+    def n_classes(self) -> int:
+        if self._n_classes is None:
+            self._n_classes = output_count(self.model, self._tile_px, type(self.model).__name__)
+        return self._n_classes
+
+    def _scores(self, out: tf.Tensor, class_idx: np.ndarray) -> tf.Tensor:
+        idx = tf.constant(np.broadcast_to(np.asarray(class_idx, np.int64), (out.shape[0],)).copy())
+        return tf.reduce_sum(tf.gather(out, idx, axis=1, batch_dims=1))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """``(N, H, W, C)`` → ``(N, K)`` raw model outputs."""
+        with tf.device(self.device):
+            return self.model(tf.constant(x, tf.float32), training=False).numpy()
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """``(N, H, W, C)`` → ``(N, K)`` probabilities in [0, 1]."""
+        out = self.logits(x)
+        if self.outputs_probabilities:
+            return out
+        shifted = np.exp(out - out.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    def input_gradients(self, x: np.ndarray, class_idx: np.ndarray) -> np.ndarray:
+        """Gradient of each image's class score w.r.t. the image, ``(N, H, W, C)`` float32."""
+        with tf.device(self.device):
+            inputs = tf.constant(x, tf.float32)
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                score = self._scores(self.model(inputs, training=False), class_idx)
+            return tape.gradient(score, inputs).numpy()
+
+    def conv_layer_names(self) -> list[str]:
+        """Layers with a 4-D output (N, h, w, c), in order: the Grad-CAM candidates."""
+        names = []
+        for layer in getattr(self.model, "layers", []):
+            if type(layer).__name__ == "InputLayer":
+                continue
+            try:
+                shape = layer.output.shape
+            except (AttributeError, ValueError):
+                continue
+            if len(shape) == 4:
+                names.append(layer.name)
+        return names
+
+    def _grad_model(self, layer: str | None) -> Any:
+        names = self.conv_layer_names()
+        if isinstance(self.model, _SignatureModel):
+            raise InputError("gradcam: this SavedModel has no Keras layers (loaded by signature); save it with Keras")
+        if layer is None:
+            check(bool(names), "gradcam: the model has no layer with a 4-D output; pass layer= explicitly")
+            layer = names[-1]
+        check(layer in names, f"gradcam: layer {layer!r} not found; layers with 4-D outputs: {', '.join(names)}")
+        if layer not in self._grad_models:
+            keras = _keras_for(self.model)
+            target = self.model.get_layer(layer).output
+            self._grad_models[layer] = keras.Model(self.model.inputs, [target, self.model.outputs[0]])
+        return self._grad_models[layer]
+
+    def conv_gradients(
+        self, x: np.ndarray, class_idx: np.ndarray, layer: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Activations of ``layer`` (default: last 4-D layer) and the class score's gradients, ``(N, h, w, c)``."""
+        grad_model = self._grad_model(layer)
+        with tf.device(self.device):
+            with tf.GradientTape() as tape:
+                acts, out = grad_model(tf.constant(x, tf.float32), training=False)
+                score = self._scores(out, class_idx)
+            grads = tape.gradient(score, acts)
+        return acts.numpy(), grads.numpy()

@@ -1,0 +1,59 @@
+"""The workflow on the demo's Keras twin gives the PyTorch run's masks (reduced demo)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from ..conftest import REPO, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+METHODS = ["vanilla", {"name": "integrated_gradients", "x_steps": 5}, {"name": "vanilla", "smooth": True, "nsamples": 3}]
+
+
+def test_keras_demo_matches_torch_demo(tmp_path):
+    with open(REPO / "config/demo/tiles.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["dab_label"] == "1"]
+    picks = [next(r for r in rows if r["slide"] == s) for s in ("demo_a", "demo_b")]
+    with open(tmp_path / "tiles.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["slide", "x", "y"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(picks)
+    base = {
+        "samples": str(REPO / "config/demo/samples.csv"),
+        "tiles": "tiles.csv",
+        "model": {"path": "resources/demo/model"},
+        "methods": METHODS + [{"name": "gradcam"}],
+        "demo": {"epochs": 1},
+        "threads": 1,
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(base))
+    keras = {
+        "outdir": "results/keras",
+        "model": {"path": "resources/demo/model_keras", "backend": "tensorflow"},
+        "methods": METHODS + [{"name": "gradcam", "layer": "conv2"}],
+    }
+    (tmp_path / "keras.yaml").write_text(yaml.safe_dump(keras))
+
+    torch_run = run_snakemake(tmp_path)
+    assert torch_run.returncode == 0, torch_run.stdout[-3000:] + torch_run.stderr[-3000:]
+    keras_run = run_snakemake(tmp_path, "--configfile", "keras.yaml")
+    assert keras_run.returncode == 0, keras_run.stdout[-3000:] + keras_run.stderr[-3000:]
+
+    assert (tmp_path / "resources/demo/model_keras/model.keras").exists()
+    for pick in picks:
+        tile = f"x{pick['x']}_y{pick['y']}"
+        for method in ("vanilla", "integrated_gradients", "vanilla_smooth", "gradcam"):
+            torch_mask = np.load(tmp_path / f"results/masks/{pick['slide']}/{method}/{tile}.npy")
+            keras_mask = np.load(tmp_path / f"results/keras/masks/{pick['slide']}/{method}/{tile}.npy")
+            assert np.abs(torch_mask - keras_mask).max() <= 1e-4, method
+        meta_t = json.loads((tmp_path / f"results/masks/{pick['slide']}/vanilla/{tile}.json").read_text())
+        meta_k = json.loads((tmp_path / f"results/keras/masks/{pick['slide']}/vanilla/{tile}.json").read_text())
+        assert (meta_t["backend"], meta_k["backend"]) == ("torch", "tensorflow")
+        np.testing.assert_allclose(meta_k["probabilities"], meta_t["probabilities"], atol=1e-5)
+    assert (tmp_path / "results/keras/figures/demo_a.pdf").exists()
