@@ -29,6 +29,7 @@ for chunk_index, chunk in enumerate(PLAN.chunks):
             class_idx=config["model"]["class_idx"],
             device=config["device"],
             engine=config["engine"],
+            memory_budget_mb=config["memory_budget_mb"],
             preprocessing=config["model"]["preprocessing"],
         script:
             "../scripts/masks.py"

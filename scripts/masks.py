@@ -19,6 +19,7 @@ run_job(
     class_idx=snakemake.params.class_idx,
     device=snakemake.params.device,
     engine=snakemake.params.engine,
+    memory_budget_mb=snakemake.params.memory_budget_mb,
     threads=snakemake.threads,
     preprocessing=snakemake.params.preprocessing,
 )

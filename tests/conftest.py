@@ -97,3 +97,17 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.C
         "--cores", "2", "--show-failed-logs", *args,
     ]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory) -> dict:
+    """Both demo slides and a demo model trained for one epoch (shared by the demo and parity tests)."""
+    from slidegrad import demo
+
+    root = tmp_path_factory.mktemp("demo")
+    slides = {}
+    for variant in demo.VARIANTS:
+        slides[variant] = root / f"demo_{variant}.tiff"
+        demo.write_demo_slide(slides[variant], variant)
+    params = demo.train_demo_model(list(slides.values()), root / "model", epochs=1)
+    return {"slides": slides, "model": root / "model", "params": params}

@@ -14,13 +14,8 @@ from .conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def demo_slides(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    paths = {}
-    for variant in demo.VARIANTS:
-        paths[variant] = root / f"demo_{variant}.tiff"
-        demo.write_demo_slide(paths[variant], variant)
-    return paths
+def demo_slides(demo_assets):
+    return demo_assets["slides"]
 
 
 def test_demo_slides_are_pyramidal_with_mpp(demo_slides):
@@ -41,10 +36,9 @@ def test_committed_tile_table_matches_the_selection(demo_slides):
             assert demo.dab_labels(wsi.read(x, y)[None])[0] == label
 
 
-def test_quickly_trained_model_looks_at_brown_pixels(demo_slides, tmp_path):
-    params = demo.train_demo_model(list(demo_slides.values()), tmp_path / "model", epochs=1)
-    assert params["train_accuracy"] >= 0.9
-    model = sg.load_model(tmp_path / "model")
+def test_quickly_trained_model_looks_at_brown_pixels(demo_assets, demo_slides):
+    assert demo_assets["params"]["train_accuracy"] >= 0.9
+    model = sg.load_model(demo_assets["model"])
     assert model.outcome_labels == demo.OUTCOME_LABELS
     positives = []
     with sg.WSI(demo_slides["a"], 128, 128) as wsi:

@@ -82,9 +82,10 @@ def run_mask_job(
     raw_paths: Sequence[str] | None = None,
     class_idx: int | None = None,
     device: str = "auto",
-    engine: str = "pair",
+    engine: str = "native",
     threads: int | None = None,
     preprocessing: str | None = None,
+    memory_budget_mb: int | None = None,
 ) -> None:
     """Load the model once, compute ``method`` for every tile, write mask + metadata (+ raw)."""
     from .model import detect_backend, get_preprocess_fn, load_model, read_params
@@ -100,7 +101,8 @@ def run_mask_job(
             f"model '{model_path}': expects {model.tile_px} px tiles, got {images.shape[1]} px tiles",
         )
     batch = get_preprocess_fn(model)(images)
-    sal = SaliencyMap(model, class_idx=class_idx, device=device, engine=engine)
+    budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
+    sal = SaliencyMap(model, class_idx=class_idx, device=device, engine=engine, memory_budget=budget)
     probabilities = sal.backend.probabilities(batch)
     classes = sal.resolve_classes(batch)
     masks, raws = sal.attributions(batch, method.name, class_idx=classes, smooth=method.smooth, **method.params)

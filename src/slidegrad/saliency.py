@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, get_backend
-from .engines import get_engine
+from .engines import make_engine
 from .errors import InputError, check
 from .methods import METHODS, get_method, normalize, resolve_params
 
@@ -23,6 +23,10 @@ class SaliencyMap:
     ``class_idx`` is the class explained: set per object here, or per call
     (``class_idx=`` on every method, an int or one per image); ``None`` means
     each image's predicted class.
+
+    ``engine``: ``native`` (batched on the model's device; default) or ``pair``
+    (PAIR's reference, one tile at a time).  ``memory_budget`` (bytes) caps the
+    native engine's model batches; ``None`` takes half the free device memory.
     """
 
     def __init__(
@@ -30,13 +34,14 @@ class SaliencyMap:
         model: Any,
         class_idx: int | None = None,
         device: str = "auto",
-        engine: str = "pair",
+        engine: str = "native",
+        memory_budget: int | None = None,
     ) -> None:
         self.model = model
         self.backend: Backend = get_backend(model, device=device)
         self.class_idx = class_idx
-        self.engine = engine
-        self._attribute = get_engine(engine)
+        self.engine_name = engine
+        self.engine = make_engine(engine, self.backend, memory_budget)
         if class_idx is not None:
             self._check_class(class_idx)
 
@@ -72,10 +77,7 @@ class SaliencyMap:
         resolved = resolve_params(spec, params, smooth)
         batch = _as_batch(img)
         classes = self.resolve_classes(batch, class_idx)
-        raws = [
-            self._attribute(self.backend, image, int(k), spec, resolved, smooth)
-            for image, k in zip(batch, classes)
-        ]
+        raws = self.engine.attribute(batch.astype(np.float32, copy=False), classes, spec, resolved, smooth)
         masks = np.stack([normalize(spec, raw) for raw in raws]).astype(np.float32)
         return masks, raws
 

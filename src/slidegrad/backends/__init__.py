@@ -8,7 +8,12 @@ A backend wraps a model on its device and answers, for a channels-last
 * :meth:`Backend.conv_gradients` — a conv layer's activations and the class
   logit's gradients w.r.t. them, both ``(N, h, w, c)`` channels-last.
 
-Torch and TensorFlow each implement it in one module; nothing else imports a
+For the native engine a backend also exposes :class:`Ops` (``backend.ops``):
+the few device-side array operations every method is written over, so one
+implementation of each method runs on torch or TensorFlow tensors, on the
+model's device.
+
+Torch and TensorFlow each implement both in one module; nothing else imports a
 framework.
 """
 
@@ -20,9 +25,40 @@ from typing import Any, Protocol
 import numpy as np
 
 
+class Ops(Protocol):
+    """Device-side array ops over a framework's tensors ``T`` (channels-last images)."""
+
+    inf: float
+
+    def tensor(self, x: np.ndarray, dtype: str = "float32") -> Any: ...  # host → device
+    def numpy(self, t: Any) -> np.ndarray: ...  # device → host
+    def grad(self, x: Any, class_idx: Any) -> Any: ...  # (B, H, W, C) class-score gradients
+    def conv(self, x: Any, class_idx: Any, layer: str | None) -> tuple[Any, Any]: ...
+    def cast(self, t: Any, dtype: str) -> Any: ...
+    def dtype(self, t: Any) -> str: ...  # "float32", "float64", ...
+    def where(self, cond: Any, a: Any, b: Any) -> Any: ...
+    def abs(self, t: Any) -> Any: ...
+    def sum(self, t: Any, axis: Any) -> Any: ...
+    def maximum(self, t: Any, value: float) -> Any: ...
+    def any(self, t: Any) -> bool: ...
+    def kth_smallest(self, t: Any, k: int) -> Any: ...  # per row of (N, D), 0-based rank
+    def gather(self, t: Any, index: Any) -> Any: ...  # rows along axis 0
+    def segment_sum(self, t: Any, index: Any, n: int) -> Any: ...  # sum rows into n groups
+    def reshape(self, t: Any, shape: tuple[int, ...]) -> Any: ...
+    def concat(self, ts: list[Any]) -> Any: ...
+    def zeros_like(self, t: Any) -> Any: ...
+    def einsum(self, spec: str, *ts: Any) -> Any: ...
+
+
 class Backend(Protocol):
     framework: str
     n_classes: int
+    ops: Ops
+    on_accelerator: bool
+
+    def activation_bytes(self, shape: tuple[int, int, int]) -> int: ...
+
+    def free_memory(self) -> int: ...
 
     def probabilities(self, x: np.ndarray) -> np.ndarray: ...
 

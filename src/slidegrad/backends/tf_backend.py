@@ -162,6 +162,40 @@ class TensorFlowBackend:
                 score = self._scores(self.model(inputs, training=False), class_idx)
             return tape.gradient(score, inputs).numpy()
 
+    @property
+    def on_accelerator(self) -> bool:
+        return "GPU" in self.device
+
+    @property
+    def ops(self) -> TensorFlowOps:
+        return TensorFlowOps(self)
+
+    def activation_bytes(self, shape: tuple[int, int, int]) -> int:
+        """Bytes of every layer output for one ``(H, W, C)`` sample (float32): a per-sample memory estimate."""
+        total = 0
+        for layer in getattr(self.model, "layers", []):
+            try:
+                dims = layer.output.shape[1:]
+            except (AttributeError, ValueError):
+                continue
+            scale = 1.0
+            if len(dims) == 3 and dims[0] is None:  # unknown spatial size: assume the input's
+                dims = (shape[0], shape[1], dims[2])
+            total += int(np.prod([d for d in dims if d is not None]) * 4 * scale)
+        return total or int(np.prod(shape)) * 4 * 64
+
+    def free_memory(self) -> int:
+        """Free bytes where the model runs (host memory on CPU; on a GPU the device limit minus current use)."""
+        from ..batching import available_host_memory
+
+        if "GPU" not in self.device:
+            return available_host_memory()
+        info = tf.config.experimental.get_memory_info(self.device.split("device:")[-1])
+        total = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get(
+            "memory_limit", 8 << 30
+        )
+        return max(int(total) - int(info["current"]), 1 << 28)
+
     def conv_layer_names(self) -> list[str]:
         """Layers with a 4-D output (N, h, w, c), in order: the Grad-CAM candidates."""
         names = []
@@ -201,3 +235,94 @@ class TensorFlowBackend:
                 score = self._scores(out, class_idx)
             grads = tape.gradient(score, acts)
         return acts.numpy(), grads.numpy()
+
+
+class TensorFlowOps:
+    """Device-side array operations the native engine is written over (see :class:`slidegrad.backends.Ops`)."""
+
+    inf = float("inf")
+
+    def __init__(self, backend: TensorFlowBackend) -> None:
+        self.backend = backend
+
+    def tensor(self, x: np.ndarray, dtype: str = "float32") -> tf.Tensor:
+        with tf.device(self.backend.device):
+            return tf.constant(np.asarray(x), dtype=getattr(tf, dtype))
+
+    @staticmethod
+    def numpy(t: tf.Tensor) -> np.ndarray:
+        return t.numpy()
+
+    def grad(self, x: tf.Tensor, class_idx: tf.Tensor) -> tf.Tensor:
+        """d(class score)/d(input) for a channels-last batch, on the device."""
+        with tf.device(self.backend.device):
+            inputs = tf.cast(x, tf.float32)
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                out = self.backend.model(inputs, training=False)
+                score = tf.reduce_sum(tf.gather(out, tf.cast(class_idx, tf.int32), axis=1, batch_dims=1))
+            return tape.gradient(score, inputs)
+
+    def conv(self, x: tf.Tensor, class_idx: tf.Tensor, layer: str | None) -> tuple[tf.Tensor, tf.Tensor]:
+        acts, grads = self.backend.conv_gradients(x.numpy(), class_idx.numpy(), layer)
+        return self.tensor(acts), self.tensor(grads)
+
+    @staticmethod
+    def cast(t: tf.Tensor, dtype: str) -> tf.Tensor:
+        return tf.cast(t, getattr(tf, dtype))
+
+    @staticmethod
+    def dtype(t: tf.Tensor) -> str:
+        return t.dtype.name
+
+    @staticmethod
+    def where(cond: tf.Tensor, a: Any, b: Any) -> tf.Tensor:
+        dtype = next((v.dtype for v in (a, b) if isinstance(v, tf.Tensor)), tf.float32)
+        a = a if isinstance(a, tf.Tensor) else tf.constant(a, dtype)
+        b = b if isinstance(b, tf.Tensor) else tf.constant(b, dtype)
+        return tf.where(cond, a, b)
+
+    @staticmethod
+    def abs(t: tf.Tensor) -> tf.Tensor:
+        return tf.abs(t)
+
+    @staticmethod
+    def sum(t: tf.Tensor, axis: Any) -> tf.Tensor:
+        return tf.reduce_sum(t, axis=axis)
+
+    @staticmethod
+    def maximum(t: tf.Tensor, value: float) -> tf.Tensor:
+        return tf.maximum(t, tf.constant(value, t.dtype))
+
+    @staticmethod
+    def any(t: tf.Tensor) -> bool:
+        return bool(tf.reduce_any(t))
+
+    @staticmethod
+    def kth_smallest(t: tf.Tensor, k: int) -> tf.Tensor:
+        """Per row of ``(N, D)``: the element of 0-based rank ``k`` (numpy's ``quantile(method='lower')``)."""
+        return tf.sort(t, axis=1)[:, k]
+
+    @staticmethod
+    def gather(t: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+        return tf.gather(t, index)
+
+    @staticmethod
+    def segment_sum(t: tf.Tensor, index: tf.Tensor, n: int) -> tf.Tensor:
+        return tf.math.unsorted_segment_sum(t, tf.cast(index, tf.int32), n)
+
+    @staticmethod
+    def reshape(t: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
+        return tf.reshape(t, shape)
+
+    @staticmethod
+    def concat(ts: list[tf.Tensor]) -> tf.Tensor:
+        return tf.concat(ts, axis=0)
+
+    @staticmethod
+    def zeros_like(t: tf.Tensor) -> tf.Tensor:
+        return tf.zeros_like(t)
+
+    @staticmethod
+    def einsum(spec: str, *ts: tf.Tensor) -> tf.Tensor:
+        return tf.einsum(spec, *ts)

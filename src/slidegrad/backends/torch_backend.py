@@ -140,6 +140,43 @@ class TorchBackend:
         (grads,) = torch.autograd.grad(score, inputs)
         return self._to_numpy(grads)
 
+    @property
+    def on_accelerator(self) -> bool:
+        return self.device.type != "cpu"
+
+    @property
+    def ops(self) -> TorchOps:
+        return TorchOps(self)
+
+    def activation_bytes(self, shape: tuple[int, int, int]) -> int:
+        """Bytes of every module output for one ``(H, W, C)`` sample (float32): a per-sample memory estimate."""
+        total = 0
+
+        def count(_m: nn.Module, _i: Any, output: Any) -> None:
+            nonlocal total
+            if isinstance(output, torch.Tensor):
+                total += output.numel() * output.element_size()
+
+        leaves = [m for m in self.module.modules() if not list(m.children())]
+        if isinstance(self.module, torch.jit.ScriptModule) or not leaves:
+            return int(np.prod(shape)) * 4 * 64
+        handles = [m.register_forward_hook(count) for m in leaves]
+        try:
+            with torch.no_grad():
+                self.module(torch.zeros((1, shape[2], shape[0], shape[1]), device=self.device))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return total
+
+    def free_memory(self) -> int:
+        """Free bytes on the device (CUDA: ``mem_get_info``; CPU: MemAvailable)."""
+        if self.device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.device)[0])
+        from ..batching import available_host_memory
+
+        return available_host_memory()
+
     def conv_layer_names(self) -> list[str]:
         """Names (``named_modules``) of the model's ``nn.Conv2d`` layers, in order."""
         return [name for name, mod in self.module.named_modules() if isinstance(mod, nn.Conv2d)]
@@ -173,3 +210,91 @@ class TorchBackend:
         idx = self._class_index(class_idx, out.shape[0])
         (grads,) = torch.autograd.grad(out.gather(1, idx[:, None]).sum(), acts)
         return self._to_numpy(acts), self._to_numpy(grads)
+
+
+class TorchOps:
+    """Device-side array operations the native engine is written over (tensors stay on ``device``).
+
+    Arrays are channels-last ``(N, H, W, C)``; see :class:`slidegrad.backends.Ops`.
+    """
+
+    inf = float("inf")
+
+    def __init__(self, backend: TorchBackend) -> None:
+        self.backend = backend
+        self.device = backend.device
+
+    def tensor(self, x: np.ndarray, dtype: str = "float32") -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=getattr(torch, dtype), device=self.device)
+
+    def numpy(self, t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    def grad(self, x: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+        """d(class logit)/d(input) for a channels-last float32 batch, on the device."""
+        inputs = x.detach().to(torch.float32).permute(0, 3, 1, 2).requires_grad_(True)
+        out = self.backend.module(inputs)
+        (grads,) = torch.autograd.grad(out.gather(1, class_idx[:, None]).sum(), inputs)
+        return grads.permute(0, 2, 3, 1)
+
+    def conv(self, x: torch.Tensor, class_idx: torch.Tensor, layer: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        acts, grads = self.backend.conv_gradients(self.numpy(x), self.numpy(class_idx), layer)
+        return self.tensor(acts), self.tensor(grads)
+
+    @staticmethod
+    def cast(t: torch.Tensor, dtype: str) -> torch.Tensor:
+        return t.to(getattr(torch, dtype))
+
+    @staticmethod
+    def dtype(t: torch.Tensor) -> str:
+        return str(t.dtype).removeprefix("torch.")
+
+    @staticmethod
+    def where(cond: torch.Tensor, a: Any, b: Any) -> torch.Tensor:
+        return torch.where(cond, a, b)
+
+    @staticmethod
+    def abs(t: torch.Tensor) -> torch.Tensor:
+        return t.abs()
+
+    @staticmethod
+    def sum(t: torch.Tensor, axis: Any) -> torch.Tensor:
+        return t.sum(dim=axis)
+
+    @staticmethod
+    def maximum(t: torch.Tensor, value: float) -> torch.Tensor:
+        return t.clamp_min(value)
+
+    @staticmethod
+    def any(t: torch.Tensor) -> bool:
+        return bool(t.any())
+
+    @staticmethod
+    def kth_smallest(t: torch.Tensor, k: int) -> torch.Tensor:
+        """Per row of ``(N, D)``: the element of 0-based rank ``k`` (numpy's ``quantile(method='lower')``)."""
+        return torch.kthvalue(t, k + 1, dim=1).values
+
+    @staticmethod
+    def gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return t.index_select(0, index)
+
+    @staticmethod
+    def segment_sum(t: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+        out = torch.zeros((n, *t.shape[1:]), dtype=t.dtype, device=t.device)
+        return out.index_add_(0, index, t)
+
+    @staticmethod
+    def reshape(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return t.reshape(shape)
+
+    @staticmethod
+    def concat(ts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(ts, dim=0)
+
+    @staticmethod
+    def zeros_like(t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(t)
+
+    @staticmethod
+    def einsum(spec: str, *ts: torch.Tensor) -> torch.Tensor:
+        return torch.einsum(spec, *ts)

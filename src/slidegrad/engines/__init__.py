@@ -1,23 +1,38 @@
-"""Engines compute raw attributions for a method over a backend.
+"""Engines turn (tiles, classes, method, parameters) into raw attributions.
 
-``pair`` runs PAIR's reference ``saliency.core`` one image at a time.
+* ``native`` (default): our implementation, batched across tiles × steps ×
+  noise samples on the model's device, packed by a memory budget.
+* ``pair``: PAIR's reference ``saliency.core``, one tile at a time in numpy.
+
+Both take a ``(N, H, W, C)`` float32 batch and return one raw array per tile:
+``(H, W, C)`` for gradient methods, ``(H, W)`` for XRAI and Grad-CAM.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import check
+from ..methods import Method
 
-Engine = Callable[..., np.ndarray]
-ENGINES = ("pair",)
+ENGINES = ("native", "pair")
 
 
-def get_engine(name: str) -> Engine:
-    """Return ``attribute(backend, image, class_idx, method, params, smooth) -> raw``."""
+class Engine(Protocol):
+    def attribute(
+        self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
+    ) -> list[np.ndarray]: ...
+
+
+def make_engine(name: str, backend: Any, memory_budget: int | None = None) -> Engine:
+    """The engine ``name`` bound to ``backend`` (``memory_budget`` in bytes; native only, None = auto)."""
     check(name in ENGINES, f"engine: unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
-    from .pair import attribute
+    if name == "pair":
+        from .pair import PairEngine
 
-    return attribute
+        return PairEngine(backend)
+    from .native import NativeEngine
+
+    return NativeEngine(backend, memory_budget)

@@ -113,3 +113,15 @@ def attribute(
     if method.kind == "gradcam":  # PAIR's 3-D Grad-CAM repeats one map over channels
         raw = raw[..., 0]
     return raw
+
+
+class PairEngine:
+    """The reference: PAIR's ``GetMask`` / ``GetSmoothedMask`` called once per tile, as Slideflow does."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def attribute(
+        self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
+    ) -> list[np.ndarray]:
+        return [attribute(self.backend, image, int(k), method, params, smooth) for image, k in zip(batch, classes)]

@@ -1,0 +1,157 @@
+"""Benchmark: native engine vs PAIR (per tile, as Slideflow calls it) vs Captum, against the model's floor.
+
+    .venv/bin/python bench/saliency_bench.py [--model resnet18|demo|both] [--tiles 8] [--device cpu]
+
+Per method it prints seconds per tile for each implementation, the floor (model
+passes per tile × the best per-image fwd+bwd time measured in this run), the
+ratios, and the native engine's peak memory (host RSS high-water mark on CPU,
+``max_memory_allocated`` on CUDA).  Not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import slidegrad as sg  # noqa: E402
+from slidegrad.torch_nets import ResNet18, SmallCNN  # noqa: E402
+
+# Slideflow's defaults; the model passes one tile costs with them.
+METHODS = {
+    "vanilla": ("vanilla", {}, False, 1),
+    "integrated_gradients": ("integrated_gradients", {}, False, 25),
+    "guided_integrated_gradients": ("guided_integrated_gradients", {}, False, 25),
+    "blur_integrated_gradients": ("blur_integrated_gradients", {}, False, 100),
+    "xrai": ("xrai", {}, False, 200),
+    "xrai_fast": ("xrai_fast", {}, False, 200),
+    "gradcam": ("gradcam", {}, False, 1),
+    "vanilla_smooth": ("vanilla", {}, True, 25),
+    "integrated_gradients_smooth": ("integrated_gradients", {"nsamples": 5}, True, 125),
+}
+
+
+def rss_peak_reset() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def floor_per_image(model: torch.nn.Module, x: np.ndarray, device: torch.device) -> tuple[float, int]:
+    """Best per-image fwd+bwd time over batch sizes (and that batch size)."""
+    best = (float("inf"), 1)
+    for size in (1, 8, 16, 25, 32):
+        batch = torch.from_numpy(np.resize(x, (size, *x.shape[1:]))).permute(0, 3, 1, 2).to(device)
+        times = []
+        for _ in range(3):
+            inputs = batch.clone().requires_grad_(True)
+            start = time.perf_counter()
+            out = model(inputs)
+            torch.autograd.grad(out[:, 0].sum(), inputs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) / size)
+        best = min(best, (min(times), size))
+    return best
+
+
+def captum_runner(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor):
+    try:
+        from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
+    except ImportError:
+        return None
+    if name == "vanilla":
+        return lambda: Saliency(model).attribute(x, target=target, abs=False)
+    if name == "integrated_gradients":
+        return lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=25, internal_batch_size=len(x) * 25)
+    if name == "vanilla_smooth":
+        tunnel = NoiseTunnel(Saliency(model))
+        return lambda: tunnel.attribute(x, target=target, nt_type="smoothgrad_sq", nt_samples=25, stdevs=0.3, abs=False)
+    if name == "gradcam":
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        return lambda: LayerGradCam(model, convs[-1]).attribute(x, target=target)
+    return None
+
+
+def bench_model(label: str, model: torch.nn.Module, tiles: np.ndarray, device: str, methods: list[str]) -> None:
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    x = sg.model.scale(tiles)
+    n = len(x)
+    per_image, best_batch = floor_per_image(model, x, dev)
+    print(f"\n== {label}: {n} tiles {x.shape[1]} px, device {device}; fwd+bwd floor {per_image * 1e3:.1f} ms/image (batch {best_batch})")
+    print(f"{'method':30s} {'native s/tile':>13s} {'PAIR s/tile':>12s} {'Captum s/tile':>13s} {'floor s/tile':>12s} "
+          f"{'native/floor':>12s} {'PAIR/native':>11s} {'Captum/native':>13s} {'peak MiB':>9s}")  # fmt: skip
+    native = sg.SaliencyMap(model, class_idx=1, device=device, engine="native")
+    pair = sg.SaliencyMap(model, class_idx=1, device=device, engine="pair")
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).to(dev)
+    target = torch.ones(n, dtype=torch.long, device=dev)
+    native.get(x[:1], "vanilla")  # warm-up
+    for key in methods:
+        method, params, smooth, passes = METHODS[key]
+        rss_peak_reset()
+        base = rss_kib("VmRSS")
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        t_native, _ = timed(lambda: native.get(x, method, smooth=smooth, **params))
+        peak = (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else (rss_kib("VmHWM") - base) / 1024
+        t_pair, _ = timed(lambda: pair.get(x, method, smooth=smooth, **params))
+        runner = captum_runner(key, model, xt, target)
+        t_captum = timed(runner)[0] if runner else float("nan")
+        floor = passes * per_image
+        print(f"{key:30s} {t_native / n:13.3f} {t_pair / n:12.3f} {t_captum / n:13.3f} {floor:12.3f} "
+              f"{t_native / n / floor:12.2f} {t_pair / t_native:11.2f} {t_captum / t_native:13.2f} {peak:9.0f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["resnet18", "demo", "both"], default="both")
+    parser.add_argument("--tiles", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    args = parser.parse_args()
+    from skimage.data import immunohistochemistry
+
+    ihc = immunohistochemistry()
+    rng = np.random.RandomState(0)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, numpy {np.__version__}")
+    for name in (["resnet18", "demo"] if args.model == "both" else [args.model]):
+        size = 224 if name == "resnet18" else 128
+        corners = rng.randint(0, 512 - size // 2, size=(args.tiles, 2))
+        tiles = np.stack([np.asarray(_resize(ihc[y : y + size // 2, x : x + size // 2], size)) for x, y in corners])
+        if name == "resnet18":
+            model = ResNet18(n_classes=2)
+        else:
+            demo_dir = Path("resources/demo/model")
+            model = sg.load_model(demo_dir).module if demo_dir.exists() else SmallCNN(n_classes=2)
+        bench_model(name, model, tiles, args.device, args.methods)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+
+
+if __name__ == "__main__":
+    main()

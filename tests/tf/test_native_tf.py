@@ -1,0 +1,36 @@
+"""The native engine on TensorFlow: PAIR's maps for a Keras model (same bars as for torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+import slidegrad as sg  # noqa: E402
+from slidegrad.keras_nets import small_cnn  # noqa: E402
+
+from ..parity import CASES, check_parity  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(3)
+    return small_cnn(2, (4, 8), 64)
+
+
+@pytest.mark.parametrize("key", list(CASES))
+def test_parity_with_pair_on_keras(model, ihc_tiles, key):
+    result = check_parity(model, sg.model.scale(ihc_tiles), key)
+    print(f"keras {key}: {result}")
+
+
+def test_budget_splits_batches_on_tensorflow(model, ihc_tiles):
+    sal = sg.SaliencyMap(model, class_idx=1, memory_budget=4 << 20)
+    masks = sal.integrated_gradients(sg.model.scale(ihc_tiles), x_steps=6)
+    assert 1 <= sal.engine.max_batch_seen < 24
+    roomy = sg.SaliencyMap(model, class_idx=1, memory_budget=1 << 30).integrated_gradients(
+        sg.model.scale(ihc_tiles), x_steps=6
+    )
+    np.testing.assert_allclose(masks, roomy, atol=1e-6)
