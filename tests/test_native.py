@@ -115,14 +115,24 @@ def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc,
         pngs.append(str(tmp_path / f"t{i}.png"))
         jobs.write_png(pngs[-1], np.ascontiguousarray(ihc[y : y + 299, x : x + 299]))
     model_dir = write_model_dir(tmp_path / "model", tile_px=299, tile_um=299)
-    seen: list[int] = []
-    original = native_engine.NativeEngine._grad
+    seen: list[int] = []  # batch sizes of every model call, gradients and plain forward passes
+    original_grad = native_engine.NativeEngine._grad
 
     def recording(self, points, classes):
         seen.append(int(points.shape[0]))
-        return original(self, points, classes)
+        return original_grad(self, points, classes)
 
     monkeypatch.setattr(native_engine.NativeEngine, "_grad", recording)
+    forwards: list[int] = []
+    from slidegrad.backends.torch_backend import TorchBackend
+
+    original_probabilities = TorchBackend.probabilities
+
+    def recording_probabilities(self, x):
+        forwards.append(len(x))
+        return original_probabilities(self, x)
+
+    monkeypatch.setattr(TorchBackend, "probabilities", recording_probabilities)
     method = MethodSpec("integrated_gradients", "integrated_gradients", False, {"x_steps": 3, "batch_size": 20})
     masks = [str(tmp_path / f"m{i}.npy") for i in range(256)]
     metas = [str(tmp_path / f"m{i}.json") for i in range(256)]
@@ -130,6 +140,7 @@ def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc,
     backend = sg.SaliencyMap(sg.load_model(model_dir)).backend
     per_item = batching.item_bytes(backend.activation_bytes((299, 299, 3)), 299 * 299 * 3)
     assert sum(seen) == 256 * 3 and max(seen) * per_item <= 64 << 20
+    assert sum(forwards) == 256 and max(forwards) * per_item <= 64 << 20
     assert all(np.load(m).shape == (299, 299) for m in masks[:3])
 
 

@@ -103,8 +103,8 @@ def run_mask_job(
     batch = get_preprocess_fn(model)(images)
     budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
     sal = SaliencyMap(model, class_idx=class_idx, device=device, engine=engine, memory_budget=budget)
-    probabilities = sal.backend.probabilities(batch)
-    classes = sal.resolve_classes(batch)
+    probabilities = sal.probabilities(batch)
+    classes = sal.resolve_classes(batch, probabilities=probabilities)
     masks, raws = sal.attributions(batch, method.name, class_idx=classes, smooth=method.smooth, **method.params)
     _mkparents(mask_paths)
     for i, (mask_path, meta_path) in enumerate(zip(mask_paths, meta_paths)):

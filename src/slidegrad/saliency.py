@@ -53,11 +53,18 @@ class SaliencyMap:
             f"class_idx: {class_idx!r} is out of range; the model has {n} classes (0..{n - 1})",
         )
 
-    def resolve_classes(self, batch: np.ndarray, class_idx: Any = None) -> np.ndarray:
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, K)`` class probabilities of a preprocessed batch (batched as the engine batches)."""
+        return self.engine.probabilities(_as_batch(batch))
+
+    def resolve_classes(
+        self, batch: np.ndarray, class_idx: Any = None, probabilities: np.ndarray | None = None
+    ) -> np.ndarray:
         """``(N,)`` class indices: the call's, else the object's, else each image's argmax."""
         chosen = self.class_idx if class_idx is None else class_idx
         if chosen is None:
-            return self.backend.probabilities(batch).argmax(axis=1)
+            probabilities = self.probabilities(batch) if probabilities is None else probabilities
+            return probabilities.argmax(axis=1)
         classes = np.broadcast_to(np.asarray(chosen), (len(batch),))
         for value in np.unique(classes):
             self._check_class(int(value))

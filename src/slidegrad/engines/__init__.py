@@ -21,6 +21,8 @@ ENGINES = ("native", "pair")
 
 
 class Engine(Protocol):
+    def probabilities(self, batch: np.ndarray) -> np.ndarray: ...
+
     def attribute(
         self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
     ) -> list[np.ndarray]: ...

@@ -86,9 +86,13 @@ class NativeEngine:
 
     # -- methods (raw attributions, device tensors) --------------------------------------
     def vanilla(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
+        """Gradient of the class score at the image itself."""
         n, *shape = x.shape
-        gather = lambda t, s: self.ops.gather(x, self.ops.tensor(t, "int64"))  # noqa: E731
-        return self.path_sum(n, 1, classes, gather, None, tuple(shape), self.ops.dtype(x))
+
+        def point(tile: np.ndarray, step: np.ndarray) -> Any:
+            return self.ops.gather(x, self.ops.tensor(tile, "int64"))
+
+        return self.path_sum(n, 1, classes, point, None, tuple(shape), self.ops.dtype(x))
 
     def integrated_gradients(self, x: Any, classes: Any, params: dict[str, Any], baseline: Any = None) -> Any:
         """PAIR's IG: alphas ``linspace(0, 1, x_steps)``, mean gradient × (x − baseline)."""
@@ -193,13 +197,25 @@ class NativeEngine:
         return ops.reshape(ops.cast(attr, "float32"), shape)
 
     def gradcam(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
-        """Grad-CAM maps at the layer's resolution ``(N, h, w)`` (ReLU'd, not yet resized)."""
+        """Grad-CAM maps at the layer's resolution ``(N, h, w)`` (ReLU'd, not yet resized), batched by the budget."""
         ops = self.ops
-        self.max_batch_seen = max(self.max_batch_seen, int(x.shape[0]))
-        acts, grads = ops.conv(x, classes, params.get("layer"))
-        weights = ops.sum(grads, (1, 2)) / float(grads.shape[1] * grads.shape[2])
-        cam = ops.einsum("nhwc,nc->nhw", acts, weights)
-        return ops.where(cam > 0, cam, 0.0)
+        n, *shape = x.shape
+        cams = []
+        for items in batching.chunks(n, self.item_batch(tuple(shape), n)):
+            index = ops.tensor(np.arange(items.start, items.stop), "int64")
+            self.max_batch_seen = max(self.max_batch_seen, len(items))
+            acts, grads = ops.conv(ops.gather(x, index), ops.gather(classes, index), params.get("layer"))
+            weights = ops.sum(grads, (1, 2)) / float(grads.shape[1] * grads.shape[2])
+            cam = ops.einsum("nhwc,nc->nhw", acts, weights)
+            cams.append(ops.where(cam > 0, cam, 0.0))
+        return ops.concat(cams)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, K)`` class probabilities, in forward batches that fit the budget."""
+        shape = tuple(batch.shape[1:])
+        size = self.item_batch(shape, len(batch))
+        parts = [self.backend.probabilities(batch[c.start : c.stop]) for c in batching.chunks(len(batch), size)]
+        return np.concatenate(parts)
 
     # -- entry point ---------------------------------------------------------------------
     def attribute(

@@ -121,6 +121,10 @@ class PairEngine:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, K)`` class probabilities, one tile at a time (as PAIR-based tools run)."""
+        return np.concatenate([self.backend.probabilities(image[None]) for image in batch])
+
     def attribute(
         self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
     ) -> list[np.ndarray]:
