@@ -178,10 +178,9 @@ class TensorFlowBackend:
                 dims = layer.output.shape[1:]
             except (AttributeError, ValueError):
                 continue
-            scale = 1.0
             if len(dims) == 3 and dims[0] is None:  # unknown spatial size: assume the input's
                 dims = (shape[0], shape[1], dims[2])
-            total += int(np.prod([d for d in dims if d is not None]) * 4 * scale)
+            total += int(np.prod([d for d in dims if d is not None]) * 4)
         return total or int(np.prod(shape)) * 4 * 64
 
     def free_memory(self) -> int:
