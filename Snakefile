@@ -15,4 +15,4 @@ include: "rules/report.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        all_targets,

@@ -1,5 +1,6 @@
 # Input functions, wildcard constraints and the plan the DAG expands over.
 # All logic lives in the slidegrad library (src/slidegrad); this file only asks it.
+import math
 import sys
 from pathlib import Path
 
@@ -17,49 +18,33 @@ except InputError as err:
 
 config = PLAN.config
 OUT = config["outdir"]
+LAYOUT = sgw.Layout(OUT)
+MODE = PLAN.selection["mode"]
 MASK_ENV = f"../envs/{PLAN.backend}.yaml"
 DEMO_VARIANTS = ["a", "b"]
 MASK_GPU = config["mask_resources"].get("gpu", 1 if config["device"] == "cuda" else 0)
+# static modes know every slide's chunks now; grid/random/top_k learn them from the checkpoint
+STATIC_CHUNKS = {
+    slide: [
+        chunk.label
+        for chunk in sgw.chunk_tiles({slide: tiles}, config["tiles_per_job"])
+    ]
+    for slide, tiles in PLAN.tiles.items()
+}
 
 
 wildcard_constraints:
     slide=sgw.SLIDE_NAME,
-    tile=sgw.TILE_NAME,
+    chunk=sgw.CHUNK_NAME,
     method="|".join(PLAN.method_ids),
     variant="|".join(DEMO_VARIANTS),
 
 
-def tile_png(slide, tile):
-    return f"{OUT}/tiles/{slide}/{tile}.png"
-
-
-def per_tile(kind, slide, method, tile, ext):
-    """Path of one per-tile output: masks, overlays or heatmaps."""
-    return f"{OUT}/{kind}/{slide}/{method}/{tile}{ext}"
-
-
-def chunk_tile_names(chunk):
-    return [tile.name for tile in chunk.tiles]
-
-
-def chunk_paths(chunk, kind, ext):
-    """Outputs of a chunk's job; the method stays a wildcard."""
-    return [
-        per_tile(kind, chunk.slide, "{method}", name, ext)
-        for name in chunk_tile_names(chunk)
-    ]
-
-
-def chunk_tile_pngs(chunk):
-    return [tile_png(chunk.slide, name) for name in chunk_tile_names(chunk)]
-
-
-def slide_tile_pngs(slide):
-    return [tile_png(slide, tile.name) for tile in PLAN.tiles[slide]]
-
-
-def slide_path(slide):
-    return PLAN.slides[slide].path
+def slide_chunks(slide):
+    """Chunk labels of a slide's mask jobs (after its tile_table checkpoint in dynamic modes)."""
+    if PLAN.dynamic:
+        return sgw.table_chunks(checkpoints.tiles.get(slide=slide).output.table)
+    return STATIC_CHUNKS[slide]
 
 
 def geometry_inputs():
@@ -69,61 +54,61 @@ def geometry_inputs():
     return []
 
 
+def tiles_inputs(wildcards):
+    """The slide (or .tfrecords file); the configured table (table, tfrecords mode); the model
+    for top_k, or for tile_px/tile_um when the config sets none."""
+    inputs = {
+        "source": PLAN.slides[wildcards.slide].path,
+        "geometry": geometry_inputs(),
+    }
+    if not PLAN.dynamic:
+        inputs["table"] = PLAN.selection["path"]
+    if MODE == "top_k":
+        inputs["model"] = config["model"]["path"]
+    return inputs
+
+
 def method_json(wildcards):
     return PLAN.method(wildcards.method).to_json()
 
 
-def mask_targets():
-    """Every (slide, tile, method) as dicts of mask, meta and tile paths."""
+def chunk_masks(wildcards):
+    """A chunk's mask folders, one per method (in method order)."""
     return [
-        {
-            "slide": slide,
-            "tile": tile.name,
-            "method": method,
-            "mask": per_tile("masks", slide, method, tile.name, ".npy"),
-            "meta": per_tile("masks", slide, method, tile.name, ".json"),
-        }
-        for slide, tiles in PLAN.tiles.items()
-        for tile in tiles
+        LAYOUT.mask_dir(wildcards.slide, wildcards.chunk, m) for m in PLAN.method_ids
+    ]
+
+
+def slide_masks(slide, n_chunks=None):
+    """Mask folders of a slide's first ``n_chunks`` chunks (all: None), chunk by chunk."""
+    return [
+        LAYOUT.mask_dir(slide, chunk, method)
+        for chunk in slide_chunks(slide)[:n_chunks]
         for method in PLAN.method_ids
     ]
 
 
 def summary_inputs(wildcards):
-    return [t[key] for t in mask_targets() for key in ("mask", "meta")]
-
-
-def figure_layout(wildcards):
-    """Tile names, tile PNGs, masks per method (tile order) and the label sidecars of a slide."""
-    names = [tile.name for tile in PLAN.tiles[wildcards.slide]]
-    first = PLAN.method_ids[0]
-    return {
-        "tile_names": names,
-        "tile_pngs": slide_tile_pngs(wildcards.slide),
-        "method_ids": PLAN.method_ids,
-        "method_titles": [m.title for m in PLAN.methods],
-        "mask_paths": {
-            m: [per_tile("masks", wildcards.slide, m, n, ".npy") for n in names]
-            for m in PLAN.method_ids
-        },
-        "meta_paths": [
-            per_tile("masks", wildcards.slide, first, n, ".json") for n in names
-        ],
-    }
+    tables = [LAYOUT.tile_table(slide) for slide in PLAN.slides]
+    return tables + [d for slide in PLAN.slides for d in slide_masks(slide)]
 
 
 def figure_inputs(wildcards):
-    layout = figure_layout(wildcards)
-    masks = [p for paths in layout["mask_paths"].values() for p in paths]
-    return layout["tile_pngs"] + masks + layout["meta_paths"]
-
-
-def all_targets():
-    targets = [f"{OUT}/summary.csv"]
-    targets += expand(
-        f"{OUT}/figures/{{slide}}.{{ext}}", slide=PLAN.tiles, ext=["pdf", "png"]
+    """The slide's tile table and tiles, and the masks of the chunks its first figure_max_tiles rows lie in."""
+    n_chunks = math.ceil(config["figure_max_tiles"] / config["tiles_per_job"])
+    slide = wildcards.slide
+    return [LAYOUT.tile_table(slide), LAYOUT.tile_dir(slide)] + slide_masks(
+        slide, n_chunks
     )
-    for t in mask_targets():
-        for kind in ("overlays", "heatmaps"):
-            targets.append(per_tile(kind, t["slide"], t["method"], t["tile"], ".png"))
+
+
+def all_targets(wildcards):
+    targets = [LAYOUT.summary()]
+    for slide in PLAN.slides:
+        targets += [LAYOUT.figure(slide, ext) for ext in ("pdf", "png")]
+        targets += [
+            LAYOUT.picture_dir(kind, slide, chunk)
+            for chunk in slide_chunks(slide)
+            for kind in ("overlays", "heatmaps")
+        ]
     return targets

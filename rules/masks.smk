@@ -1,53 +1,56 @@
-# Mask jobs: one per (slide, method, chunk of tiles_per_job tiles). The model loads
-# once per job. Overlay jobs follow the same chunks.
+# Mask jobs: one per (slide, chunk of tiles_per_job tiles, method); the model loads
+# once per job, which writes one folder with a mask + sidecar per tile. One overlay
+# job per chunk then draws every method's overlays and heatmaps (light: grouped on
+# a cluster, see profiles/slurm).
 
-for chunk_index, chunk in enumerate(PLAN.chunks):
 
-    rule:
-        name:
-            f"masks_{chunk_index}"
-        input:
-            tiles=chunk_tile_pngs(chunk),
-            model=config["model"]["path"],
-        output:
-            masks=chunk_paths(chunk, "masks", ".npy"),
-            meta=chunk_paths(chunk, "masks", ".json"),
-            raw=chunk_paths(chunk, "masks", ".raw.npy") if config["save_raw"] else [],
-        log:
-            f"logs/masks/{chunk.slide}/{{method}}/{chunk.label}.log",
-        benchmark:
-            f"benchmarks/masks/{chunk.slide}/{{method}}/{chunk.label}.tsv"
-        conda:
-            MASK_ENV
-        threads: config["threads"]
-        resources:
-            mem_mb=config["mask_resources"]["mem_mb"],
-            runtime=config["mask_resources"]["runtime"],
-            gpu=MASK_GPU,
-        params:
-            method=method_json,
-            class_idx=config["model"]["class_idx"],
-            device=config["device"],
-            engine=config["engine"],
-            memory_budget_mb=config["memory_budget_mb"],
-            preprocessing=config["model"]["preprocessing"],
-        script:
-            "../scripts/masks.py"
+rule masks:
+    input:
+        table=LAYOUT.tile_table("{slide}"),
+        tiles=LAYOUT.tile_dir("{slide}"),
+        model=config["model"]["path"],
+    output:
+        directory(LAYOUT.mask_dir("{slide}", "{chunk}", "{method}")),
+    log:
+        "logs/masks/{slide}/{chunk}/{method}.log",
+    benchmark:
+        "benchmarks/masks/{slide}/{chunk}/{method}.tsv"
+    conda:
+        MASK_ENV
+    threads: config["threads"]
+    resources:
+        mem_mb=config["mask_resources"]["mem_mb"],
+        runtime=config["mask_resources"]["runtime"],
+        gpu=MASK_GPU,
+    params:
+        method=method_json,
+        class_idx=config["model"]["class_idx"],
+        device=config["device"],
+        engine=config["engine"],
+        memory_budget_mb=config["memory_budget_mb"],
+        load_options=sgw.model_options(config),
+        save_raw=config["save_raw"],
+    script:
+        "../scripts/masks.py"
 
-    rule:
-        name:
-            f"overlays_{chunk_index}"
-        input:
-            tiles=chunk_tile_pngs(chunk),
-            masks=chunk_paths(chunk, "masks", ".npy"),
-        output:
-            overlays=chunk_paths(chunk, "overlays", ".png"),
-            heatmaps=chunk_paths(chunk, "heatmaps", ".png"),
-        log:
-            f"logs/overlays/{chunk.slide}/{{method}}/{chunk.label}.log",
-        benchmark:
-            f"benchmarks/overlays/{chunk.slide}/{{method}}/{chunk.label}.tsv"
-        conda:
-            "../envs/base.yaml"
-        script:
-            "../scripts/overlays.py"
+
+rule overlays:
+    input:
+        table=LAYOUT.tile_table("{slide}"),
+        tiles=LAYOUT.tile_dir("{slide}"),
+        masks=chunk_masks,
+    output:
+        overlays=directory(LAYOUT.picture_dir("overlays", "{slide}", "{chunk}")),
+        heatmaps=directory(LAYOUT.picture_dir("heatmaps", "{slide}", "{chunk}")),
+    log:
+        "logs/overlays/{slide}/{chunk}.log",
+    benchmark:
+        "benchmarks/overlays/{slide}/{chunk}.tsv"
+    group:
+        "overlays"
+    conda:
+        "../envs/base.yaml"
+    params:
+        method_ids=PLAN.method_ids,
+    script:
+        "../scripts/overlays.py"

@@ -5,7 +5,7 @@ rule summary:
     input:
         summary_inputs,
     output:
-        f"{OUT}/summary.csv",
+        LAYOUT.summary(),
     log:
         "logs/summary.log",
     benchmark:
@@ -13,7 +13,8 @@ rule summary:
     conda:
         "../envs/base.yaml"
     params:
-        targets=mask_targets(),
+        tables=[LAYOUT.tile_table(slide) for slide in PLAN.slides],
+        method_ids=PLAN.method_ids,
     script:
         "../scripts/summary.py"
 
@@ -22,8 +23,8 @@ rule figure:
     input:
         figure_inputs,
     output:
-        pdf=f"{OUT}/figures/{{slide}}.pdf",
-        png=f"{OUT}/figures/{{slide}}.png",
+        pdf=LAYOUT.figure("{slide}", "pdf"),
+        png=LAYOUT.figure("{slide}", "png"),
     log:
         "logs/figures/{slide}.log",
     benchmark:
@@ -31,6 +32,7 @@ rule figure:
     conda:
         "../envs/base.yaml"
     params:
-        layout=figure_layout,
+        method_ids=PLAN.method_ids,
+        method_titles=[m.title for m in PLAN.methods],
     script:
         "../scripts/figure.py"

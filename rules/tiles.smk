@@ -1,26 +1,22 @@
-# Tile extraction: each slide is opened once and its selected tiles saved as PNG,
-# so masks and overlays never reopen slides. One rule per slide (its tile list
-# is fixed by the tile table).
+# Tile selection and extraction, one job per slide: it chooses the tiles (tiles.mode),
+# reads each once and saves it as PNG, and writes the slide's tile table. A checkpoint:
+# in grid/random/top_k modes the tiles, hence the mask jobs, are known only after it ran.
 
-for slide_index, slide in enumerate(PLAN.tiles):
 
-    rule:
-        name:
-            f"tiles_{slide_index}"
-        input:
-            slide=slide_path(slide),
-            geometry=geometry_inputs(),
-        output:
-            slide_tile_pngs(slide),
-        log:
-            f"logs/tiles/{slide}.log",
-        benchmark:
-            f"benchmarks/tiles/{slide}.tsv"
-        conda:
-            "../envs/base.yaml"
-        params:
-            slide=slide,
-            tile_names=[tile.name for tile in PLAN.tiles[slide]],
-            mpp=PLAN.slides[slide].mpp,
-        script:
-            "../scripts/tiles.py"
+checkpoint tiles:
+    input:
+        unpack(tiles_inputs),
+    output:
+        table=LAYOUT.tile_table("{slide}"),
+        tiles=directory(LAYOUT.tile_dir("{slide}")),
+    log:
+        "logs/tiles/{slide}.log",
+    benchmark:
+        "benchmarks/tiles/{slide}.tsv"
+    conda:
+        MASK_ENV if MODE == "top_k" else "../envs/base.yaml"
+    threads: config["threads"] if MODE == "top_k" else 1
+    resources:
+        gpu=MASK_GPU if MODE == "top_k" else 0,
+    script:
+        "../scripts/tiles.py"

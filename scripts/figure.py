@@ -7,10 +7,13 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from slidegrad.jobs import write_figure  # noqa: E402
 from slidegrad.scripting import run_job  # noqa: E402
 
-layout = snakemake.params.layout
 run_job(
     write_figure,
     slide=snakemake.wildcards.slide,
+    table_path=snakemake.input[0],
+    outdir=snakemake.config["outdir"],
+    method_ids=snakemake.params.method_ids,
+    method_titles=snakemake.params.method_titles,
+    max_tiles=snakemake.config["figure_max_tiles"],
     out_paths=[snakemake.output.pdf, snakemake.output.png],
-    **layout,
 )

@@ -1,4 +1,4 @@
-"""Overlay (Oranges, alpha 0.6) and inferno heatmap PNGs for a chunk's masks."""
+"""Overlay (Oranges, alpha 0.6) and inferno heatmap PNGs for one chunk's masks, every method."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
@@ -9,8 +9,10 @@ from slidegrad.scripting import run_job  # noqa: E402
 
 run_job(
     write_overlays,
-    tile_pngs=list(snakemake.input.tiles),
-    mask_paths=list(snakemake.input.masks),
-    overlay_paths=list(snakemake.output.overlays),
-    heatmap_paths=list(snakemake.output.heatmaps),
+    table_path=snakemake.input.table,
+    chunk=snakemake.wildcards.chunk,
+    tile_dir=snakemake.input.tiles,
+    mask_dirs=dict(zip(snakemake.params.method_ids, snakemake.input.masks)),
+    overlay_dir=snakemake.output.overlays,
+    heatmap_dir=snakemake.output.heatmaps,
 )

@@ -63,7 +63,19 @@ def test_preprocess_scale_range(ihc_tiles):
         (lambda p: _patch(p, preprocessing="macenko"), "field 'preprocessing' is 'macenko'"),
         (lambda p: _patch(p, backend="jax"), "backend 'jax' is not supported"),
         (lambda p: _patch(p, tile_px="big"), "field 'tile_px' must be a positive integer"),
-        (lambda p: (p / "weights.pt").write_bytes(b"garbage"), "cannot load the state dict"),
+        (lambda p: (p / "weights.pt").write_bytes(b"garbage"), r"weights.pt': not a readable PyTorch file"),
+        (
+            lambda p: _patch(p, architecture_kwargs={"widths": [4, 9]}),
+            r"weights.pt': cannot load the state dict \(.*size mismatch",
+        ),
+        (
+            lambda p: _patch(p, architecture_kwargs={"depth": 3}),
+            r"architecture 'small_cnn' with kwargs \{'depth': 3, 'n_classes': 2\} failed \(.*depth",
+        ),
+        (lambda p: _patch(p, architecture=None), "a state dict needs its architecture"),
+        (lambda p: _patch(p, architecture=["small_cnn"]), "field 'architecture' must be a string"),
+        (lambda p: _patch(p, architecture_kwargs=[4, 8]), "field 'architecture_kwargs' must be an object"),
+        (lambda p: _patch(p, tile_px=True), "field 'tile_px' must be a positive integer"),
     ],
 )
 def test_bad_model_directories(tmp_path, mutate, message):

@@ -109,11 +109,15 @@ def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc,
 
     from .conftest import write_model_dir
 
+    from slidegrad.workflow import Tile, write_tile_table
+
     rng = np.random.default_rng(1)
-    pngs = []
-    for i, (x, y) in enumerate(rng.integers(0, 512 - 299, size=(256, 2))):
-        pngs.append(str(tmp_path / f"t{i}.png"))
-        jobs.write_png(pngs[-1], np.ascontiguousarray(ihc[y : y + 299, x : x + 299]))
+    corners = [(int(x), int(y)) for x, y in rng.integers(0, 512 - 299, size=(256, 2))]
+    tiles = [Tile("s1", 1000 * i + x, y) for i, (x, y) in enumerate(corners)]  # unique names
+    (tmp_path / "tiles").mkdir()
+    for tile, (x, y) in zip(tiles, corners):
+        jobs.write_png(tmp_path / "tiles" / f"{tile.name}.png", np.ascontiguousarray(ihc[y : y + 299, x : x + 299]))
+    write_tile_table(tmp_path / "tiles.csv", tiles, per_job=256)
     model_dir = write_model_dir(tmp_path / "model", tile_px=299, tile_um=299)
     seen: list[int] = []  # batch sizes of every model call, gradients and plain forward passes
     original_grad = native_engine.NativeEngine._grad
@@ -134,9 +138,11 @@ def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc,
 
     monkeypatch.setattr(TorchBackend, "probabilities", recording_probabilities)
     method = MethodSpec("integrated_gradients", "integrated_gradients", False, {"x_steps": 3, "batch_size": 20})
-    masks = [str(tmp_path / f"m{i}.npy") for i in range(256)]
-    metas = [str(tmp_path / f"m{i}.json") for i in range(256)]
-    jobs.run_mask_job(str(model_dir), pngs, method, masks, metas, class_idx=1, memory_budget_mb=64, threads=2)
+    jobs.run_mask_job(
+        str(model_dir), str(tmp_path / "tiles.csv"), "chunk0000", str(tmp_path / "tiles"), method,
+        str(tmp_path / "masks"), class_idx=1, memory_budget_mb=64, threads=2,
+    )  # fmt: skip
+    masks = [tmp_path / "masks" / f"{tile.name}.npy" for tile in tiles]
     backend = sg.SaliencyMap(sg.load_model(model_dir)).backend
     per_item = batching.item_bytes(backend.activation_bytes((299, 299, 3)), 299 * 299 * 3)
     assert sum(seen) == 256 * 3 and max(seen) * per_item <= 64 << 20

@@ -14,7 +14,11 @@ import yaml
 import slidegrad as sg
 from slidegrad import workflow as sgw
 
+from slidegrad.slide import write_pyramidal_tiff
+
 from .conftest import REPO, run_snakemake, write_model_dir, write_test_slide
+
+APERIO = "Aperio Image Library v12.0.0\n2048x1536 [0,0 2048x1536] (256x256) JPEG/RGB Q=90|AppMag = 20|MPP = 0.5"
 
 FAST_METHODS = [
     "vanilla",
@@ -41,6 +45,7 @@ def make_project(root: Path, slide: Path, model_path: Path, tiles: list[dict], *
         "tiles_per_job": 2,
         "threads": 1,
     }
+    config["tiles"] = overrides.pop("tile_selection", config["tiles"])
     config.update(overrides)
     (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return root
@@ -137,11 +142,10 @@ def test_dry_run_job_count(tmp_path, slide_path, model_dir):
     result = run_snakemake(root, "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
-    # s1: 3 tiles → chunks of 2 → 2 chunks; s2: 1 chunk. Mask + overlay jobs per chunk × 7 methods.
+    # one tiles job per slide; s1: 3 tiles → chunks of 2 → 2 chunks; s2: 1 chunk.
+    # A mask job per chunk × 7 methods, an overlay job per chunk.
     assert counts == {
-        "all": "1", "figure": "2", "summary": "1", "tiles_0": "1", "tiles_1": "1",
-        "masks_0": "7", "masks_1": "7", "masks_2": "7", "overlays_0": "7", "overlays_1": "7", "overlays_2": "7",
-        "total": "48",
+        "all": "1", "figure": "2", "summary": "1", "tiles": "2", "masks": "21", "overlays": "3", "total": "30",
     }  # fmt: skip
 
 
@@ -154,6 +158,12 @@ def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
     names = ["x0_y0", "x640_y384"]
     model = sg.load_model(model_dir)
 
+    table = sgw.read_tile_table(root / "results/tiles/s1.csv")
+    assert [(r["tile"], r["x"], r["y"], r["chunk"]) for r in table] == [
+        ("x0_y0", "0", "0", "chunk0000"), ("x640_y384", "640", "384", "chunk0000"),
+    ]  # fmt: skip
+    chunk = root / "results/{}/s1/chunk0000/{}/{}{}"
+
     # tiles: the slide region, resized from the 2× pyramid level
     tile = sg.jobs.read_png(root / "results/tiles/s1/x0_y0.png")
     assert tile.shape == (64, 64, 3)
@@ -163,28 +173,32 @@ def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
     ids = sgw.parse_methods(FAST_METHODS)
     for spec in ids:
         for name in names:
-            mask = np.load(root / f"results/masks/s1/{spec.id}/{name}.npy")
+            mask = np.load(str(chunk).format("masks", spec.id, name, ".npy"))
             assert mask.shape == (64, 64) and mask.dtype == np.float32
             assert 0 <= mask.min() and mask.max() <= 1
-            assert (root / f"results/masks/s1/{spec.id}/{name}.raw.npy").exists()
-            assert (root / f"results/overlays/s1/{spec.id}/{name}.png").exists()
-            assert (root / f"results/heatmaps/s1/{spec.id}/{name}.png").exists()
+            raw = np.load(str(chunk).format("masks", spec.id, name, ".raw.npy"))
+            assert raw.shape[:2] == (64, 64) and not np.array_equal(raw, mask)
+            overlay = sg.jobs.read_png(str(chunk).format("overlays", spec.id, name, ".png"))
+            tile = sg.jobs.read_png(root / f"results/tiles/s1/{name}.png")
+            np.testing.assert_array_equal(overlay, sg.plot.overlay(tile, mask))
+            heatmap = sg.jobs.read_png(str(chunk).format("heatmaps", spec.id, name, ".png"))
+            np.testing.assert_array_equal(heatmap, sg.plot.inferno(mask)[..., :3])
 
     # a mask job's result equals the library called directly
     image = sg.jobs.read_png(root / "results/tiles/s1/x640_y384.png")
     direct = sg.SaliencyMap(model).integrated_gradients(sg.get_preprocess_fn(model)(image), x_steps=8)
-    np.testing.assert_allclose(np.load(root / "results/masks/s1/integrated_gradients/x640_y384.npy"), direct, atol=1e-6)
+    np.testing.assert_allclose(np.load(str(chunk).format("masks", "integrated_gradients", "x640_y384", ".npy")), direct, atol=1e-6)
 
     with open(root / "results/summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(ids) * len(names)
     assert {(r["tile"], r["method"]) for r in rows} == {(n, m.id) for n in names for m in ids}
     assert {r["model_sha256"] for r in rows} == {model.sha256}
-    meta = json.loads((root / "results/masks/s1/vanilla/x0_y0.json").read_text())
+    meta = json.loads(Path(str(chunk).format("masks", "vanilla", "x0_y0", ".json")).read_text())
     assert rows[0]["class_label"] == meta["class_label"] == model.outcome_labels[meta["class_idx"]]
     assert (root / "results/figures/s1.pdf").read_bytes().startswith(b"%PDF")
     assert (root / "results/figures/s1.png").exists()
-    assert list((root / "benchmarks/masks/s1/vanilla").glob("*.tsv"))
+    assert (root / "benchmarks/masks/s1/chunk0000/vanilla.tsv").exists()
 
     # nothing left to do; a forced rerun of the summary is byte-identical
     again = run_snakemake(root, "-n")
@@ -218,6 +232,32 @@ def _bad_case(tmp_path, ihc, slide_path, model_dir, case):
         kwargs["threads"] = "many"
     elif case == "unknown_slide":
         tiles = [{"slide": "s9", "x": 0, "y": 0}]
+    elif case == "corrupt_svs":
+        slide = tmp_path / "cut.svs"
+        write_pyramidal_tiff(tmp_path / "whole.svs", ihc, 0.5, compression="jpeg", min_level_size=128, description=APERIO)
+        raw = (tmp_path / "whole.svs").read_bytes()
+        slide.write_bytes(raw[: len(raw) // 2])
+    elif case == "slide_is_directory":
+        slide = tmp_path / "slides.svs"
+        slide.mkdir()
+    elif case == "tile_um_too_large":
+        kwargs["tile_px"], kwargs["tile_um"] = 64, 5000
+    elif case == "stride_div_0":
+        kwargs["stride_div"] = 0
+    elif case == "tfrecord_not_one":
+        (tmp_path / "records").mkdir()
+        (tmp_path / "records/s1.tfrecords").write_bytes(b"PK\x03\x04 this is a zip, not a TFRecord" * 4)
+        kwargs["tile_selection"] = {"mode": "tfrecords", "directory": str(tmp_path / "records"), "path": "tiles.csv"}
+    elif case == "params_no_tile_px":
+        model_dir = write_model_dir(tmp_path / "model")
+        params = json.loads((model_dir / "params.json").read_text())
+        del params["tile_px"]
+        (model_dir / "params.json").write_text(json.dumps(params))
+    elif case == "factory_not_importable":
+        model_dir = write_model_dir(tmp_path / "model")
+        params = json.loads((model_dir / "params.json").read_text())
+        params["architecture"] = "my_lab_models.nets:resnet_dab"
+        (model_dir / "params.json").write_text(json.dumps(params))
     return make_project(tmp_path / "run", slide, model_dir, tiles, **kwargs)
 
 
@@ -230,7 +270,16 @@ BAD_CASES = {
     "class_idx": "config field 'model.class_idx': 2 is out of range; model '.*' has 2 classes",
     "schema": "config field 'threads': 'many' is not of type 'integer'",
     "unknown_slide": "tile table 'tiles.csv' line 2: slide 's9' is not in the sample sheet 'samples.csv'",
+    "corrupt_svs": "slide '.*cut.svs': not a readable whole-slide image",
+    "slide_is_directory": "slide '.*slides.svs'.* is a directory",
+    "tile_um_too_large": "slide '.*test.tiff': tile_um=5000 µm \\(10000 px at level 0, mpp 0.5\\) is larger than the slide",
+    "stride_div_0": "config field 'stride_div': 0 is less than the minimum of 1",
+    "tfrecord_not_one": "s1.tfrecords'.*not a TFRecord",
+    "params_no_tile_px": "model '.*model': params.json has no 'tile_px'; add it or set tile_px in the config",
+    "factory_not_importable": "cannot import architecture 'my_lab_models.nets:resnet_dab'",
 }
+# jobs that fail after earlier jobs succeeded: those outputs are complete; the failing job's are absent
+FAILS_IN = {"factory_not_importable": "masks"}
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
@@ -241,5 +290,5 @@ def test_bad_input_fails_cleanly(tmp_path, ihc, slide_path, model_dir, case):
     assert result.returncode != 0
     assert re.search(BAD_CASES[case], output), output[-3000:]
     assert "Traceback" not in output
-    results = root / "results"
+    results = root / "results" / FAILS_IN.get(case, "")
     assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]

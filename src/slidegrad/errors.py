@@ -2,8 +2,12 @@
 
 Every error carries one line that names the offending file or field and says
 what was expected; scripts and the workflow print that line and exit non-zero,
-never a bare traceback.
+never a bare traceback.  The helpers below build such lines.
 """
+
+from __future__ import annotations
+
+import numbers
 
 
 class SlidegradError(Exception):
@@ -18,3 +22,27 @@ def check(condition: bool, message: str) -> None:
     """Raise :class:`InputError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise InputError(message)
+
+
+def quote(value: object) -> str:
+    """``'value'`` on one line (repr() if it holds control characters)."""
+    text = str(value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return repr(text)
+    return f"'{text}'"
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception message, shortened, never empty."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    if not line:
+        line = type(exc).__name__
+    if len(line) > limit:
+        line = line[: limit - 3] + "..."
+    return line
+
+
+def is_int(value: object) -> bool:
+    """An integer, and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

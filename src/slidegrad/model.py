@@ -2,19 +2,40 @@
 
 ``load_model(path)`` recognises
 
-* PyTorch: a directory with ``params.json`` and ``weights.pt`` (a state dict,
-  rebuilt with ``architecture`` — a name from :data:`slidegrad.torch_nets.ARCHITECTURES`
-  or ``"module:function"`` — and ``architecture_kwargs``), or ``model.pt``
-  (TorchScript); a TorchScript file.
+* PyTorch — a file, or a model directory holding ``params.json`` and, looked
+  for in this order:
+
+  - ``model.pt2``: a ``torch.export`` program (``torch.export.save``), loaded
+    with ``torch.export.load(...).module()``; its convolutions are turned back
+    into ``nn.Conv2d`` submodules under their original names, so Grad-CAM
+    hooks them as on the eager model.  Export with a dynamic batch dimension;
+  - ``weights.pt``: a state dict (``torch.save(model.state_dict())``);
+  - ``model.pt``: TorchScript (``torch.jit.save``);
+  - else the one ``*.pt2`` / ``*.pth`` / ``*.pt`` / ``*.zip`` file there; a
+    Slideflow PyTorch model directory (``params.json`` + one state dict
+    ``{name}_epoch{N}.zip`` per saved epoch) gives its highest epoch.
+
+  A ``.pt2`` file is a ``torch.export`` program; what any other file holds
+  (TorchScript, a state dict or a pickled module) is read from its contents,
+  not its name.  A state dict is rebuilt with ``architecture`` — a name from
+  :data:`slidegrad.torch_nets.ARCHITECTURES` or ``"module:function"`` — and
+  ``architecture_kwargs`` (``n_classes`` is added when the factory takes it
+  and ``outcome_labels`` gives it), from ``params.json`` or the
+  ``load_model`` keywords, which override it.  Slideflow's state dicts (its
+  ``ModelWrapper``: ``model.*`` plus an ``fc0`` head) load into a factory
+  with torchvision's layout; ``hp.model`` is used when it names a slidegrad
+  architecture (``resnet18``).  A whole pickled module (``torch.save(model)``)
+  loads only with ``allow_pickle=True``: unpickling runs code from the file.
 * TensorFlow / Keras: a Keras 3 ``.keras`` file (or a directory holding
   ``model.keras``); a legacy SavedModel directory (loaded with ``tf_keras`` so
   layers exist for Grad-CAM); a Slideflow TF model directory (SavedModel +
   ``params.json``).
 
-``params.json`` uses Slideflow's keys (``tile_px``, ``tile_um``,
-``outcome_labels``, ``backend``, ``hp.normalizer``) plus ``preprocessing``.
-Loading code for each framework lives in its backend module; this module
-imports no framework.
+``params.json`` (in a model directory, or beside a model file) uses
+Slideflow's keys (``tile_px``, ``tile_um``, ``outcome_labels``, ``backend``,
+``hp.normalizer``) plus ``preprocessing``, ``architecture`` and
+``architecture_kwargs``.  Loading code for each framework lives in its backend
+module; this module imports no framework.
 """
 
 from __future__ import annotations
@@ -32,6 +53,9 @@ from .errors import InputError, check
 PARAMS_FILE = "params.json"
 WEIGHTS_FILE = "weights.pt"
 TORCHSCRIPT_FILE = "model.pt"
+EXPORT_FILE = "model.pt2"
+TORCH_FILES = (EXPORT_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE)  # looked for in a directory, in this order
+TORCH_SUFFIXES = (".pt2", ".pth", ".pt", ".zip")
 KERAS_FILE = "model.keras"
 SAVED_MODEL_FILE = "saved_model.pb"
 BACKENDS = ("torch", "tensorflow")
@@ -91,13 +115,32 @@ def read_params(path: str | Path) -> dict[str, Any]:
         raise InputError(f"'{params_path}': not valid JSON ({getattr(err, 'msg', err)})") from None
     check(isinstance(params, dict), f"'{params_path}': expected a JSON object")
     if "tile_px" in params:
+        tile_px = params["tile_px"]
         check(
-            isinstance(params["tile_px"], int) and params["tile_px"] > 0,
-            f"'{params_path}': field 'tile_px' must be a positive integer, got {params['tile_px']!r}",
+            isinstance(tile_px, int) and not isinstance(tile_px, bool) and tile_px > 0,
+            f"'{params_path}': field 'tile_px' must be a positive integer, got {tile_px!r}",
         )
     labels = params.get("outcome_labels")
     if isinstance(labels, dict):  # Slideflow writes {"0": "label", ...}
+        check(
+            all(str(k).isdigit() for k in labels),
+            f"'{params_path}': field 'outcome_labels' has keys {sorted(map(str, labels))}; expected one outcome's "
+            '{"0": label, "1": label, ...} (models with several outcomes are not supported)',
+        )
         params["outcome_labels"] = [labels[k] for k in sorted(labels, key=int)]
+    check(
+        params.get("outcome_labels") is None or isinstance(params["outcome_labels"], list),
+        f"'{params_path}': field 'outcome_labels' must be a list or a {{\"0\": label, ...}} object",
+    )
+    if params.get("architecture") is not None:
+        check(
+            isinstance(params["architecture"], str),
+            f"'{params_path}': field 'architecture' must be a string, got {params['architecture']!r}",
+        )
+    check(
+        params.get("architecture_kwargs") is None or isinstance(params["architecture_kwargs"], dict),
+        f"'{params_path}': field 'architecture_kwargs' must be an object, got {params.get('architecture_kwargs')!r}",
+    )
     if "preprocessing" in params:
         check_preprocessing(params["preprocessing"], f"'{params_path}': field 'preprocessing'")
     normalizer = (params.get("hp") or {}).get("normalizer")
@@ -125,20 +168,66 @@ def detect_backend(path: Path, params: dict[str, Any]) -> str:
     return "tensorflow" if _is_tensorflow_path(path) else "torch"
 
 
-def load_model(path: str | Path, preprocessing: str | None = None) -> LoadedModel:
-    """Load a model file or directory (see the module docstring) with its labels and tile geometry."""
+def require_param(path: str | Path, key: str, params: dict[str, Any] | None = None, hint: str = "") -> Any:
+    """``params.json``'s ``key`` for the model at ``path``, or one InputError line saying it is missing.
+
+    ``params``: already read (``read_params(path)``); ``hint``: how else to give the value,
+    e.g. ``"or set tile_px in the config"``.
+    """
+    path = Path(path)
+    params = read_params(path) if params is None else params
+    if params.get(key) is not None:
+        return params[key]
+    params_file = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+    where = f"{PARAMS_FILE} has no {key!r}" if params_file.exists() else f"no {PARAMS_FILE} to read {key!r} from"
+    raise InputError(f"model '{path}': {where}; add it{' ' + hint if hint else ''}")
+
+
+def load_model(
+    path: str | Path,
+    preprocessing: str | None = None,
+    *,
+    architecture: str | None = None,
+    architecture_kwargs: dict[str, Any] | None = None,
+    allow_pickle: bool = False,
+) -> LoadedModel:
+    """Load a model file or directory (see the module docstring) with its labels and tile geometry.
+
+    ``architecture`` / ``architecture_kwargs`` rebuild a PyTorch state dict and override
+    ``params.json``'s fields of those names (each on its own).  ``allow_pickle`` lets a
+    whole pickled module (``torch.save(model)``) load; unpickling runs code from the file.
+    """
     path = Path(path)
     check(path.exists(), f"model '{path}': file not found")
     params = read_params(path)
+    check(
+        architecture is None or (isinstance(architecture, str) and bool(architecture)),
+        f"load_model: architecture must be a name or 'module:function', got {architecture!r}",
+    )
+    check(
+        architecture_kwargs is None or isinstance(architecture_kwargs, dict),
+        f"load_model: architecture_kwargs must be a dict, got {type(architecture_kwargs).__name__}",
+    )
+    if architecture is not None:
+        params["architecture"] = architecture
+    if architecture_kwargs is not None:
+        params["architecture_kwargs"] = dict(architecture_kwargs)
     backend = detect_backend(path, params)
     if backend == "torch":
         from .backends.torch_backend import load_module, output_count
+
+        module, files = load_module(path, params, allow_pickle=allow_pickle)
     else:
         from .backends.tf_backend import load_module, output_count
-    module, files = load_module(path, params)
+
+        check(
+            architecture is None and architecture_kwargs is None,
+            f"model '{path}': architecture= rebuilds PyTorch state dicts; this is a TensorFlow model",
+        )
+        module, files = load_module(path, params)
     tile_px = params.get("tile_px")
     n_outputs = output_count(module, tile_px, str(path))
-    labels = [str(label) for label in params.get("outcome_labels", [])] or [str(i) for i in range(n_outputs)]
+    labels = [str(label) for label in params.get("outcome_labels") or []] or [str(i) for i in range(n_outputs)]
     check(
         len(labels) == n_outputs,
         f"model '{path}': {n_outputs} outputs but {len(labels)} outcome_labels in {PARAMS_FILE}",

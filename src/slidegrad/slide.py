@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from slidegrad.errors import InputError
+from slidegrad.errors import InputError, first_line, is_int, quote
 
 __all__ = ["WSI", "write_pyramidal_tiff"]
 
@@ -49,27 +49,10 @@ _COMPRESSIONS = ("none", "zlib", "lzw", "jpeg")
 # --------------------------------------------------------------------------
 
 
-def _quote(value: object) -> str:
-    """``'value'`` on one line (repr() if it holds control characters)."""
-    text = str(value)
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        return repr(text)
-    return f"'{text}'"
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
-    """The first line of an exception message, shortened, never empty."""
-    text = str(exc).strip()
-    line = text.splitlines()[0].strip() if text else ""
-    if not line:
-        line = type(exc).__name__
-    if len(line) > limit:
-        line = line[: limit - 3] + "..."
-    return line
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_number(value: object) -> bool:
@@ -195,13 +178,13 @@ class WSI:
         backend: str = "auto",
     ) -> None:
         self.path = Path(path)
-        self._name = f"slide {_quote(self.path)}"
+        self._name = f"slide {quote(self.path)}"
         self._slide: Any = None
 
         # -- arguments that do not need the file -------------------------
-        if not _is_int(tile_px) or tile_px < 1:
+        if not is_int(tile_px) or tile_px < 1:
             raise InputError(f"{self._name}: tile_px must be an integer >= 1, got {tile_px!r}")
-        if not _is_int(stride_div) or stride_div < 1:
+        if not is_int(stride_div) or stride_div < 1:
             raise InputError(f"{self._name}: stride_div must be an integer >= 1, got {stride_div!r}")
         if backend not in _BACKENDS:
             raise InputError(
@@ -262,7 +245,7 @@ class WSI:
                 slide = openslide.OpenSlide(str(path))
                 used = "openslide"
             except Exception as exc:  # noqa: BLE001 - OpenSlide(UnsupportedFormat)Error and kin
-                reasons.append(f"OpenSlide: {_short(exc)}")
+                reasons.append(f"OpenSlide: {first_line(exc)}")
         if slide is not None:
             # NDPI stores >4 GiB offsets outside the TIFF fields: skip the walk there.
             ndpi = slide.properties.get("openslide.vendor") == "hamamatsu"
@@ -295,7 +278,7 @@ class WSI:
                 if slide is not None:
                     _close_quietly(slide)
                 slide = None
-                reasons.append(f"tiffslide: {_short(exc)}")
+                reasons.append(f"tiffslide: {first_line(exc)}")
         if slide is None:
             raise InputError(
                 f"{self._name}: not a readable whole-slide image ({'; '.join(reasons)})"
@@ -379,7 +362,7 @@ class WSI:
 
     def grid_to_xy(self, col: int, row: int) -> tuple[int, int]:
         """Level-0 top-left (x, y) of grid tile (col, row): ``(col, row) * stride_px``."""
-        if not _is_int(col) or not _is_int(row):
+        if not is_int(col) or not is_int(row):
             raise InputError(
                 f"{self._name}: tile col/row must be integers, got col={col!r}, row={row!r}"
             )
@@ -392,14 +375,9 @@ class WSI:
             raise InputError(f"{self._name}: the slide is closed")
         return self._slide
 
-    def read(self, x: int, y: int) -> np.ndarray:
-        """The tile whose level-0 top-left corner is (x, y).
-
-        Returns a uint8 array of shape (tile_px, tile_px, 3), RGB in 0..255
-        (transparent pixels composited onto white).
-        """
-        slide = self._require_open()
-        if not _is_int(x) or not _is_int(y):
+    def check_tile(self, x: int, y: int) -> tuple[int, int]:
+        """``(x, y)`` as ints if the tile at that level-0 top-left corner lies inside the slide, else InputError."""
+        if not is_int(x) or not is_int(y):
             raise InputError(f"{self._name}: tile x/y must be integers, got x={x!r}, y={y!r}")
         x, y = int(x), int(y)
         width, height = self.dimensions
@@ -409,6 +387,16 @@ class WSI:
                 f"{self._name}: tile at x={x}, y={y} ({e} px at level 0) lies outside "
                 f"the slide ({width} x {height})"
             )
+        return x, y
+
+    def read(self, x: int, y: int) -> np.ndarray:
+        """The tile whose level-0 top-left corner is (x, y).
+
+        Returns a uint8 array of shape (tile_px, tile_px, 3), RGB in 0..255
+        (transparent pixels composited onto white).
+        """
+        slide = self._require_open()
+        x, y = self.check_tile(x, y)
         size = self._read_size
         try:
             region = slide.read_region((x, y), self.level, (size, size))
@@ -424,7 +412,7 @@ class WSI:
         except Exception as exc:  # noqa: BLE001 - OpenSlideError, codec errors, ...
             raise InputError(
                 f"{self._name}: cannot read the tile at x={x}, y={y} "
-                f"({self.backend}: {_short(exc)}); the file may be damaged"
+                f"({self.backend}: {first_line(exc)}); the file may be damaged"
             ) from exc
         if region.size != (self.tile_px, self.tile_px):
             region = region.resize((self.tile_px, self.tile_px), Image.Resampling.LANCZOS)
@@ -436,7 +424,7 @@ class WSI:
         if not isinstance(index, tuple) or len(index) != 2:
             raise InputError(f"{self._name}: index tiles as wsi[col, row], got {index!r}")
         col, row = index
-        if not _is_int(col) or not _is_int(row):
+        if not is_int(col) or not is_int(row):
             raise InputError(
                 f"{self._name}: tile col/row must be integers, got col={col!r}, row={row!r}"
             )
@@ -451,7 +439,7 @@ class WSI:
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """Whole-slide thumbnail, uint8 (h, w, 3) RGB, longer side <= max_size."""
         slide = self._require_open()
-        if not _is_int(max_size) or max_size < 1:
+        if not is_int(max_size) or max_size < 1:
             raise InputError(f"{self._name}: max_size must be an integer >= 1, got {max_size!r}")
         try:
             image = slide.get_thumbnail((int(max_size), int(max_size)))
@@ -464,7 +452,7 @@ class WSI:
             image = image.convert("RGB")
         except Exception as exc:  # noqa: BLE001
             raise InputError(
-                f"{self._name}: cannot read a thumbnail ({self.backend}: {_short(exc)}); "
+                f"{self._name}: cannot read a thumbnail ({self.backend}: {first_line(exc)}); "
                 "the file may be damaged"
             ) from exc
         return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
@@ -556,7 +544,7 @@ def write_pyramidal_tiff(
     import tifffile
 
     target = Path(path)
-    where = f"output {_quote(target)}"
+    where = f"output {quote(target)}"
     if not isinstance(image, np.ndarray):
         raise InputError(f"{where}: image must be a numpy array (H, W, 3) uint8, got {type(image).__name__}")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -568,13 +556,13 @@ def write_pyramidal_tiff(
     mpp_value = _positive_float(mpp) if _is_number(mpp) else None
     if mpp_value is None:
         raise InputError(f"{where}: mpp must be a number > 0 (microns per pixel), got {mpp!r}")
-    if not _is_int(tile_size) or tile_size < 16 or tile_size % 16:
+    if not is_int(tile_size) or tile_size < 16 or tile_size % 16:
         raise InputError(f"{where}: tile_size must be a positive multiple of 16, got {tile_size!r}")
     if not isinstance(compression, str) or compression.lower() not in _COMPRESSIONS:
         raise InputError(
             f"{where}: compression must be one of {', '.join(_COMPRESSIONS)}, got {compression!r}"
         )
-    if not _is_int(min_level_size) or min_level_size < 1:
+    if not is_int(min_level_size) or min_level_size < 1:
         raise InputError(f"{where}: min_level_size must be an integer >= 1, got {min_level_size!r}")
     if description is not None and not isinstance(description, str):
         raise InputError(f"{where}: description must be a string, got {type(description).__name__}")
@@ -587,7 +575,7 @@ def write_pyramidal_tiff(
     if target.is_dir():
         raise InputError(f"{where}: is a directory, expected a file path")
     if not folder.is_dir():
-        raise InputError(f"{where}: folder {_quote(folder)} does not exist")
+        raise InputError(f"{where}: folder {quote(folder)} does not exist")
 
     comp = compression.lower()
     codec = None if comp == "none" else comp
@@ -624,7 +612,7 @@ def write_pyramidal_tiff(
     try:
         fh = open(tmp, "xb")  # noqa: SIM115 - O_EXCL, mode 0o666 & ~umask
     except OSError as exc:
-        raise InputError(f"{where}: cannot create a file in {_quote(folder)} ({_short(exc)})") from exc
+        raise InputError(f"{where}: cannot create a file in {quote(folder)} ({first_line(exc)})") from exc
     try:
         with fh:
             with tifffile.TiffWriter(fh, bigtiff=bigtiff) as tw:
@@ -648,5 +636,5 @@ def write_pyramidal_tiff(
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise InputError(f"{where}: cannot write the file ({_short(exc)})") from exc
+            raise InputError(f"{where}: cannot write the file ({first_line(exc)})") from exc
         raise

@@ -21,10 +21,11 @@ import jsonschema
 
 from .errors import InputError, check
 from .methods import get_method, resolve_params, title
-from .model import detect_backend, read_params
+from .model import detect_backend, read_params, require_param
 
 SLIDE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 TILE_NAME = r"x[0-9]+_y[0-9]+"
+CHUNK_NAME = r"chunk[0-9][0-9][0-9][0-9]+"
 
 
 def tile_name(x: int, y: int) -> str:
@@ -65,20 +66,33 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class Slide:
+    """A sample-sheet row: ``path`` is the slide file (a ``.tfrecords`` file in tfrecords mode)."""
+
     name: str
     path: str
-    mpp: float | None
+    mpp: float | None = None
+    roi: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
 class Tile:
+    """A chosen tile: level-0 top-left ``(x, y)``; top_k tiles also carry their class and score."""
+
     slide: str
     x: int
     y: int
+    class_idx: int | None = field(default=None, compare=False)
+    label: str = field(default="", compare=False)
+    score: float | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
         return tile_name(self.x, self.y)
+
+
+def chunk_label(index: int) -> str:
+    """Wildcard value of a slide's ``index``-th mask-job chunk: ``chunk0000``."""
+    return f"chunk{index:04d}"
 
 
 @dataclass(frozen=True)
@@ -91,17 +105,67 @@ class Chunk:
 
     @property
     def label(self) -> str:
-        return f"chunk{self.index:04d}"
+        return chunk_label(self.index)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every output lives under ``outdir``; arguments may be wildcard patterns (``"{slide}"``).
+
+    Snakemake tracks folders, one per job, not one file per tile, so DAGs of 100k
+    tiles × methods stay fast:
+
+    * ``tiles/{slide}.csv`` (the tile table) and ``tiles/{slide}/{tile}.png``;
+    * ``masks/{slide}/{chunk}/{method}/{tile}.npy`` + ``{tile}.json`` sidecar;
+    * ``overlays/…`` and ``heatmaps/{slide}/{chunk}/{method}/{tile}.png``.
+    """
+
+    outdir: str
+
+    def tile_table(self, slide: str) -> str:
+        return f"{self.outdir}/tiles/{slide}.csv"
+
+    def tile_dir(self, slide: str) -> str:
+        return f"{self.outdir}/tiles/{slide}"
+
+    def mask_dir(self, slide: str, chunk: str, method: str) -> str:
+        return f"{self.outdir}/masks/{slide}/{chunk}/{method}"
+
+    def picture_dir(self, kind: str, slide: str, chunk: str) -> str:
+        """``kind`` is ``overlays`` or ``heatmaps``: one folder per method inside."""
+        return f"{self.outdir}/{kind}/{slide}/{chunk}"
+
+    def summary(self) -> str:
+        return f"{self.outdir}/summary.csv"
+
+    def figure(self, slide: str, ext: str) -> str:
+        return f"{self.outdir}/figures/{slide}.{ext}"
 
 
 @dataclass
 class Plan:
+    """What the DAG expands over.
+
+    ``selection`` is the normalised ``tiles:`` config (``mode`` plus its fields).  In the
+    static modes (``table``, ``tfrecords``) ``tiles`` and ``chunks`` are known at start-up; in
+    the dynamic ones (``grid``, ``random``, ``top_k``) a checkpoint chooses them per slide and
+    ``tiles`` is empty.
+    """
+
     config: dict[str, Any]
     backend: str
     slides: dict[str, Slide]
     tiles: dict[str, list[Tile]]
     methods: list[MethodSpec]
-    chunks: list[Chunk]
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.selection.get("mode") in DYNAMIC_MODES
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return chunk_tiles(self.tiles, self.config["tiles_per_job"])
 
     @property
     def method_ids(self) -> list[str]:
@@ -109,6 +173,17 @@ class Plan:
 
     def method(self, method_id: str) -> MethodSpec:
         return next(m for m in self.methods if m.id == method_id)
+
+
+TILE_MODES = ("table", "grid", "top_k", "random", "tfrecords")
+DYNAMIC_MODES = ("grid", "top_k", "random")
+MODE_FIELDS = {
+    "table": {"required": ["path"], "optional": []},
+    "tfrecords": {"required": ["path", "directory"], "optional": []},
+    "grid": {"required": [], "optional": ["roi", "min_tissue"]},
+    "random": {"required": ["n"], "optional": ["seed", "roi", "min_tissue"]},
+    "top_k": {"required": ["k"], "optional": ["roi", "min_tissue"]},
+}
 
 
 # -- config ----------------------------------------------------------------------
@@ -141,9 +216,16 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if errors:
         error = errors[0]
         best = jsonschema.exceptions.best_match([error])
+        if best.validator == "oneOf" and isinstance(best.instance, dict):  # the mapping form: its own error
+            best = min(
+                (e for e in best.context if e.validator != "type"),
+                key=lambda e: len(e.absolute_path),
+                default=best,
+            )
         message = best.message.replace("\n", " ")
         if best.validator == "oneOf":
-            message = f"{best.instance!r} must be a method name or a mapping with 'name'"
+            shapes = {"methods": "a method name or a mapping with 'name'", "tiles": "a CSV path or a mapping with 'mode'"}
+            message = f"{best.instance!r} must be {shapes.get(str(best.absolute_path[0]), 'a string or a mapping')}"
         raise InputError(f"config field '{_field_path(best)}': {message}")
     return _with_defaults(config, schema)
 
@@ -169,6 +251,43 @@ def parse_methods(entries: list[Any]) -> list[MethodSpec]:
     return specs
 
 
+# -- tile selection ------------------------------------------------------------------
+def parse_selection(tiles: Any) -> dict[str, Any]:
+    """``tiles:`` (a CSV path, or a mapping with ``mode``) → ``{"mode": ..., **fields}`` with defaults."""
+    selection = {"mode": "table", "path": tiles} if isinstance(tiles, str) else dict(tiles)
+    mode = selection["mode"]
+    fields = MODE_FIELDS[mode]
+    for key in fields["required"]:
+        check(key in selection, f"config field 'tiles.{key}': required for mode {mode!r}")
+    allowed = {"mode", *fields["required"], *fields["optional"]}
+    extra = sorted(set(selection) - allowed)
+    check(not extra, f"config field 'tiles': {', '.join(extra)} not used by mode {mode!r} (it takes {', '.join(sorted(allowed))})")
+    if "roi" in selection:
+        selection["roi"] = parse_roi(selection["roi"], "config field 'tiles.roi'")
+    if mode in DYNAMIC_MODES:
+        selection.setdefault("min_tissue", 0.5)
+        selection.setdefault("roi", None)
+    if mode == "random":
+        selection.setdefault("seed", 0)
+    return selection
+
+
+def parse_roi(value: Any, where: str) -> tuple[int, int, int, int] | None:
+    """A region of interest: ``[x0, y0, x1, y1]`` level-0 px (or ``"x0 y0 x1 y1"``); ``None``/empty: whole slide."""
+    if value is None or value == "":
+        return None
+    parts = value.split() if isinstance(value, str) else value
+    try:
+        roi = tuple(int(v) for v in parts)
+    except (TypeError, ValueError):
+        roi = ()
+    check(
+        len(roi) == 4 and all(v >= 0 for v in roi) and roi[2] > roi[0] and roi[3] > roi[1],
+        f"{where}: expected 'x0 y0 x1 y1' level-0 pixels with x1 > x0 and y1 > y0, got {value!r}",
+    )
+    return roi  # type: ignore[return-value]
+
+
 # -- tables ----------------------------------------------------------------------
 def _read_csv(path: str, what: str, required: list[str]) -> list[dict[str, str]]:
     file = Path(path)
@@ -183,13 +302,17 @@ def _read_csv(path: str, what: str, required: list[str]) -> list[dict[str, str]]
     return rows
 
 
+def _slide_name(name: str, where: str) -> str:
+    check(re.fullmatch(SLIDE_NAME, name) is not None, f"{where}: slide name {name!r} must match {SLIDE_NAME}")
+    return name
+
+
 def read_samples(path: str) -> dict[str, Slide]:
-    """Sample sheet CSV (``slide``, ``path``, optional ``mpp``) → slides by name."""
+    """Sample sheet CSV (``slide``, ``path``, optional ``mpp`` and ``roi``) → slides by name."""
     slides: dict[str, Slide] = {}
     for line, row in enumerate(_read_csv(path, "sample sheet", ["slide", "path"]), start=2):
         where = f"sample sheet '{path}' line {line}"
-        name = row["slide"]
-        check(re.fullmatch(SLIDE_NAME, name) is not None, f"{where}: slide name {name!r} must match {SLIDE_NAME}")
+        name = _slide_name(row["slide"], where)
         check(name not in slides, f"{where}: slide {name!r} is listed twice")
         check(bool(row["path"]), f"{where}: empty 'path'")
         mpp = None
@@ -199,7 +322,7 @@ def read_samples(path: str) -> dict[str, Slide]:
             except ValueError:
                 mpp = -1.0
             check(math.isfinite(mpp) and mpp > 0, f"{where}: 'mpp' must be a positive number, got {row['mpp']!r}")
-        slides[name] = Slide(name, row["path"], mpp)
+        slides[name] = Slide(name, row["path"], mpp, parse_roi(row.get("roi"), f"{where}: 'roi'"))
     return slides
 
 
@@ -212,8 +335,11 @@ def _int_field(row: dict[str, str], key: str, where: str) -> int:
     return value
 
 
-def read_tiles(path: str, samples_path: str, slides: dict[str, Slide], config: dict[str, Any]) -> dict[str, list[Tile]]:
-    """Tile table CSV (``slide`` + ``x,y`` or ``col,row``) → tiles per slide, in table order, unique."""
+def read_tiles(path: str, samples_path: str | None, slides: dict[str, Slide], config: dict[str, Any]) -> dict[str, list[Tile]]:
+    """Tile table CSV (``slide`` + ``x,y`` or ``col,row``) → tiles per slide, in table order, unique.
+
+    With ``samples_path`` None (tfrecords mode without a sample sheet) every slide named is accepted.
+    """
     rows = _read_csv(path, "tile table", ["slide"])
     columns = set(rows[0])
     by_xy = {"x", "y"} <= columns
@@ -222,24 +348,63 @@ def read_tiles(path: str, samples_path: str, slides: dict[str, Slide], config: d
         f"tile table '{path}': needs level-0 'x','y' or grid 'col','row' columns",
     )
     tiles: dict[str, list[Tile]] = {name: [] for name in slides}
+    seen: set[Tile] = set()
     wsis: dict[str, Any] = {}
     for line, row in enumerate(rows, start=2):
         where = f"tile table '{path}' line {line}"
-        name = row["slide"]
-        check(name in slides, f"{where}: slide {name!r} is not in the sample sheet '{samples_path}'")
+        name = _slide_name(row["slide"], where)
+        if samples_path is None:
+            tiles.setdefault(name, [])
+        check(name in tiles, f"{where}: slide {name!r} is not in the sample sheet '{samples_path}'")
         if by_xy:
             x, y = _int_field(row, "x", where), _int_field(row, "y", where)
         else:
             col, row_idx = _int_field(row, "col", where), _int_field(row, "row", where)
             if name not in wsis:
+                check(name in slides, f"{where}: grid col,row needs a sample sheet with the slide (or give x,y)")
                 wsis[name] = open_slide_for_grid(slides[name], config, where)
             x, y = wsis[name].grid_to_xy(col, row_idx)
         tile = Tile(name, x, y)
-        if tile not in tiles[name]:
+        if tile not in seen:
+            seen.add(tile)
             tiles[name].append(tile)
     for wsi in wsis.values():
         wsi.close()
     return {name: found for name, found in tiles.items() if found}
+
+
+TILE_TABLE_COLUMNS = ["slide", "tile", "x", "y", "chunk", "class_idx", "label", "score"]
+
+
+def write_tile_table(path: str | Path, tiles: list[Tile], per_job: int) -> None:
+    """The workflow's tile table for one slide (atomic): one row per tile with its mask-job chunk."""
+    rows = [
+        {
+            "slide": t.slide, "tile": t.name, "x": t.x, "y": t.y, "chunk": chunk_label(i // per_job),
+            "class_idx": "" if t.class_idx is None else t.class_idx, "label": t.label,
+            "score": "" if t.score is None else f"{t.score:.6f}",
+        }  # fmt: skip
+        for i, t in enumerate(tiles)
+    ]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TILE_TABLE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def read_tile_table(path: str | Path, chunk: str | None = None) -> list[dict[str, str]]:
+    """Rows of a tile table written by :func:`write_tile_table` (only ``chunk``'s, if given)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row for row in rows if chunk is None or row["chunk"] == chunk]
+
+
+def table_chunks(path: str | Path) -> list[str]:
+    """The chunk labels of a tile table, in order."""
+    return list(dict.fromkeys(row["chunk"] for row in read_tile_table(path)))
 
 
 def tile_geometry(config: dict[str, Any]) -> tuple[int, float | str]:
@@ -252,11 +417,18 @@ def tile_geometry(config: dict[str, Any]) -> tuple[int, float | str]:
             f"config: tile_px/tile_um are not set and model '{model_path}' does not exist yet to read them from",
         )
         params = read_params(model_path)
-        tile_px = tile_px if tile_px is not None else params.get("tile_px")
-        tile_um = tile_um if tile_um is not None else params.get("tile_um")
-        check(tile_px is not None, f"model '{model_path}': params.json has no 'tile_px' and config sets none")
-        check(tile_um is not None, f"model '{model_path}': params.json has no 'tile_um' and config sets none")
+        if tile_px is None:
+            tile_px = require_param(model_path, "tile_px", params, "or set tile_px in the config")
+        if tile_um is None:
+            tile_um = require_param(model_path, "tile_um", params, "or set tile_um in the config")
     return int(tile_px), tile_um
+
+
+def model_options(config: dict[str, Any]) -> dict[str, Any]:
+    """``load_model`` keywords from the config's ``model`` section."""
+    model = config["model"]
+    keys = ("preprocessing", "architecture", "architecture_kwargs", "allow_pickle")
+    return {key: model[key] for key in keys if model.get(key) is not None}
 
 
 def open_slide_for_grid(slide: Slide, config: dict[str, Any], where: str) -> Any:
@@ -269,7 +441,7 @@ def open_slide_for_grid(slide: Slide, config: dict[str, Any], where: str) -> Any
 
 
 def chunk_tiles(tiles: dict[str, list[Tile]], per_job: int) -> list[Chunk]:
-    """Cut each slide's tiles into chunks of at most ``per_job``."""
+    """Cut each slide's tiles into chunks of at most ``per_job`` (the same cut as :func:`write_tile_table`)."""
     return [
         Chunk(slide, i // per_job, tuple(found[i : i + per_job]))
         for slide, found in tiles.items()
@@ -299,13 +471,33 @@ def model_backend(config: dict[str, Any]) -> str:
     return detect_backend(path, read_params(path)) if path.exists() else "torch"
 
 
+def tfrecord_slides(tiles: dict[str, list[Tile]], directory: str, samples: dict[str, Slide]) -> dict[str, Slide]:
+    """tfrecords mode: each slide's ``path`` is ``{directory}/{slide}.tfrecords``."""
+    check(Path(directory).is_dir(), f"config field 'tiles.directory': '{directory}' is not a directory")
+    slides = {}
+    for name in tiles:
+        path = Path(directory) / f"{name}.tfrecords"
+        check(path.is_file(), f"config field 'tiles.directory': no '{path.name}' in '{directory}' for slide {name!r}")
+        slides[name] = Slide(name, str(path), samples[name].mpp if name in samples else None)
+    return slides
+
+
 def build_plan(config: dict[str, Any]) -> Plan:
-    """Validate ``config`` and expand it into slides, tiles, methods and mask-job chunks."""
+    """Validate ``config`` and expand it into slides, tiles (static modes) and methods."""
     config = validate_config(config)
     methods = parse_methods(config["methods"])
-    slides = read_samples(config["samples"])
-    tiles = read_tiles(config["tiles"], config["samples"], slides, config)
-    used = {name: slides[name] for name in tiles}
+    selection = parse_selection(config["tiles"])
+    mode = selection["mode"]
+    samples_path = config.get("samples")
+    check(
+        samples_path is not None or mode == "tfrecords",
+        f"config field 'samples': required for tiles mode {mode!r} (only tfrecords mode can do without)",
+    )
+    slides = read_samples(samples_path) if samples_path else {}
+    tiles: dict[str, list[Tile]] = {}
+    if mode in ("table", "tfrecords"):
+        tiles = read_tiles(selection["path"], samples_path, slides, config)
+        slides = tfrecord_slides(tiles, selection["directory"], slides) if mode == "tfrecords" else slides
+        slides = {name: slides[name] for name in tiles}
     check_class_idx(config)
-    backend = model_backend(config)
-    return Plan(config, backend, used, tiles, methods, chunk_tiles(tiles, config["tiles_per_job"]))
+    return Plan(config, model_backend(config), slides, tiles, methods, selection)

@@ -49,11 +49,11 @@ def test_keras_demo_matches_torch_demo(tmp_path):
     for pick in picks:
         tile = f"x{pick['x']}_y{pick['y']}"
         for method in ("vanilla", "integrated_gradients", "vanilla_smooth", "gradcam"):
-            torch_mask = np.load(tmp_path / f"results/masks/{pick['slide']}/{method}/{tile}.npy")
-            keras_mask = np.load(tmp_path / f"results/keras/masks/{pick['slide']}/{method}/{tile}.npy")
+            torch_mask = np.load(tmp_path / f"results/masks/{pick['slide']}/chunk0000/{method}/{tile}.npy")
+            keras_mask = np.load(tmp_path / f"results/keras/masks/{pick['slide']}/chunk0000/{method}/{tile}.npy")
             assert np.abs(torch_mask - keras_mask).max() <= 1e-4, method
-        meta_t = json.loads((tmp_path / f"results/masks/{pick['slide']}/vanilla/{tile}.json").read_text())
-        meta_k = json.loads((tmp_path / f"results/keras/masks/{pick['slide']}/vanilla/{tile}.json").read_text())
+        meta_t = json.loads((tmp_path / f"results/masks/{pick['slide']}/chunk0000/vanilla/{tile}.json").read_text())
+        meta_k = json.loads((tmp_path / f"results/keras/masks/{pick['slide']}/chunk0000/vanilla/{tile}.json").read_text())
         assert (meta_t["backend"], meta_k["backend"]) == ("torch", "tensorflow")
         np.testing.assert_allclose(meta_k["probabilities"], meta_t["probabilities"], atol=1e-5)
     assert (tmp_path / "results/keras/figures/demo_a.pdf").exists()

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import logging
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,9 +16,20 @@ import torch
 from torch import nn
 
 from ..errors import InputError, check
-from ..model import TORCHSCRIPT_FILE, WEIGHTS_FILE
+from ..model import TORCH_FILES, TORCH_SUFFIXES
+
+SLIDEFLOW_EPOCH = re.compile(r"_epoch(\d+)\.zip$")
+_PICKLED_CLASS = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNPICKLER_ERROR = re.compile(r"WeightsUnpickler error:\s*(.+)")
 
 
+def _short(err: BaseException) -> str:
+    """An exception's message on one line (whitespace collapsed, at most 300 characters)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# -- model loading --------------------------------------------------------------------
 def resolve_factory(name: str, where: str) -> Callable[..., nn.Module]:
     """The architecture factory for a registered name or ``"module:function"``."""
     if ":" not in name:
@@ -25,49 +41,331 @@ def resolve_factory(name: str, where: str) -> Callable[..., nn.Module]:
         )
         return ARCHITECTURES[name]
     module_name, _, attr = name.partition(":")
+    check(
+        bool(module_name) and attr.isidentifier(),
+        f"{where}: architecture {name!r} is not 'module:function' (e.g. 'mypackage.nets:build')",
+    )
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise InputError(f"{where}: cannot import architecture {name!r} ({err})") from None
+        module = importlib.import_module(module_name)
+    except ImportError as err:  # the module, or something it imports, is missing
+        raise InputError(f"{where}: cannot import architecture {name!r} ({_short(err)})") from None
+    check(
+        hasattr(module, attr),
+        f"{where}: cannot import architecture {name!r} (module '{module_name}' has no attribute '{attr}')",
+    )
+    factory = getattr(module, attr)
+    check(callable(factory), f"{where}: architecture {name!r} is not callable")
+    return factory
 
 
-def load_module(path: Path, params: dict[str, Any]) -> tuple[nn.Module, list[Path]]:
-    """A state dict + architecture, or TorchScript; returns the module (eval mode) and its files."""
-    weights = path / WEIGHTS_FILE if path.is_dir() else None
-    script = path / TORCHSCRIPT_FILE if path.is_dir() else path
-    if weights is not None and weights.exists():
-        check("architecture" in params, f"model '{path}': {WEIGHTS_FILE} needs 'architecture' in params.json")
-        factory = resolve_factory(params["architecture"], f"model '{path}'")
-        kwargs = dict(params.get("architecture_kwargs", {}))
-        if params.get("outcome_labels") and "n_classes" not in kwargs:
-            kwargs["n_classes"] = len(params["outcome_labels"])
+def _takes(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def build_architecture(params: dict[str, Any], where: str) -> nn.Module:
+    """The module a state dict loads into: ``architecture`` (else Slideflow's ``hp.model``) and its kwargs."""
+    name = params.get("architecture")
+    if name is None:
+        from ..torch_nets import ARCHITECTURES
+
+        name = (params.get("hp") or {}).get("model")
+        check(
+            name in ARCHITECTURES,
+            f"{where}: a state dict needs its architecture: 'architecture' in params.json or "
+            "load_model(..., architecture='module:function')"
+            + (f" (Slideflow's hp.model {name!r} is not built into slidegrad)" if name else ""),
+        )
+    factory = resolve_factory(name, where)
+    kwargs = dict(params.get("architecture_kwargs") or {})
+    if params.get("outcome_labels") and "n_classes" not in kwargs and _takes(factory, "n_classes"):
+        kwargs["n_classes"] = len(params["outcome_labels"])
+    try:
         module = factory(**kwargs)
-        try:
-            module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        except Exception as err:  # noqa: BLE001 - torch raises many types here
-            raise InputError(f"model '{weights}': cannot load the state dict ({str(err).splitlines()[0]})") from None
-        return module.eval(), [weights]
-    check(script.exists(), f"model '{path}': expected {WEIGHTS_FILE} or {TORCHSCRIPT_FILE}")
+    except Exception as err:  # noqa: BLE001 - any error from user code
+        raise InputError(f"{where}: architecture {name!r} with kwargs {kwargs} failed ({_short(err)})") from None
+    check(
+        isinstance(module, nn.Module),
+        f"{where}: architecture {name!r} returned {type(module).__name__}, not an nn.Module",
+    )
+    return module
+
+
+def torch_model_file(path: Path) -> Path:
+    """The file to load for a PyTorch model path: the path itself, or the model file in a directory."""
+    if not path.is_dir():
+        return path
+    for name in TORCH_FILES:
+        if (path / name).is_file():
+            return path / name
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TORCH_SUFFIXES)
+    epochs = {p: int(m.group(1)) for p in found if (m := SLIDEFLOW_EPOCH.search(p.name))}
+    if found and len(epochs) == len(found):  # Slideflow: one state dict per saved epoch
+        return max(found, key=lambda p: epochs[p])
+    check(
+        bool(found),
+        f"model '{path}': no model file; expected {', '.join(TORCH_FILES)}, "
+        "one *.pt2 / *.pth / *.pt file or Slideflow's *_epochN.zip",
+    )
+    check(
+        len(found) == 1,
+        f"model '{path}': several model files ({', '.join(p.name for p in found)}); pass the path of the one to load",
+    )
+    return found[0]
+
+
+def file_kind(path: Path) -> str:
+    """What a PyTorch file holds, from its archive entries: ``export``, ``torchscript`` or ``saved``.
+
+    ``saved`` is ``torch.save`` output (a state dict or a pickled module), or an unreadable file.
+    """
+    if path.suffix == ".pt2":
+        return "export"
+    if not zipfile.is_zipfile(path):
+        return "saved"  # torch.save's legacy format, or not a torch file at all
     try:
-        module = torch.jit.load(str(script), map_location="cpu")
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return "saved"  # torch.load reports the damage
+    if any(n.endswith("/archive_format") for n in names):
+        return "export"
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    return "saved"
+
+
+def load_module(path: Path, params: dict[str, Any], allow_pickle: bool = False) -> tuple[nn.Module, list[Path]]:
+    """Load a PyTorch model path (see :mod:`slidegrad.model`); returns the module (eval mode) and its files."""
+    file = torch_model_file(path)
+    kind = file_kind(file)
+    if kind == "export":
+        return load_exported(file, params.get("tile_px")), [file]
+    if kind == "torchscript":
+        try:
+            module = torch.jit.load(str(file), map_location="cpu")
+        except Exception as err:  # noqa: BLE001 - torch raises many types here
+            raise InputError(f"model '{file}': not a readable TorchScript file ({_short(err)})") from None
+        return module.eval(), [file]
+    loaded = _torch_load(file, allow_pickle)
+    if isinstance(loaded, nn.Module):
+        return loaded.eval(), [file]
+    check(
+        isinstance(loaded, dict) and all(isinstance(v, torch.Tensor) for v in loaded.values()),
+        f"model '{file}': holds a {type(loaded).__name__}, not a state dict or a module",
+    )
+    module = build_architecture(params, f"model '{path}'")
+    load_state_dict(module, loaded, str(file))
+    return module.eval(), [file]
+
+
+def _torch_load(file: Path, allow_pickle: bool) -> Any:
+    """``torch.load`` with ``weights_only=True``; a pickled module needs ``allow_pickle``."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        pickled = _PICKLED_CLASS.search(str(err))
+        if pickled is None:
+            detail = _UNPICKLER_ERROR.search(str(err))
+            raise InputError(
+                f"model '{file}': not a readable PyTorch file ({detail.group(1).strip() if detail else _short(err)})"
+            ) from None
+        if not allow_pickle:
+            raise InputError(
+                f"model '{file}': a pickled module ({pickled.group(1)}, saved with torch.save(model)); loading it "
+                "runs arbitrary code from the file, so it needs allow_pickle=True (config: model.allow_pickle: true) "
+                "— only for files you trust; or save a state dict, TorchScript or torch.export program instead"
+            ) from None
+    except Exception as err:  # noqa: BLE001 - truncated or corrupt archives
+        raise InputError(f"model '{file}': not a readable PyTorch file ({_short(err)})") from None
+    try:
+        return torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - e.g. the module's class is not importable here
+        raise InputError(f"model '{file}': cannot unpickle the module ({_short(err)})") from None
+
+
+def load_state_dict(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load ``state`` into ``module`` (strict); Slideflow's ``ModelWrapper`` keys are mapped first."""
+    own = module.state_dict()
+    if "fc0.weight" in state and "fc0.weight" not in own and any(k.startswith("model.") for k in state):
+        state = _from_slideflow(module, state, where)
+    try:
+        module.load_state_dict(state)
     except Exception as err:  # noqa: BLE001
-        raise InputError(f"model '{script}': not a TorchScript file ({str(err).splitlines()[0]})") from None
-    return module.eval(), [script]
+        raise InputError(f"model '{where}': cannot load the state dict ({_short(err)})") from None
+
+
+def _from_slideflow(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """Slideflow's ``ModelWrapper`` (``model.*`` = the network with its head removed, ``fc0`` = the head)
+    → the network's own keys; the network's last ``nn.Linear`` becomes ``fc0`` (resized to it)."""
+    extra = sorted({k.split(".")[0] for k in state if not k.startswith(("model.", "fc0."))})
+    check(
+        not extra,
+        f"model '{where}': Slideflow model with {', '.join(extra)} (hidden layers or several outcomes) "
+        "is not supported; only a network plus one fc0 head",
+    )
+    linears = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    check(bool(linears), f"model '{where}': Slideflow's fc0 head needs an nn.Linear head in the architecture")
+    head = linears[-1]
+    weight = state["fc0.weight"]
+    parent_name, _, child = head.rpartition(".")
+    parent = module.get_submodule(parent_name)
+    setattr(parent, child, nn.Linear(weight.shape[1], weight.shape[0], bias="fc0.bias" in state))
+    mapped = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    mapped.update({f"{head}.{k.removeprefix('fc0.')}": v for k, v in state.items() if k.startswith("fc0.")})
+    return mapped
+
+
+# -- torch.export programs -------------------------------------------------------------
+def load_exported(file: Path, tile_px: int | None = None) -> nn.Module:
+    """A ``torch.export.save`` program as a module whose convolutions are hookable ``nn.Conv2d``."""
+    check(
+        zipfile.is_zipfile(file),
+        f"model '{file}': not a torch.export program (not a zip archive; save it with torch.export.save)",
+    )
+    export_log = logging.getLogger("torch.export")  # torch logs a traceback before raising
+    level = export_log.level
+    export_log.setLevel(logging.CRITICAL)
+    try:
+        program = torch.export.load(str(file))
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"model '{file}': not a readable torch.export program ({_short(err)})") from None
+    finally:
+        export_log.setLevel(level)
+    inputs = program.graph_signature.user_inputs
+    check(len(inputs) == 1, f"model '{file}': the program takes {len(inputs)} inputs; expected one image batch")
+    spec = next((n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder" and n.name == inputs[0]), None)
+    shape = tuple(getattr(spec, "shape", ()))
+    if len(shape) == 4:
+        check(
+            not isinstance(shape[0], int),
+            f"model '{file}': exported with a fixed batch size of {shape[0]}; export with a dynamic one: "
+            "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}",
+        )
+        height, width = shape[2], shape[3]
+        check(
+            tile_px is None or not isinstance(height, int) or (height, width) == (tile_px, tile_px),
+            f"model '{file}': exported for {height}×{width} inputs but tile_px is {tile_px}",
+        )
+    return hookable(program.module())
+
+
+def hookable(module: nn.Module) -> nn.Module:
+    """Make a ``torch.export`` module (``ExportedProgram.module()``) work with Grad-CAM, in place.
+
+    Its graph calls ``aten.conv2d`` on parameters held by plain placeholder modules, so forward
+    hooks on them never fire.  Each such call becomes a call of an ``nn.Conv2d`` (sharing the
+    parameters) under the original layer's name, e.g. ``features.3``.  ``train()`` / ``eval()``
+    are allowed again: they only set flags, as the program's mode was fixed at export.
+    Other modules are returned unchanged.
+    """
+    if not isinstance(module, torch.fx.GraphModule):
+        return module
+    for name in ("train", "eval"):  # ExportedProgram.module() makes both raise
+        module.__dict__.pop(name, None)
+    graph, changed = module.graph, False
+    for node in list(graph.nodes):
+        conv = _conv_module(module, node)
+        if conv is None:
+            continue
+        path = node.args[1].target.rpartition(".")[0]
+        parent_name, _, child = path.rpartition(".")
+        setattr(module.get_submodule(parent_name), child, conv)
+        with graph.inserting_after(node):
+            call = graph.call_module(path, (node.args[0],))
+        call.meta = dict(node.meta)
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
+        changed = True
+    if changed:
+        for node in list(graph.nodes):
+            if node.op == "get_attr" and not node.users:
+                graph.erase_node(node)
+        module.recompile()
+    return module
+
+
+def _conv_module(root: nn.Module, node: torch.fx.Node) -> nn.Conv2d | None:
+    """An ``nn.Conv2d`` equivalent to an ``aten.conv2d`` / ``aten.convolution`` graph node, or ``None``."""
+    aten = torch.ops.aten
+    if node.op != "call_function" or node.target not in (
+        aten.conv2d.default,
+        aten.conv2d.padding,
+        aten.convolution.default,
+    ):
+        return None
+    args = list(node.args)
+    if node.target == aten.convolution.default:  # input, weight, bias, stride, padding, dilation, transposed, ...
+        if len(args) < 9 or args[6] or len(args[3]) != 2:
+            return None
+        args = [*args[:6], args[8]]
+    defaults = [None, None, None, [1, 1], [0, 0] if node.target != aten.conv2d.padding else "valid", [1, 1], 1]
+    args += defaults[len(args) :]
+    for key, index in (("bias", 2), ("stride", 3), ("padding", 4), ("dilation", 5), ("groups", 6)):
+        if key in node.kwargs:
+            args[index] = node.kwargs[key]
+    _, weight, bias, stride, padding, dilation, groups = args
+    if not (isinstance(weight, torch.fx.Node) and weight.op == "get_attr"):
+        return None
+    path, _, weight_name = weight.target.rpartition(".")
+    if weight_name != "weight" or not path:
+        return None
+    if bias is not None and not (
+        isinstance(bias, torch.fx.Node) and bias.op == "get_attr" and bias.target == f"{path}.bias"
+    ):
+        return None
+    holder = root.get_submodule(path)
+    w = getattr(holder, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.ndim != 4:
+        return None
+    hyper = {
+        "stride": tuple(stride),
+        "padding": padding if isinstance(padding, str) else tuple(padding),
+        "dilation": tuple(dilation),
+        "groups": int(groups),
+    }
+    if isinstance(holder, nn.Conv2d):  # one layer called twice: already restored
+        same = all(getattr(holder, k) == v for k, v in hyper.items()) and (holder.bias is None) == (bias is None)
+        return holder if same else None
+    if list(holder.children()) or (set(holder._parameters) | set(holder._buffers)) - {"weight", "bias"}:
+        return None
+    conv = nn.Conv2d(
+        w.shape[1] * hyper["groups"], w.shape[0], tuple(w.shape[2:]), bias=bias is not None, device="meta", **hyper
+    )
+    conv.weight = w if isinstance(w, nn.Parameter) else nn.Parameter(w, requires_grad=False)
+    if bias is not None:
+        b = holder.bias
+        conv.bias = b if isinstance(b, nn.Parameter) else nn.Parameter(b, requires_grad=False)
+    return conv
 
 
 def output_count(module: nn.Module, tile_px: int | None, where: str) -> int:
     """Number of classes, from one forward pass on a ``tile_px`` tile; the output must be ``(N, classes)``."""
-    size = tile_px or 64
+    size = tile_px or input_size(module) or 64
     try:
         with torch.no_grad():
             out = module(torch.zeros(1, 3, size, size))
     except Exception as err:  # noqa: BLE001
-        raise InputError(f"model '{where}': fails on a {size}×{size} tile ({str(err).splitlines()[0]})") from None
+        raise InputError(f"model '{where}': fails on a {size}×{size} tile ({_short(err)})") from None
     check(
         isinstance(out, torch.Tensor) and out.ndim == 2,
         f"model '{where}': output shape {tuple(getattr(out, 'shape', ()))} is not (N, classes)",
     )
     return int(out.shape[1])
+
+
+def input_size(module: nn.Module) -> int | None:
+    """The fixed input height of a ``torch.export`` module (from its graph), else ``None``."""
+    if not isinstance(module, torch.fx.GraphModule):
+        return None
+    for node in module.graph.nodes:
+        shape = tuple(getattr(node.meta.get("val"), "shape", ())) if node.op == "placeholder" else ()
+        if len(shape) == 4 and isinstance(shape[2], int):
+            return shape[2]
+    return None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -95,10 +393,11 @@ class TorchBackend:
         tile_px: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.module = module.to(self.device).eval()
+        self.module = hookable(module).to(self.device)  # a torch.export module: conv layers made hookable
+        self.module.eval()
         self.dtype = torch.float32
         self._n_classes = n_classes
-        self._tile_px = tile_px or 64
+        self._tile_px = tile_px or input_size(module) or 64
 
     # -- helpers ---------------------------------------------------------------
     def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -157,13 +456,17 @@ class TorchBackend:
             if isinstance(output, torch.Tensor):
                 total += output.numel() * output.element_size()
 
+        sample = torch.zeros((1, shape[2], shape[0], shape[1]), device=self.device)
+        if isinstance(self.module, torch.fx.GraphModule):  # torch.export: most ops are graph nodes, not modules
+            with torch.no_grad():
+                return _GraphSizes(self.module).bytes(sample)
         leaves = [m for m in self.module.modules() if not list(m.children())]
         if isinstance(self.module, torch.jit.ScriptModule) or not leaves:
             return int(np.prod(shape)) * 4 * 64
         handles = [m.register_forward_hook(count) for m in leaves]
         try:
             with torch.no_grad():
-                self.module(torch.zeros((1, shape[2], shape[0], shape[1]), device=self.device))
+                self.module(sample)
         finally:
             for handle in handles:
                 handle.remove()
@@ -181,7 +484,7 @@ class TorchBackend:
         """Names (``named_modules``) of the model's ``nn.Conv2d`` layers, in order."""
         return [name for name, mod in self.module.named_modules() if isinstance(mod, nn.Conv2d)]
 
-    def _layer(self, layer: str | None) -> nn.Module:
+    def _layer(self, layer: str | None) -> tuple[str, nn.Module]:
         if isinstance(self.module, torch.jit.ScriptModule):
             raise InputError(
                 "gradcam: a TorchScript model has no forward hooks; save a state dict with its "
@@ -193,23 +496,39 @@ class TorchBackend:
             layer = names[-1]
         modules = dict(self.module.named_modules())
         check(layer in modules, f"gradcam: layer {layer!r} not found; conv layers: {', '.join(names)}")
-        return modules[layer]
+        return layer, modules[layer]
 
     def conv_gradients(
         self, x: np.ndarray, class_idx: np.ndarray, layer: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Activations of ``layer`` (default: last conv) and the class logit's gradients, ``(N, h, w, c)``."""
-        target = self._layer(layer)
+        name, target = self._layer(layer)
         captured: list[torch.Tensor] = []
         handle = target.register_forward_hook(lambda _m, _i, output: captured.append(output))
         try:
             out = self.module(self._to_tensor(x))
         finally:
             handle.remove()
+        check(bool(captured), f"gradcam: layer {name!r} is not called in the model's forward pass")
         acts = captured[-1]
         idx = self._class_index(class_idx, out.shape[0])
         (grads,) = torch.autograd.grad(out.gather(1, idx[:, None]).sum(), acts)
         return self._to_numpy(acts), self._to_numpy(grads)
+
+
+class _GraphSizes(torch.fx.Interpreter):
+    """Runs a ``GraphModule`` node by node, adding up the bytes of every op's tensor output."""
+
+    def bytes(self, *args: torch.Tensor) -> int:
+        self.total = 0
+        self.run(*args)
+        return self.total
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        out = super().run_node(n)
+        if n.op in ("call_function", "call_module", "call_method") and isinstance(out, torch.Tensor):
+            self.total += out.numel() * out.element_size()
+        return out
 
 
 class TorchOps:

@@ -1,0 +1,217 @@
+"""Tile selection modes (``tiles.mode``): table, grid, random, top_k and tfrecords.
+
+Every test checks coordinates or pixels against a computation that does not go through
+the code under test: grid tiles against the geometry of the pasted tissue, top_k against
+numpy over the model's probabilities, tfrecords pixels against the records written here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import slidegrad as sg
+from slidegrad import jobs, tiling
+from slidegrad import workflow as sgw
+from slidegrad.tfrecords import write_tfrecord
+
+from .conftest import run_snakemake, write_model_dir
+from .test_tiling import ALIGNED, CROP_H, CROP_W, TILE, slides  # noqa: F401 (the fixture)
+from .test_workflow import _write_csv, make_project
+
+
+@pytest.fixture(scope="module")
+def canvas(slides, tmp_path_factory) -> dict[str, Path]:
+    """test_tiling's slides (white, 1 µm/px, IHC tissue pasted at ALIGNED; blank) and a 64 px model."""
+    model = write_model_dir(tmp_path_factory.mktemp("canvas") / "model", tile_px=TILE, tile_um=TILE)
+    return {"slide": slides["aligned"], "blank": slides["blank"], "model": model}
+
+
+def pasted_tiles(x0: int, y0: int, x1: int, y1: int) -> list[tuple[int, int]]:
+    """Grid tiles (row-major) lying inside the box, by geometry alone."""
+    return [(x, y) for y in range(y0, y1 - TILE + 1, TILE) for x in range(x0, x1 - TILE + 1, TILE)]
+
+
+def selection_project(root: Path, slide: Path, model: Path, tiles: dict, **overrides) -> Path:
+    return make_project(root, slide, model, [{"slide": "s1", "x": 0, "y": 0}], tile_selection=tiles, **overrides)
+
+
+def select(project: Path, monkeypatch, slide: str = "s1") -> list[dict[str, str]]:
+    """Run the tile_table job's library call for one slide; returns the written rows."""
+    monkeypatch.chdir(project)
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    out = project / "table.csv"
+    jobs.select_tiles(config, slide, str(out), str(project / "tiles"))
+    rows = sgw.read_tile_table(out)
+    with sg.WSI(config_slide(project, slide), TILE, TILE) as wsi:  # the PNGs are the slide's tiles
+        for row in rows[:3]:
+            png = jobs.read_png(project / "tiles" / f"{row['tile']}.png")
+            np.testing.assert_array_equal(png, wsi.read(int(row["x"]), int(row["y"])))
+    return rows
+
+
+def config_slide(project: Path, slide: str) -> str:
+    with open(project / "samples.csv") as handle:
+        return next(r["path"] for r in csv.DictReader(handle) if r["slide"] == slide)
+
+
+# -- grid ------------------------------------------------------------------------------
+def test_grid_finds_exactly_the_pasted_tissue(tmp_path, canvas, monkeypatch):
+    project = selection_project(tmp_path, canvas["slide"], canvas["model"], {"mode": "grid"}, tiles_per_job=5)
+    rows = select(project, monkeypatch)
+    x0, y0 = ALIGNED
+    assert [(int(r["x"]), int(r["y"])) for r in rows] == pasted_tiles(x0, y0, x0 + CROP_W, y0 + CROP_H)
+    assert [r["chunk"] for r in rows] == ["chunk0000"] * 5 + ["chunk0001"] * 5 + ["chunk0002"] * 2
+
+
+@pytest.mark.workflow
+def test_grid_with_roi_through_the_workflow(tmp_path, canvas):
+    x0, y0 = ALIGNED
+    roi = [x0, y0, x0 + 4 * TILE, y0 + 2 * TILE]
+    project = selection_project(
+        tmp_path, canvas["slide"], canvas["model"], {"mode": "grid", "roi": roi}, tiles_per_job=3, methods=["vanilla"]
+    )
+    result = run_snakemake(project)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = sgw.read_tile_table(project / "results/tiles/s1.csv")
+    assert [(int(r["x"]), int(r["y"])) for r in rows] == pasted_tiles(*roi)
+    with sg.WSI(canvas["slide"], TILE, TILE) as wsi:
+        for row in rows:
+            tile = jobs.read_png(project / f"results/tiles/s1/{row['tile']}.png")
+            np.testing.assert_array_equal(tile, wsi.read(int(row["x"]), int(row["y"])))
+            assert np.load(project / f"results/masks/s1/{row['chunk']}/vanilla/{row['tile']}.npy").shape == (64, 64)
+    with open(project / "results/summary.csv") as handle:
+        assert [r["tile"] for r in csv.DictReader(handle)] == [r["tile"] for r in rows]
+
+
+def test_grid_with_no_tissue_is_an_error(tmp_path, canvas, monkeypatch):
+    project = selection_project(tmp_path, canvas["blank"], canvas["model"], {"mode": "grid"})
+    with pytest.raises(sg.InputError, match="blank.tiff': no tissue tiles") as err:
+        select(project, monkeypatch)
+    assert "\n" not in str(err.value)
+    assert not (project / "table.csv").exists()
+
+
+# -- random ----------------------------------------------------------------------------
+def test_random_is_seeded_and_a_subset_of_the_tissue(tmp_path, canvas, monkeypatch):
+    x0, y0 = ALIGNED
+    tissue = pasted_tiles(x0, y0, x0 + CROP_W, y0 + CROP_H)
+    chosen = {}
+    for seed in (0, 0, 1):
+        project = selection_project(tmp_path / f"s{seed}", canvas["slide"], canvas["model"], {"mode": "random", "n": 5, "seed": seed})
+        chosen.setdefault(seed, []).append([(int(r["x"]), int(r["y"])) for r in select(project, monkeypatch)])
+    first, again = chosen[0]
+    assert first == again and len(first) == 5 and len(set(first)) == 5
+    assert set(first) <= set(tissue) and first == sorted(first, key=lambda xy: (xy[1], xy[0]))
+    assert chosen[1][0] != first
+
+
+# -- top_k -----------------------------------------------------------------------------
+def direct_top_k(slide: Path, model_dir: Path, k: int) -> tuple[list[tuple[int, int, int]], np.ndarray, list]:
+    """Every tissue tile scored by the model in one pass; per class, the k highest among its predicted tiles."""
+    model = sg.load_model(model_dir)
+    with sg.WSI(slide, model.tile_px, model.tile_um) as wsi:
+        coords = tiling.tissue_tiles(wsi)
+        images = np.stack([wsi.read(x, y) for x, y in coords])
+    probs = sg.SaliencyMap(model).probabilities(sg.get_preprocess_fn(model)(images))
+    predicted = probs.argmax(axis=1)
+    expected = []
+    for c in range(probs.shape[1]):
+        order = [i for i in np.argsort(-probs[:, c], kind="stable") if predicted[i] == c][:k]
+        expected += [(coords[i][0], coords[i][1], c) for i in order]
+    return expected, probs, coords
+
+
+def test_top_k_larger_than_the_tissue_keeps_all_and_warns(tmp_path, canvas, monkeypatch):
+    project = selection_project(tmp_path, canvas["slide"], canvas["model"], {"mode": "top_k", "k": 50})
+    with pytest.warns(UserWarning, match="fewer than k=50"):
+        rows = select(project, monkeypatch)
+    expected, _, coords = direct_top_k(canvas["slide"], canvas["model"], 50)
+    assert len(rows) == len(coords) == 12
+    assert [(int(r["x"]), int(r["y"]), int(r["class_idx"])) for r in rows] == expected
+
+
+@pytest.mark.workflow
+def test_top_k_on_the_demo_end_to_end(tmp_path, demo_assets):
+    """Acceptance: tiles: {mode: top_k, k: 4} on the demo; the chosen tiles are the model's most confident."""
+    slides = demo_assets["slides"]
+    samples = [{"slide": f"demo_{v}", "path": str(p)} for v, p in slides.items()]
+    project = selection_project(
+        tmp_path, slides["a"], demo_assets["model"], {"mode": "top_k", "k": 4},
+        samples_rows=samples, methods=["vanilla", "gradcam"], tiles_per_job=4,
+    )  # fmt: skip
+    result = run_snakemake(project)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    labels = json.loads((demo_assets["model"] / "params.json").read_text())["outcome_labels"]
+    with open(project / "results/summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    for variant, slide in slides.items():
+        rows = sgw.read_tile_table(project / f"results/tiles/demo_{variant}.csv")
+        expected, probs, coords = direct_top_k(slide, demo_assets["model"], 4)
+        # Otsu on saturation keeps the DAB-rich half of the demo image as tissue, where the model predicts
+        # DAB-positive: the top 4 positives, and the negatives among tissue tiles (there may be none; it warns)
+        assert sum(c == 1 for _, _, c in expected) == 4
+        assert [(int(r["x"]), int(r["y"]), int(r["class_idx"])) for r in rows] == expected
+        for row in rows:
+            i = coords.index((int(row["x"]), int(row["y"])))
+            assert float(row["score"]) == pytest.approx(probs[i, int(row["class_idx"])], abs=1e-5)
+            assert row["label"] == labels[int(row["class_idx"])]
+            meta = json.loads(
+                (project / f"results/masks/demo_{variant}/{row['chunk']}/gradcam/{row['tile']}.json").read_text()
+            )
+            assert meta["class_idx"] == int(row["class_idx"]) and meta["class_label"] == row["label"]
+        slide_rows = [r for r in summary if r["slide"] == f"demo_{variant}" and r["method"] == "vanilla"]
+        assert [(r["tile"], r["selected_for"]) for r in slide_rows] == [(r["tile"], r["label"]) for r in rows]
+    assert (project / "results/figures/demo_a.pdf").read_bytes().startswith(b"%PDF")
+
+
+# -- tfrecords -------------------------------------------------------------------------
+@pytest.fixture()
+def tfrecord_project(tmp_path, slide_path, model_dir):
+    """Slideflow-style TFRecords of three slide tiles (PNG, lossless), and a project reading two of them."""
+    locations = [(0, 0), (256, 128), (640, 384)]
+    with sg.WSI(slide_path, 64, 64) as wsi:
+        images = {xy: wsi.read(*xy) for xy in locations}
+    records = tmp_path / "tfrecords"
+    records.mkdir()
+    write_tfrecord(records / "s1.tfrecords", [("s1", x, y, images[(x, y)]) for x, y in locations], fmt="png")
+    project = make_project(tmp_path / "run", slide_path, model_dir, [{"slide": "s1", "x": 0, "y": 0}], methods=["vanilla"])
+    _write_csv(project / "tiles.csv", [{"slide": "s1", "x": 640, "y": 384}, {"slide": "s1", "x": 0, "y": 0}])
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    config["tiles"] = {"mode": "tfrecords", "directory": str(records), "path": "tiles.csv"}
+    del config["samples"]  # tfrecords mode needs no slides
+    (project / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return project, images
+
+
+@pytest.mark.workflow
+def test_tfrecords_mode_through_the_workflow(tfrecord_project, model_dir):
+    project, images = tfrecord_project
+    result = run_snakemake(project)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = sgw.read_tile_table(project / "results/tiles/s1.csv")
+    assert [r["tile"] for r in rows] == ["x640_y384", "x0_y0"]
+    model = sg.load_model(model_dir)
+    for row in rows:
+        tile = jobs.read_png(project / f"results/tiles/s1/{row['tile']}.png")
+        np.testing.assert_array_equal(tile, images[(int(row["x"]), int(row["y"]))])
+        mask = np.load(project / f"results/masks/s1/{row['chunk']}/vanilla/{row['tile']}.npy")
+        direct = sg.SaliencyMap(model).vanilla(sg.get_preprocess_fn(model)(tile))
+        np.testing.assert_allclose(mask, direct, atol=1e-6)
+
+
+def test_tfrecords_location_not_in_the_file(tfrecord_project):
+    project, _ = tfrecord_project
+    _write_csv(project / "tiles.csv", [{"slide": "s1", "x": 0, "y": 0}, {"slide": "s1", "x": 64, "y": 64}])
+    result = run_snakemake(project)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "s1.tfrecords': no tile at loc_x=64, loc_y=64" in output, output[-3000:]
+    assert "Traceback" not in output
+    assert not (project / "results").exists() or not [p for p in (project / "results").rglob("*") if p.is_file()]
+
