@@ -1,0 +1,65 @@
+"""Killing a local run midway, then rerunning, completes only the missing targets."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, run_snakemake
+from .test_workflow import make_project
+
+METHODS = ["vanilla", {"name": "integrated_gradients", "x_steps": 8}, "gradcam"]
+TILES = [{"slide": "s1", "x": 128 * i, "y": 0} for i in range(6)]
+
+
+def mask_dirs(root: Path) -> dict[str, float]:
+    """Finished mask jobs (their benchmark file is written last) → newest mtime among their files."""
+    done = {}
+    for bench in (root / "benchmarks/masks").rglob("*.tsv"):
+        chunk, method = bench.parent.name, bench.stem
+        folder = root / "results/masks/s1" / chunk / method
+        done[f"{chunk}/{method}"] = max(p.stat().st_mtime_ns for p in folder.iterdir())
+    return done
+
+
+def executed(output: str, rule: str) -> int:
+    """How many jobs of ``rule`` a run's job stats report."""
+    match = re.search(rf"^{rule}\s+(\d+)$", output, flags=re.M)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_killed_run_resumes_with_only_the_missing_jobs(tmp_path, slide_path, model_dir, sig):
+    root = make_project(tmp_path / "run", slide_path, model_dir, TILES, methods=METHODS, tiles_per_job=2)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root), "--cores", "1"]
+    run = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while len(mask_dirs(root)) < 3 and run.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert run.poll() is None, "the run ended before it could be killed"
+    os.killpg(run.pid, sig)  # snakemake and the job it is running
+    run.wait(timeout=60)
+    finished = mask_dirs(root)
+    assert 3 <= len(finished) < 9
+
+    if sig == signal.SIGKILL:  # a killed snakemake leaves its lock; the user unlocks
+        assert run_snakemake(root, "--unlock").returncode == 0
+    rerun = run_snakemake(root)
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-3000:]
+    assert executed(output, "masks") == 9 - len(finished)
+    after = mask_dirs(root)
+    assert len(after) == 9
+    assert {k: after[k] for k in finished} == finished  # finished masks were not recomputed
+    again = run_snakemake(root, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    rows = (root / "results/summary.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6 * 3
