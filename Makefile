@@ -20,10 +20,13 @@ demo: install
 	@echo "Figures: $$(ls results/figures/*.pdf | tr '\n' ' ')"
 	@echo "Summary table: results/summary.csv"
 
-# Two pytest processes: torch and TensorFlow never share one (tests/tf runs alone).
+# Three pytest processes: torch and TensorFlow never share one (tests/tf runs alone), and
+# the SLURM test runs last: once SLURM is installed, every snakemake start asks its
+# controller for its config (the slurm executor plugin), which takes 9 s while it is down.
 test: install
-	$(BIN)/python -m pytest -q --ignore=tests/tf
+	$(BIN)/python -m pytest -q --ignore=tests/tf --ignore=tests/slurm
 	$(BIN)/python -m pytest -q tests/tf
+	$(BIN)/python -m pytest -q tests/slurm
 
 lint: install
 	$(BIN)/snakemake --lint

@@ -41,7 +41,7 @@ wildcard_constraints:
 
 
 def slide_chunks(slide):
-    """Chunk labels of a slide's mask jobs (after its tile_table checkpoint in dynamic modes)."""
+    """Chunk labels of a slide's mask jobs (in grid/random/top_k mode, once its tiles checkpoint ran)."""
     if PLAN.dynamic:
         return sgw.table_chunks(checkpoints.tiles.get(slide=slide).output.table)
     return STATIC_CHUNKS[slide]
