@@ -7,9 +7,7 @@ parameters, which the summary and figure rules read.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import check
-from .workflow import Layout, MethodSpec, Tile, model_options, read_tile_table, tile_geometry
+from .workflow import Layout, MethodSpec, Tile, model_options, read_tile_table, tile_geometry, write_csv
 
 SUMMARY_COLUMNS = [
     "slide", "tile", "x", "y", "method", "class_idx", "class_label", "probability",
@@ -98,7 +96,7 @@ def _choose(plan: Any, slide: str, wsi: Any) -> list[Tile]:
         f"min_tissue={selection['min_tissue']}); nothing to explain",
     )
     if selection["mode"] == "random":
-        coords = tiling.random_tiles(wsi, selection["n"], selection["seed"], roi=roi, min_tissue=selection["min_tissue"])
+        coords = tiling.sample_tiles(coords, selection["n"], selection["seed"], f"slide '{info.path}'")
     if selection["mode"] != "top_k":
         return [Tile(slide, x, y) for x, y in coords]
     from .model import get_preprocess_fn, load_model
@@ -258,13 +256,7 @@ def write_summary(table_paths: Sequence[str], outdir: str, method_ids: Sequence[
                     "model_sha256": meta["model_sha256"], "method_params": json.dumps(meta["params"], sort_keys=True),
                 }  # fmt: skip
                 rows.append({k: _fmt(v) for k, v in row.items()})
-    _mkparents([out_path])
-    tmp = f"{out_path}.tmp"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out_path)
+    write_csv(out_path, SUMMARY_COLUMNS, rows)
 
 
 # -- figure --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 from .errors import InputError, is_int
 from .slide import WSI
 
-__all__ = ["tissue_mask", "tissue_tiles", "random_tiles", "score_tiles", "top_k_tiles"]
+__all__ = ["tissue_mask", "tissue_tiles", "random_tiles", "sample_tiles", "score_tiles", "top_k_tiles"]
 
 MEDIAN_KERNEL = 7  # Slideflow's qc.Otsu: cv2.medianBlur(saturation, 7)
 MAX_READ_TILES = 256  # score_tiles never holds more tiles than this on the host at once
@@ -191,12 +191,16 @@ def random_tiles(
         raise InputError(f"{_name(wsi)}: n must be an integer >= 0, got {n!r}")
     if not is_int(seed) or seed < 0:
         raise InputError(f"{_name(wsi)}: seed must be an integer >= 0, got {seed!r}")
-    tiles = tissue_tiles(wsi, roi=roi, min_tissue=min_tissue)
+    return sample_tiles(tissue_tiles(wsi, roi=roi, min_tissue=min_tissue), n, seed, _name(wsi))
+
+
+def sample_tiles(tiles: list[tuple[int, int]], n: int, seed: int, name: str) -> list[tuple[int, int]]:
+    """:func:`random_tiles`' draw from already-found tissue ``tiles`` (row-major in, row-major out)."""
     if len(tiles) <= n:
         if len(tiles) < n:
             warnings.warn(
-                f"{_name(wsi)}: asked for {n} random tissue tiles but only {len(tiles)} exist; using all of them",
-                stacklevel=2,
+                f"{name}: asked for {n} random tissue tiles but only {len(tiles)} exist; using all of them",
+                stacklevel=3,
             )
         return tiles
     chosen = np.random.default_rng(int(seed)).choice(len(tiles), size=int(n), replace=False)

@@ -386,10 +386,15 @@ def write_tile_table(path: str | Path, tiles: list[Tile], per_job: int) -> None:
         }  # fmt: skip
         for i, t in enumerate(tiles)
     ]
+    write_csv(path, TILE_TABLE_COLUMNS, rows)
+
+
+def write_csv(path: str | Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """A CSV with ``columns`` (``\\n`` line ends), written to ``{path}.tmp`` then renamed: never half a file."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(f"{path}.tmp")
     with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TILE_TABLE_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
