@@ -23,10 +23,13 @@ demo: install
 # Three pytest processes: torch and TensorFlow never share one (tests/tf runs alone), and
 # the SLURM test runs last: once SLURM is installed, every snakemake start asks its
 # controller for its config (the slurm executor plugin), which takes 9 s while it is down.
+# Each process runs even when an earlier one fails; the target fails if any did.
 test: install
-	$(BIN)/python -m pytest -q --ignore=tests/tf --ignore=tests/slurm
-	$(BIN)/python -m pytest -q tests/tf
-	$(BIN)/python -m pytest -q tests/slurm
+	@status=0; \
+	$(BIN)/python -m pytest -q --ignore=tests/tf --ignore=tests/slurm || status=1; \
+	$(BIN)/python -m pytest -q tests/tf || status=1; \
+	$(BIN)/python -m pytest -q tests/slurm || status=1; \
+	exit $$status
 
 lint: install
 	$(BIN)/snakemake --lint

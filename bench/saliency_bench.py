@@ -6,6 +6,11 @@ Per method it prints seconds per tile for each implementation, the floor (model
 passes per tile × the best per-image fwd+bwd time measured in this run), the
 ratios, and the native engine's peak memory (host RSS high-water mark on CPU,
 ``max_memory_allocated`` on CUDA).  Not a test: nothing here asserts a time.
+
+First, a single-call section: one tile per call, vanilla and Grad-CAM, native
+(a fresh ``SaliencyMap`` per call, as Slideflow code does, and a reused one)
+against PAIR's ``GetMask`` over a plain ``call_model_function`` and against the
+PAIR engine; medians of interleaved calls, so load on the machine hits both alike.
 """
 
 from __future__ import annotations
@@ -122,12 +127,79 @@ def bench_model(label: str, model: torch.nn.Module, tiles: np.ndarray, device: s
               f"{t_native / n / floor:12.2f} {t_pair / t_native:11.2f} {t_captum / t_native:13.2f} {peak:9.0f}")  # fmt: skip
 
 
+def plain_pair_call(model: torch.nn.Module, device: torch.device):
+    """PAIR's ``call_model_function`` written directly over the module, as a user of PAIR writes it."""
+    import saliency.core as pair
+
+    last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+
+    def call(x_batch, call_model_args=None, expected_keys=None):
+        k = call_model_args["class_idx"]
+        inputs = torch.from_numpy(np.ascontiguousarray(x_batch.transpose(0, 3, 1, 2))).to(device)
+        if pair.INPUT_OUTPUT_GRADIENTS in expected_keys:
+            inputs.requires_grad_(True)
+            (grads,) = torch.autograd.grad(model(inputs)[:, k].sum(), inputs)
+            return {pair.INPUT_OUTPUT_GRADIENTS: grads.permute(0, 2, 3, 1).cpu().numpy()}
+        captured = []
+        handle = last_conv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            out = model(inputs)
+        finally:
+            handle.remove()
+        (grads,) = torch.autograd.grad(out[:, k].sum(), captured[0])
+        to_np = lambda t: t.detach().permute(0, 2, 3, 1).cpu().numpy()  # noqa: E731
+        return {pair.CONVOLUTION_LAYER_VALUES: to_np(captured[0]), pair.CONVOLUTION_OUTPUT_GRADIENTS: to_np(grads)}
+
+    return call
+
+
+def bench_single_call(label: str, model: torch.nn.Module, tile: np.ndarray, device: str, reps: int) -> None:
+    """One tile per call (the interactive use): per-call overhead against PAIR, median of interleaved reps."""
+    import saliency.core as pair
+
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    x = sg.model.scale(tile)
+    call = plain_pair_call(model, dev)
+    runners = {
+        "vanilla": {
+            "native": lambda: sg.SaliencyMap(model, class_idx=1, device=device).vanilla(x),
+            "native (reused object)": lambda: reused.vanilla(x),
+            "PAIR engine": lambda: pair_engine.vanilla(x),
+            "PAIR": lambda: pair.GradientSaliency().GetMask(x, call, {"class_idx": 1}),
+        },
+        "gradcam": {
+            "native": lambda: sg.SaliencyMap(model, class_idx=1, device=device).gradcam(x),
+            "native (reused object)": lambda: reused.gradcam(x),
+            "PAIR engine": lambda: pair_engine.gradcam(x),
+            "PAIR": lambda: pair.GradCam().GetMask(x, call, {"class_idx": 1}, should_resize=True, three_dims=True),
+        },
+    }
+    reused = sg.SaliencyMap(model, class_idx=1, device=device)
+    pair_engine = sg.SaliencyMap(model, class_idx=1, device=device, engine="pair")
+    print(f"\n== single call, {label}: one {x.shape[0]} px tile, device {device}, median of {reps} interleaved calls")
+    print(f"{'method':10s} {'native s':>9s} {'reused s':>9s} {'PAIR-eng s':>10s} {'PAIR s':>8s} "
+          f"{'native/PAIR':>11s} {'reused/PAIR':>11s} {'native/PAIR-eng':>15s}")  # fmt: skip
+    for method, calls in runners.items():
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for name, fn in calls.items():  # warm-up
+            fn()
+        for _ in range(reps):
+            for name, fn in calls.items():
+                times[name].append(timed(fn)[0])
+        med = {name: float(np.median(t)) for name, t in times.items()}
+        print(f"{method:10s} {med['native']:9.4f} {med['native (reused object)']:9.4f} {med['PAIR engine']:10.4f} "
+              f"{med['PAIR']:8.4f} {med['native'] / med['PAIR']:11.2f} "
+              f"{med['native (reused object)'] / med['PAIR']:11.2f} {med['native'] / med['PAIR engine']:15.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["resnet18", "demo", "both"], default="both")
     parser.add_argument("--tiles", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--single-reps", type=int, default=15, help="single-call section: interleaved reps (0: skip)")
     args = parser.parse_args()
     from skimage.data import immunohistochemistry
 
@@ -144,7 +216,10 @@ def main() -> None:
         else:
             demo_dir = Path("resources/demo/model")
             model = sg.load_model(demo_dir).module if demo_dir.exists() else SmallCNN(n_classes=2)
-        bench_model(name, model, tiles, args.device, args.methods)
+        if args.single_reps:
+            bench_single_call(name, model, tiles[0], args.device, args.single_reps)
+        if args.methods:
+            bench_model(name, model, tiles, args.device, args.methods)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
@@ -15,6 +16,8 @@ try:
     PLAN = sgw.build_plan(config)
 except InputError as err:
     raise WorkflowError(f"slidegrad: error: {err}") from None
+for warning in PLAN.warnings:
+    logger.warning(f"slidegrad: warning: {warning}")
 
 config = PLAN.config
 OUT = config["outdir"]

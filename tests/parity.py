@@ -6,6 +6,15 @@ import numpy as np
 
 import slidegrad as sg
 
+from .metrics import corr as _corr
+from .metrics import rel_l2
+
+# Native and PAIR batch (and Blur-IG blurs) differently, so conv inputs and kernels differ by ulps: near a max-pool
+# tie the argmax may flip and move a few pixels of one gradient a lot.  Whole-map bars survive that; a max-abs bar
+# tied to the map's range did not.  Measured: ≤ 1.4e-3 relative L2 on the test tiles under ulp noise or
+# channels-last conv kernels, 1.05e-2 for IG on a near-flat (σ=30 blurred) tile; PAIR's batched σ-step bug: ~0.3.
+REL_L2 = 0.02
+
 # method key → (method, parameters, smooth); smooth variants use the same seeded noise in both engines
 CASES = {
     "vanilla": ("vanilla", {}, False),
@@ -33,25 +42,22 @@ def check_parity(model, batch: np.ndarray, key: str, class_idx: int = 1) -> dict
         batch, method, smooth=smooth, **params
     )
     corr = min(_corr(a, b) for a, b in zip(native_raw, pair_raw))
-    rel = max(float(np.abs(a - b).max() / (np.ptp(b) or 1.0)) for a, b in zip(native_raw, pair_raw))
+    rel = max(rel_l2(a, b) for a, b in zip(native_raw, pair_raw))
+    result = {"corr": corr, "rel_l2": rel}
     if method == "guided_integrated_gradients":
         assert corr >= 0.999, (key, corr)
     elif method in ("xrai", "xrai_fast"):
-        for a, b in zip(native_raw, pair_raw):  # same segment ranking: identical order of region values
-            np.testing.assert_array_equal(_ranks(a), _ranks(b))
-        mask_corr = min(_corr(a, b) for a, b in zip(native_masks, pair_masks))
-        assert mask_corr >= 0.999, (key, mask_corr)
+        # same segment ranking; a near-tie of two region gains may swap two adjacent ranks on another CPU,
+        # so the per-pixel ranks must correlate rather than be identical
+        result["rank_corr"] = min(_corr(_ranks(a), _ranks(b)) for a, b in zip(native_raw, pair_raw))
+        result["mask_corr"] = min(_corr(a, b) for a, b in zip(native_masks, pair_masks))
+        assert result["rank_corr"] >= 0.999, (key, result)
+        assert result["mask_corr"] >= 0.999, (key, result)
+        assert rel <= REL_L2, (key, result)
     else:
         assert corr >= 0.9999, (key, corr)
-        assert rel <= 1e-4, (key, rel)
-    return {"corr": corr, "max_diff_over_range": rel}
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation; two constant maps correlate perfectly only if they are equal."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 1.0 if np.allclose(a, b, atol=1e-7) else 0.0
-    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+        assert rel <= REL_L2, (key, rel)
+    return result
 
 
 def _ranks(xrai_map: np.ndarray) -> np.ndarray:

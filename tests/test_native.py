@@ -12,7 +12,8 @@ from slidegrad.engines import native as native_engine
 from slidegrad.engines import xrai_regions
 
 from .conftest import make_tiny_cnn
-from .parity import CASES, check_parity
+from .metrics import assert_masks_close, rel_l2
+from .parity import CASES, REL_L2, check_parity
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,12 @@ def test_blur_ig_weights_each_step_by_its_own_sigma_step(batch):
     _, wrong = sg.SaliencyMap(model, class_idx=1, engine="pair").attributions(
         batch[:2], "blur_integrated_gradients", batch_size=6, **params
     )
+    # native and PAIR blur differently (einsum vs scipy), so conv inputs differ by ulps and a max-pool argmax
+    # may flip: one flip moved 28 pixels by up to 12% (relative L2 1.6e-3); PAIR's batched bug measures ~0.3
     for n, r, w in zip(native, right, wrong):
-        assert np.abs(n - r).max() <= 1e-4 * np.ptp(r)
-        assert np.abs(n - w).max() > 1e-2 * np.ptp(r)
+        ours, buggy = rel_l2(n, r), rel_l2(w, r)
+        print(f"sigma steps: native {ours:.3g}, PAIR batched {buggy:.3g} (relative L2 to PAIR batch_size=1)")
+        assert ours <= REL_L2 < buggy, (ours, buggy)
 
 
 def test_blur_matrices_match_scipy_gaussian_filter(ihc_tiles):
@@ -96,10 +100,10 @@ def test_256_tiles_at_299px_stay_within_a_small_budget(ihc):
     assert group * 6 * 299 * 299 * 3 * 8 <= budget // 4
     assert engine.max_batch_seen < 256 * 3  # it really had to split
     roomy = sg.SaliencyMap(model, class_idx=1, memory_budget=8 << 30).integrated_gradients(tiles[:8], x_steps=3)
-    np.testing.assert_allclose(masks[:8], roomy, atol=1e-6)
+    assert_masks_close(masks[:8], roomy)  # other batch splits: conv kernels may differ
     smooth = sal.vanilla(tiles[:16], smooth=True, nsamples=5)
     assert engine.max_batch_seen * per_item <= budget
-    np.testing.assert_allclose(smooth, sg.SaliencyMap(model, class_idx=1, engine="pair").vanilla(tiles[:16], smooth=True, nsamples=5), atol=1e-5)
+    assert_masks_close(smooth, sg.SaliencyMap(model, class_idx=1, engine="pair").vanilla(tiles[:16], smooth=True, nsamples=5))
 
 
 def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc, monkeypatch):

@@ -2,7 +2,9 @@
 
 Each framework runs in its own subprocess (``tests/parity_maps.py``); this test
 imports neither.  Same class probabilities (≤ 1e-5) and the same normalized
-masks (max abs difference ≤ 1e-4) for every method and smooth variant.
+masks (relative L2 and correlation, ``tests/metrics.py``) for every method and
+smooth variant: the two frameworks run other conv kernels, so near a max-pool
+tie a gradient may take the other argmax, which a max-abs bar cannot allow.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 from .conftest import REPO, make_tiny_cnn
+from .metrics import assert_masks_close
 from .parity_maps import METHODS
 
 
@@ -46,6 +49,6 @@ def test_same_maps(parity_outputs, method):
     torch_m, tf_m = parity_outputs["torch"][method], parity_outputs["tensorflow"][method]
     assert torch_m.shape == tf_m.shape == (4, 64, 64)
     assert torch_m.max() > 0
-    diff = float(np.abs(torch_m - tf_m).max())
-    print(f"parity {method}: max abs diff {diff:.3g}")
-    assert diff <= 1e-4
+    print(f"parity {method}: max abs diff {float(np.abs(torch_m - tf_m).max()):.3g}")
+    worst = assert_masks_close(tf_m, torch_m)
+    print(f"parity {method}: {worst}")

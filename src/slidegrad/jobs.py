@@ -143,18 +143,21 @@ def run_mask_job(
 ) -> None:
     """Load the model once, compute ``method`` for every tile of ``chunk``, write into ``out_dir``.
 
-    ``load_options``: :func:`~slidegrad.model.load_model` keywords (preprocessing, architecture, allow_pickle).
+    ``load_options``: :func:`~slidegrad.model.load_model` keywords (preprocessing, architecture, allow_pickle,
+    tile_px).  NaN or inf model outputs or attributions are an error naming the slide, tiles and model.
 
     Per tile: ``{tile}.npy`` (``(H, W)`` float32 in [0, 1]), ``{tile}.json`` (class, probabilities,
     method parameters, model hash) and, with ``save_raw``, ``{tile}.raw.npy``.
     """
+    from .errors import InputError
     from .model import detect_backend, get_preprocess_fn, load_model, read_params
-    from .saliency import SaliencyMap
+    from .saliency import NonFiniteError, SaliencyMap, listed
 
     if threads:  # before the framework initialises its thread pools
         set_threads(detect_backend(Path(model_path), read_params(model_path)), threads)
     model = load_model(model_path, **(load_options or {}))
-    names = [row["tile"] for row in read_tile_table(table_path, chunk)]
+    rows = read_tile_table(table_path, chunk)
+    names = [row["tile"] for row in rows]
     check(bool(names), f"tile table '{table_path}': no tiles in {chunk}")
     tile_pngs = [Path(tile_dir) / f"{name}.png" for name in names]
     images = np.stack([read_png(p) for p in tile_pngs])
@@ -166,9 +169,15 @@ def run_mask_job(
     batch = get_preprocess_fn(model)(images)
     budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
     sal = SaliencyMap(model, class_idx=class_idx, device=device, engine=engine, memory_budget=budget)
-    probabilities = sal.probabilities(batch)
-    classes = sal.resolve_classes(batch, probabilities=probabilities)
-    masks, raws = sal.attributions(batch, method.name, class_idx=classes, smooth=method.smooth, **method.params)
+    try:
+        probabilities = sal.probabilities(batch)
+        classes = sal.resolve_classes(batch, probabilities=probabilities)
+        masks, raws = sal.attributions(batch, method.name, class_idx=classes, smooth=method.smooth, **method.params)
+    except NonFiniteError as err:
+        raise InputError(
+            f"model '{model_path}': {err.what} NaN or inf on slide '{rows[0]['slide']}', "
+            f"tile(s) {listed([names[i] for i in err.indices])}"
+        ) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):

@@ -6,12 +6,14 @@ Defaults follow Slideflow's ``slideflow.grad.SaliencyMap`` (which calls PAIR's
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import check
+from .errors import InputError, check, is_int
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,70 @@ class Method:
     defaults: dict[str, Any] = field(default_factory=dict)
     smoothable: bool = True
 
+
+@dataclass(frozen=True)
+class Param:
+    """A method parameter's type and range.
+
+    ``kind``: ``int``, ``float`` (an int is accepted too), ``bool`` or ``layer`` (a
+    string or ``None``); bools are never numbers.  ``low``/``high`` bound numbers,
+    inclusively unless ``low_open``/``high_open``.
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        """What is expected, e.g. ``an integer ≥ 1`` or ``a number > 0 and ≤ 1``."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "layer":
+            return "a layer name or null"
+        bounds = [
+            f"{sign} {bound}"
+            for bound, sign in ((self.low, ">" if self.low_open else "≥"), (self.high, "<" if self.high_open else "≤"))
+            if bound is not None
+        ]
+        return f"{'an integer' if self.kind == 'int' else 'a number'} {' and '.join(bounds)}".strip()
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` has this type and lies in this range."""
+        if self.kind == "bool":
+            return isinstance(value, (bool, np.bool_))
+        if self.kind == "layer":
+            return value is None or isinstance(value, str)
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        number = is_int(value) or (self.kind == "float" and real)
+        if not number or not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def convert(self, value: Any) -> Any:
+        """``value`` as a plain Python ``int``/``float``/``bool`` (JSON-safe), kept as is otherwise."""
+        return {"int": int, "float": float, "bool": bool}.get(self.kind, lambda v: v)(value)
+
+
+PARAMS: dict[str, Param] = {
+    "x_steps": Param("int", 1),
+    "batch_size": Param("int", 1),
+    "max_dist": Param("float", 0, 1),
+    "fraction": Param("float", 0, 1, low_open=True),
+    "max_sigma": Param("float", 0, low_open=True),
+    "steps": Param("int", 1),
+    "grad_step": Param("float", 0, low_open=True),
+    "sqrt": Param("bool"),
+    "layer": Param("layer"),
+    "stdev_spread": Param("float", 0),
+    "nsamples": Param("int", 1),
+    "magnitude": Param("bool"),
+    "seed": Param("int", 0, 2**32 - 1),
+}
+"""Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 
 SMOOTH_DEFAULTS: dict[str, Any] = {"stdev_spread": 0.15, "nsamples": 25, "magnitude": True, "seed": 0}
 
@@ -77,7 +143,8 @@ def get_method(name: str) -> Method:
 
 
 def resolve_params(method: Method, params: dict[str, Any], smooth: bool) -> dict[str, Any]:
-    """Method defaults overlaid with ``params``; smoothing keys are allowed only with ``smooth``."""
+    """Method defaults overlaid with ``params``, each checked against :data:`PARAMS`;
+    smoothing keys are allowed only with ``smooth``."""
     allowed = set(method.defaults) | (set(SMOOTH_DEFAULTS) if smooth else set())
     unknown = sorted(set(params) - allowed)
     check(
@@ -87,7 +154,11 @@ def resolve_params(method: Method, params: dict[str, Any], smooth: bool) -> dict
     )
     check(not smooth or method.smoothable, f"method {method.name}: does not support smooth=True")
     resolved = {**method.defaults, **(SMOOTH_DEFAULTS if smooth else {})}
-    resolved.update(params)
+    for key, value in params.items():
+        spec = PARAMS[key]
+        if not spec.accepts(value):
+            raise InputError(f"method {method.name}: parameter {key!r} must be {spec.describe()}, got {value!r}")
+        resolved[key] = spec.convert(value)
     return resolved
 
 

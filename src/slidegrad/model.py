@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InputError, check
+from .errors import InputError, check, is_int
 
 PARAMS_FILE = "params.json"
 WEIGHTS_FILE = "weights.pt"
@@ -190,16 +190,28 @@ def load_model(
     architecture: str | None = None,
     architecture_kwargs: dict[str, Any] | None = None,
     allow_pickle: bool = False,
+    tile_px: int | None = None,
 ) -> LoadedModel:
     """Load a model file or directory (see the module docstring) with its labels and tile geometry.
 
     ``architecture`` / ``architecture_kwargs`` rebuild a PyTorch state dict and override
     ``params.json``'s fields of those names (each on its own).  ``allow_pickle`` lets a
     whole pickled module (``torch.save(model)``) load; unpickling runs code from the file.
+    ``tile_px``: the tiles' size where ``params.json`` gives none (the class count is probed
+    on one such tile); it must agree with ``params.json``'s where both are given.
     """
     path = Path(path)
     check(path.exists(), f"model '{path}': file not found")
     params = read_params(path)
+    check(
+        tile_px is None or (is_int(tile_px) and tile_px > 0),
+        f"load_model: tile_px must be a positive integer, got {tile_px!r}",
+    )
+    check(
+        tile_px is None or params.get("tile_px") in (None, tile_px),
+        f"model '{path}': {PARAMS_FILE} has tile_px {params.get('tile_px')} but tile_px={tile_px} was given",
+    )
+    tile_px = params.get("tile_px") or tile_px
     check(
         architecture is None or (isinstance(architecture, str) and bool(architecture)),
         f"load_model: architecture must be a name or 'module:function', got {architecture!r}",
@@ -225,7 +237,6 @@ def load_model(
             f"model '{path}': architecture= rebuilds PyTorch state dicts; this is a TensorFlow model",
         )
         module, files = load_module(path, params)
-    tile_px = params.get("tile_px")
     n_outputs = output_count(module, tile_px, str(path))
     labels = [str(label) for label in params.get("outcome_labels") or []] or [str(i) for i in range(n_outputs)]
     check(

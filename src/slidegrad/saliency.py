@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from .backends import Backend, get_backend
-from .engines import make_engine
-from .errors import InputError, check
-from .methods import METHODS, get_method, normalize, resolve_params
+from .engines import Engine, make_engine
+from .errors import InputError, check, is_int
+from .methods import METHODS, Method, get_method, normalize, resolve_params
+from .model import LoadedModel
 
 
 class SaliencyMap:
@@ -22,7 +23,11 @@ class SaliencyMap:
 
     ``class_idx`` is the class explained: set per object here, or per call
     (``class_idx=`` on every method, an int or one per image); ``None`` means
-    each image's predicted class.
+    each image's predicted class.  A :class:`~slidegrad.model.LoadedModel`'s
+    classes may also be named by their ``outcome_labels``.
+
+    A model whose outputs or attributions are NaN or inf is an error
+    (:class:`NonFiniteError`, naming the images), never a NaN mask.
 
     ``engine``: ``native`` (batched on the model's device; default) or ``pair``
     (PAIR's reference, one tile at a time).  ``memory_budget`` (bytes) caps the
@@ -41,34 +46,67 @@ class SaliencyMap:
         self.backend: Backend = get_backend(model, device=device)
         self.class_idx = class_idx
         self.engine_name = engine
-        self.engine = make_engine(engine, self.backend, memory_budget)
+        self.engine = _Guarded(make_engine(engine, self.backend, memory_budget), self.backend, engine == "pair")
+        # range-checked now if the class count is known or a probe at the model's tile size (else 64) works;
+        # else (a fixed input size) once the first batch gives it
         if class_idx is not None:
-            self._check_class(class_idx)
+            self._check_class(self._class_indices(class_idx), self.backend.class_count())
 
     # -- class handling ------------------------------------------------------------
-    def _check_class(self, class_idx: int) -> None:
-        n = self.backend.n_classes
+    def _class_indices(self, chosen: Any) -> np.ndarray:
+        """``class_idx`` (one value or ``(N,)``) as int64 indices: ints, or a LoadedModel's outcome labels."""
+        values = np.asarray(chosen, dtype=object)
+        check(values.ndim <= 1, f"class_idx: expected an int or one per image, got shape {values.shape}")
+        return np.array([self._class_index(v) for v in values.ravel()], np.int64).reshape(values.shape)
+
+    def _class_index(self, value: Any) -> int:
+        labels = self.model.outcome_labels if isinstance(self.model, LoadedModel) else None
+        if isinstance(value, str):
+            check(
+                bool(labels),
+                f"class_idx: {value!r} is a class name; names need a LoadedModel with outcome_labels "
+                "(sg.load_model); pass the class index instead",
+            )
+            check(value in labels, f"class_idx: {value!r} is not a class of the model; its outcome_labels are {labels}")
+            return labels.index(value)
         check(
-            isinstance(class_idx, (int, np.integer)) and 0 <= int(class_idx) < n,
-            f"class_idx: {class_idx!r} is out of range; the model has {n} classes (0..{n - 1})",
+            is_int(value),
+            f"class_idx: {value} ({type(value).__name__}) is not a class index; expected an int"
+            + (" or one of the outcome_labels" if labels else ""),
         )
+        return int(value)
+
+    def _check_class(self, classes: np.ndarray, n: int | None) -> None:
+        """Every index in ``classes`` is one of the model's ``n`` classes (unchecked while ``n`` is unknown)."""
+        for c in np.unique(classes) if n is not None else ():
+            check(0 <= c < n, f"class_idx: {int(c)} is out of range; the model has {n} classes (0..{n - 1})")
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, K)`` class probabilities of a preprocessed batch (batched as the engine batches)."""
+        """``(N, K)`` class probabilities of a preprocessed batch (batched as the engine batches).
+
+        NaN or inf outputs raise :class:`NonFiniteError` naming the images.
+        """
         return self.engine.probabilities(_as_batch(batch))
 
     def resolve_classes(
         self, batch: np.ndarray, class_idx: Any = None, probabilities: np.ndarray | None = None
     ) -> np.ndarray:
-        """``(N,)`` class indices: the call's, else the object's, else each image's argmax."""
+        """``(N,)`` class indices: the call's, else the object's, else each image's argmax.
+
+        ``class_idx``: an int, an outcome label (LoadedModel), or one of those per image.
+        """
+        batch = _as_batch(batch)
         chosen = self.class_idx if class_idx is None else class_idx
         if chosen is None:
             probabilities = self.probabilities(batch) if probabilities is None else probabilities
             return probabilities.argmax(axis=1)
-        classes = np.broadcast_to(np.asarray(chosen), (len(batch),))
-        for value in np.unique(classes):
-            self._check_class(int(value))
-        return classes.astype(np.int64)
+        classes = self._class_indices(chosen)
+        check(
+            classes.ndim == 0 or len(classes) == len(batch),
+            f"class_idx: {classes.size} values for {len(batch)} images; give one, or one per image",
+        )
+        self._check_class(classes, self.backend.class_count(batch))
+        return np.broadcast_to(classes, (len(batch),)).astype(np.int64)
 
     # -- core ----------------------------------------------------------------------
     def attributions(
@@ -78,20 +116,27 @@ class SaliencyMap:
         class_idx: Any = None,
         smooth: bool = False,
         **params: Any,
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Masks ``(N, H, W)`` in [0, 1] and the raw attributions (one array per image)."""
+    ) -> tuple[np.ndarray, Any]:
+        """Masks in [0, 1] and the raw attributions, shaped like the input.
+
+        One ``(H, W, 3)`` image gives an ``(H, W)`` mask and one raw array; an
+        ``(N, H, W, 3)`` batch gives ``(N, H, W)`` masks and a list of N raw arrays.
+        Raw arrays are PAIR's: ``(H, W, 3)`` for gradient methods, ``(H, W)`` for
+        XRAI and Grad-CAM.
+        """
         spec = get_method(method)
         resolved = resolve_params(spec, params, smooth)
         batch = _as_batch(img)
         classes = self.resolve_classes(batch, class_idx)
         raws = self.engine.attribute(batch.astype(np.float32, copy=False), classes, spec, resolved, smooth)
         masks = np.stack([normalize(spec, raw) for raw in raws]).astype(np.float32)
+        if np.ndim(img) == 3:
+            return masks[0], raws[0]
         return masks, raws
 
     def get(self, img: np.ndarray, method: str, **kwargs: Any) -> np.ndarray:
         """Mask(s) of ``method`` for ``img``: ``(H, W)`` or ``(N, H, W)`` float32 in [0, 1]."""
-        masks, _ = self.attributions(img, method, **kwargs)
-        return masks[0] if np.asarray(img).ndim == 3 else masks
+        return self.attributions(img, method, **kwargs)[0]
 
     def all(self, img: np.ndarray, **kwargs: Any) -> dict[str, np.ndarray]:
         """Every method's mask for ``img``."""
@@ -145,6 +190,55 @@ class SaliencyMap:
     def gradcam(self, img: np.ndarray, layer: str | None = None, smooth: bool = False, **kwargs: Any) -> np.ndarray:
         """Grad-CAM on ``layer`` (default: the last convolutional layer)."""
         return self.get(img, "gradcam", layer=layer, smooth=smooth, **kwargs)
+
+
+class NonFiniteError(InputError):
+    """The model gave NaN or inf for some images: ``what`` (its outputs, or a method's attributions) at ``indices``."""
+
+    def __init__(self, model: str, what: str, indices: Sequence[int]) -> None:
+        self.model, self.what, self.indices = model, what, list(indices)
+        super().__init__(f"model '{model}': {what} NaN or inf for image(s) {listed(self.indices)} of the batch")
+
+
+def listed(items: Sequence[Any], limit: int = 8) -> str:
+    """``a, b, c`` — at most ``limit`` items, then how many there are in all."""
+    shown = ", ".join(map(str, items[:limit]))
+    return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
+
+
+def refuse_nonfinite(arrays: Sequence[np.ndarray], model: str, what: str) -> Sequence[np.ndarray]:
+    """``arrays`` (one per image), unless some hold NaN or inf: then :class:`NonFiniteError` naming them."""
+    bad = [i for i, a in enumerate(arrays) if not np.isfinite(a).all()]
+    if bad:
+        raise NonFiniteError(model, what, bad)
+    return arrays
+
+
+class _Guarded:
+    """An engine run with gradients on (whatever the caller's torch mode) whose NaN / inf results are errors.
+
+    ``precheck``: check the model's outputs before attributing (PAIR's Guided IG never ends on NaN gradients).
+    """
+
+    def __init__(self, engine: Engine, backend: Backend, precheck: bool = False) -> None:
+        self.engine, self.backend, self.precheck = engine, backend, precheck
+
+    def __getattr__(self, name: str) -> Any:  # the engine's own attributes (max_batch_seen, tile_group, ...)
+        return getattr(self.engine, name)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, K)``, checked finite."""
+        return refuse_nonfinite(self.engine.probabilities(batch), self.backend.name, "outputs are")
+
+    def attribute(
+        self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
+    ) -> list[np.ndarray]:
+        """The engine's raw attributions (one array per image), checked finite."""
+        if self.precheck:
+            self.probabilities(batch)
+        with self.backend.gradients():
+            raws = self.engine.attribute(batch, classes, method, params, smooth)
+        return list(refuse_nonfinite(raws, self.backend.name, f"{method.name} attributions are"))
 
 
 def _as_batch(img: np.ndarray) -> np.ndarray:

@@ -46,6 +46,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
+import google_crc32c
 import numpy as np
 
 from .errors import InputError, check, first_line, is_int, quote
@@ -95,97 +96,13 @@ def _open_for_reading(path: Path, name: str) -> BinaryIO:
 
 
 # --------------------------------------------------------------------------
-# CRC-32C (Castagnoli), table-driven
+# CRC-32C (Castagnoli): google-crc32c (hardware instructions where the CPU has them)
 # --------------------------------------------------------------------------
-
-
-def _byte_table() -> list[int]:
-    poly = 0x82F63B78  # reflected Castagnoli polynomial
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_TABLE = _byte_table()
-_TABLE_NP = np.array(_TABLE, dtype=np.uint32)
-_CHUNK = 32  # bytes per chunk in the vectorised CRC
-_VECTOR_MIN = 2048  # shorter inputs use the plain loop
-_SHIFT_TABLES: list[np.ndarray] = []  # level i: (4, 256) tables of "append CHUNK * 2**i zero bytes"
-
-
-def _crc_loop(data: bytes | memoryview, reg: int) -> int:
-    """The raw CRC register after feeding ``data`` to register ``reg`` (no final xor)."""
-    table = _TABLE
-    for byte in data:
-        reg = table[(reg ^ byte) & 0xFF] ^ (reg >> 8)
-    return reg
-
-
-def _tables_from_columns(columns: np.ndarray) -> np.ndarray:
-    """(4, 256) uint32 byte tables of the GF(2)-linear map with these 32 column images."""
-    bits = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(bool)  # (256, 8)
-    tables = np.empty((4, 256), dtype=np.uint32)
-    for j in range(4):
-        cols = columns[8 * j : 8 * j + 8]
-        tables[j] = np.bitwise_xor.reduce(np.where(bits, cols, np.uint32(0)), axis=1)
-    return tables
-
-
-def _apply_tables(tables: np.ndarray, regs: np.ndarray) -> np.ndarray:
-    return (
-        tables[0][regs & 0xFF] ^ tables[1][(regs >> 8) & 0xFF] ^ tables[2][(regs >> 16) & 0xFF] ^ tables[3][regs >> 24]
-    )
-
-
-def _shift_tables(level: int) -> np.ndarray:
-    """Byte tables of the map register -> register after ``_CHUNK * 2**level`` zero bytes."""
-    while len(_SHIFT_TABLES) <= level:
-        if not _SHIFT_TABLES:
-            zeros = bytes(_CHUNK)
-            columns = np.array([_crc_loop(zeros, 1 << c) for c in range(32)], dtype=np.uint32)
-        else:
-            prev = _SHIFT_TABLES[-1]
-            basis = np.array([1 << c for c in range(32)], dtype=np.uint32)
-            columns = _apply_tables(prev, _apply_tables(prev, basis))
-        _SHIFT_TABLES.append(_tables_from_columns(columns))
-    return _SHIFT_TABLES[level]
-
-
-def _crc_vectorised(buf: np.ndarray) -> int:
-    """Raw CRC register (start 0, no final xor) of a uint8 array whose length is a multiple of _CHUNK.
-
-    The CRC is linear: chunks are processed side by side, one byte column at a
-    time, and merged pairwise with crc(A + B) = shift_len(B)(crc(A)) ^ crc(B).
-    """
-    columns = np.ascontiguousarray(buf.reshape(-1, _CHUNK).T)  # (CHUNK, n_chunks)
-    regs = np.zeros(columns.shape[1], dtype=np.uint32)
-    for column in columns:
-        regs = _TABLE_NP[(regs ^ column) & 0xFF] ^ (regs >> 8)
-    level = 0
-    while regs.size > 1:
-        if regs.size % 2:  # a leading all-zero chunk changes nothing (start register 0)
-            regs = np.concatenate([np.zeros(1, dtype=np.uint32), regs])
-        regs = _apply_tables(_shift_tables(level), regs[0::2]) ^ regs[1::2]
-        level += 1
-    return int(regs[0])
 
 
 def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     """CRC-32C (Castagnoli) of ``data``, continuing from ``crc``; ``crc32c(b"123456789") == 0xE3069283``."""
-    reg = crc ^ 0xFFFFFFFF
-    n = len(data)
-    if n < _VECTOR_MIN:
-        return _crc_loop(data, reg) ^ 0xFFFFFFFF
-    pad = -n % _CHUNK
-    buf = np.zeros(pad + n, dtype=np.uint8)
-    buf[pad:] = np.frombuffer(data, dtype=np.uint8)
-    # A start register r equals start 0 with r xor-ed into the first four bytes.
-    buf[pad : pad + 4] ^= np.frombuffer(struct.pack("<I", reg), dtype=np.uint8)
-    return _crc_vectorised(buf) ^ 0xFFFFFFFF
+    return google_crc32c.extend(crc, data if isinstance(data, bytes) else bytes(data))
 
 
 def _masked_crc(data: bytes | memoryview) -> int:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 
 import jsonschema
 
-from .errors import InputError, check
+from .errors import InputError, check, is_int
 from .methods import get_method, resolve_params, title
 from .model import detect_backend, read_params, require_param
 
@@ -141,6 +143,10 @@ class Layout:
     def figure(self, slide: str, ext: str) -> str:
         return f"{self.outdir}/figures/{slide}.{ext}"
 
+    def folders(self) -> list[str]:
+        """``outdir`` and the folders the jobs write directly inside it."""
+        return [self.outdir] + [f"{self.outdir}/{sub}" for sub in ("tiles", "masks", "overlays", "heatmaps", "figures")]
+
 
 @dataclass
 class Plan:
@@ -149,7 +155,7 @@ class Plan:
     ``selection`` is the normalised ``tiles:`` config (``mode`` plus its fields).  In the
     static modes (``table``, ``tfrecords``) ``tiles`` and ``chunks`` are known at start-up; in
     the dynamic ones (``grid``, ``random``, ``top_k``) a checkpoint chooses them per slide and
-    ``tiles`` is empty.
+    ``tiles`` is empty.  ``warnings`` are one-line notes for the user (the workflow logs them).
     """
 
     config: dict[str, Any]
@@ -158,6 +164,7 @@ class Plan:
     tiles: dict[str, list[Tile]]
     methods: list[MethodSpec]
     selection: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def dynamic(self) -> bool:
@@ -208,10 +215,17 @@ def _with_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, 
     return out
 
 
+# a schema "integer" is an int: not 1.0 (which JSON Schema counts as one), not a bool
+StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", lambda _, value: is_int(value)),
+)
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate against the JSON schema and fill defaults; the first error names its field."""
     schema = load_schema()
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = StrictValidator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         error = errors[0]
@@ -290,14 +304,18 @@ def parse_roi(value: Any, where: str) -> tuple[int, int, int, int] | None:
 
 # -- tables ----------------------------------------------------------------------
 def _read_csv(path: str, what: str, required: list[str]) -> list[dict[str, str]]:
+    """Rows of a UTF-8 CSV (a byte-order mark, as Excel writes, is skipped) with ``required`` columns."""
     file = Path(path)
     check(file.is_file(), f"{what} '{path}': file not found")
-    with open(file, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [c for c in required if c not in columns]
-        check(not missing, f"{what} '{path}': missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
-        rows = [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            missing = [c for c in required if c not in columns]
+            check(not missing, f"{what} '{path}': missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
+            rows = [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except UnicodeDecodeError as err:
+        raise InputError(f"{what} '{path}': not UTF-8 text (byte {err.start}); save it as CSV UTF-8") from None
     check(bool(rows), f"{what} '{path}': no rows")
     return rows
 
@@ -342,10 +360,11 @@ def read_tiles(path: str, samples_path: str | None, slides: dict[str, Slide], co
     """
     rows = _read_csv(path, "tile table", ["slide"])
     columns = set(rows[0])
-    by_xy = {"x", "y"} <= columns
+    by_xy, by_grid = {"x", "y"} <= columns, {"col", "row"} <= columns
+    check(by_xy or by_grid, f"tile table '{path}': needs level-0 'x','y' or grid 'col','row' columns")
     check(
-        by_xy or {"col", "row"} <= columns,
-        f"tile table '{path}': needs level-0 'x','y' or grid 'col','row' columns",
+        not (by_xy and by_grid),
+        f"tile table '{path}': has both level-0 'x','y' and grid 'col','row' columns; keep one pair",
     )
     tiles: dict[str, list[Tile]] = {name: [] for name in slides}
     seen: set[Tile] = set()
@@ -363,6 +382,12 @@ def read_tiles(path: str, samples_path: str | None, slides: dict[str, Slide], co
             if name not in wsis:
                 check(name in slides, f"{where}: grid col,row needs a sample sheet with the slide (or give x,y)")
                 wsis[name] = open_slide_for_grid(slides[name], config, where)
+            n_cols, n_rows = wsis[name].grid_shape
+            check(
+                col < n_cols and row_idx < n_rows,
+                f"{where}: tile col={col}, row={row_idx} lies outside the grid of slide {name!r} "
+                f"({n_cols} cols x {n_rows} rows)",
+            )
             x, y = wsis[name].grid_to_xy(col, row_idx)
         tile = Tile(name, x, y)
         if tile not in seen:
@@ -430,10 +455,13 @@ def tile_geometry(config: dict[str, Any]) -> tuple[int, float | str]:
 
 
 def model_options(config: dict[str, Any]) -> dict[str, Any]:
-    """``load_model`` keywords from the config's ``model`` section."""
+    """``load_model`` keywords from the config's ``model`` section, and its ``tile_px`` where set."""
     model = config["model"]
     keys = ("preprocessing", "architecture", "architecture_kwargs", "allow_pickle")
-    return {key: model[key] for key in keys if model.get(key) is not None}
+    options = {key: model[key] for key in keys if model.get(key) is not None}
+    if config.get("tile_px") is not None:
+        options["tile_px"] = config["tile_px"]
+    return options
 
 
 def open_slide_for_grid(slide: Slide, config: dict[str, Any], where: str) -> Any:
@@ -454,18 +482,64 @@ def chunk_tiles(tiles: dict[str, list[Tile]], per_job: int) -> list[Chunk]:
     ]
 
 
-def check_class_idx(config: dict[str, Any]) -> None:
-    """``model.class_idx`` must name a class of the model (checked when its params.json exists)."""
+def check_class_idx(config: dict[str, Any]) -> int | str | None:
+    """``model.class_idx`` as a class index of the model: a label is looked up in its ``outcome_labels``.
+
+    Checked when the model exists; until then (the demo builds it) the value is returned as is.
+    """
     class_idx, model_path = config["model"].get("class_idx"), config["model"]["path"]
     if class_idx is None or not Path(model_path).exists():
-        return
-    labels = read_params(model_path).get("outcome_labels")
+        return class_idx
+    labels = [str(label) for label in read_params(model_path).get("outcome_labels") or []]
+    where = "config field 'model.class_idx'"
+    if isinstance(class_idx, str):
+        check(
+            bool(labels),
+            f"{where}: label {class_idx!r} needs 'outcome_labels' in the params.json of model '{model_path}'; "
+            "give a class index instead",
+        )
+        check(
+            class_idx in labels,
+            f"{where}: unknown label {class_idx!r}; model '{model_path}' has labels {', '.join(labels)}",
+        )
+        return labels.index(class_idx)
     if labels:
         check(
             class_idx < len(labels),
-            f"config field 'model.class_idx': {class_idx} is out of range; model '{model_path}' has "
-            f"{len(labels)} classes ({', '.join(map(str, labels))})",
+            f"{where}: {class_idx} is out of range; model '{model_path}' has "
+            f"{len(labels)} classes ({', '.join(labels)})",
         )
+    return class_idx
+
+
+def _writable(folder: Path) -> bool:
+    """A real probe: create and remove a file (``os.access`` trusts mode bits, which root ignores)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".slidegrad-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(probe)
+    return True
+
+
+def check_outdir(outdir: str) -> None:
+    """``outdir`` must be a writable folder, or creatable in one; so must the result folders already in it."""
+    where = "config field 'outdir'"
+    path = Path(outdir)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path:
+        check(existing.is_dir(), f"{where}: '{outdir}' cannot be created: '{existing}' is a file, not a folder")
+        check(_writable(existing), f"{where}: '{outdir}' cannot be created: folder '{existing}' is not writable")
+        return
+    for folder in map(Path, Layout(outdir).folders()):
+        if folder.exists():
+            check(folder.is_dir(), f"{where}: '{folder}' is a file; expected a folder")
+            check(_writable(folder), f"{where}: folder '{folder}' is not writable")
 
 
 def model_backend(config: dict[str, Any]) -> str:
@@ -492,6 +566,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
     config = validate_config(config)
     methods = parse_methods(config["methods"])
     selection = parse_selection(config["tiles"])
+    check_outdir(config["outdir"])
     mode = selection["mode"]
     samples_path = config.get("samples")
     check(
@@ -500,9 +575,16 @@ def build_plan(config: dict[str, Any]) -> Plan:
     )
     slides = read_samples(samples_path) if samples_path else {}
     tiles: dict[str, list[Tile]] = {}
+    warnings: list[str] = []
     if mode in ("table", "tfrecords"):
         tiles = read_tiles(selection["path"], samples_path, slides, config)
+        unused = [name for name in slides if name not in tiles]
+        if unused:
+            warnings.append(
+                f"sample sheet '{samples_path}': slide(s) {', '.join(unused)} have no rows in tile table "
+                f"'{selection['path']}'; skipped"
+            )
         slides = tfrecord_slides(tiles, selection["directory"], slides) if mode == "tfrecords" else slides
         slides = {name: slides[name] for name in tiles}
-    check_class_idx(config)
-    return Plan(config, model_backend(config), slides, tiles, methods, selection)
+    config["model"]["class_idx"] = check_class_idx(config)  # the mask jobs get the index
+    return Plan(config, model_backend(config), slides, tiles, methods, selection, warnings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
@@ -11,6 +10,7 @@ import keras  # noqa: E402
 import slidegrad as sg  # noqa: E402
 from slidegrad.keras_nets import small_cnn  # noqa: E402
 
+from ..metrics import assert_masks_close  # noqa: E402
 from ..parity import CASES, check_parity  # noqa: E402
 
 
@@ -33,4 +33,4 @@ def test_budget_splits_batches_on_tensorflow(model, ihc_tiles):
     roomy = sg.SaliencyMap(model, class_idx=1, memory_budget=1 << 30).integrated_gradients(
         sg.model.scale(ihc_tiles), x_steps=6
     )
-    np.testing.assert_allclose(masks, roomy, atol=1e-6)
+    assert_masks_close(masks, roomy)  # other batch splits: conv kernels may differ

@@ -20,9 +20,13 @@ framework.
 from __future__ import annotations
 
 import sys
+import weakref
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
+
+from ..errors import InputError, check
 
 
 class Ops(Protocol):
@@ -52,9 +56,14 @@ class Ops(Protocol):
 
 class Backend(Protocol):
     framework: str
-    n_classes: int
+    name: str  # the model, for messages: its path, or a bare model's class name
+    n_classes: int  # known, or probed at the model's tile size
     ops: Ops
     on_accelerator: bool
+
+    def class_count(self, x: np.ndarray | None = None) -> int | None: ...  # learnt from x[:1] if unknown
+
+    def gradients(self) -> AbstractContextManager[None]: ...  # gradients flow inside, whatever the caller's mode
 
     def activation_bytes(self, shape: tuple[int, int, int]) -> int: ...
 
@@ -75,20 +84,66 @@ def get_backend(model: Any, device: str = "auto") -> Backend:
     """Pick the backend for a :class:`~slidegrad.model.LoadedModel` or a bare framework model."""
     from ..model import LoadedModel
 
-    module = model.module if isinstance(model, LoadedModel) else model
-    n_classes = model.n_classes if isinstance(model, LoadedModel) else None
-    tile_px = model.tile_px if isinstance(model, LoadedModel) else None
+    loaded = isinstance(model, LoadedModel)
+    module = model.module if loaded else model
+    known: dict[str, Any] = {}
+    if loaded:
+        name = str(model.path or type(module).__name__)
+        known = {"n_classes": model.n_classes, "tile_px": model.tile_px, "name": name}
     if _is_torch_module(module):
         from .torch_backend import TorchBackend
 
-        return TorchBackend(module, device=device, n_classes=n_classes, tile_px=tile_px)
+        return TorchBackend(module, device=device, **known)
     if _is_keras_model(module):
         from .tf_backend import TensorFlowBackend
 
-        return TensorFlowBackend(module, device=device, n_classes=n_classes, tile_px=tile_px)
+        return TensorFlowBackend(module, device=device, **known)
     raise TypeError(
         f"model: unsupported model type {type(module).__name__}; expected a torch.nn.Module or a keras.Model"
     )
+
+
+# model → its class count, learnt once per process (SaliencyMaps made per call skip the probe pass)
+_CLASS_COUNTS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def cached_class_count(model: Any) -> int | None:
+    """The class count already learnt for ``model`` in this process, else ``None``."""
+    try:
+        return _CLASS_COUNTS.get(model)
+    except TypeError:  # no weak reference to it
+        return None
+
+
+def cache_class_count(model: Any, n_classes: int) -> int:
+    """Remember ``model``'s class count; returns it."""
+    try:
+        _CLASS_COUNTS[model] = n_classes
+    except TypeError:
+        pass
+    return n_classes
+
+
+def checked_output(out: Any, where: str, n_classes: int | None = None) -> int:
+    """The class count of a model output: one ``(N, classes)`` array (``n_classes`` wide, if known)."""
+    if isinstance(out, (list, tuple, dict)):
+        raise InputError(
+            f"model '{where}': returns {len(out)} outputs (a {type(out).__name__}); expected one (N, classes) output"
+        )
+    shape = tuple(getattr(out, "shape", ()))
+    check(len(shape) == 2, f"model '{where}': output shape {shape} is not (N, classes)")
+    check(
+        n_classes in (None, shape[1]),
+        f"model '{where}': gives {shape[1]} outputs per image but has {n_classes} classes (outcome_labels)",
+    )
+    return int(shape[1])
+
+
+def nan_where_nonfinite(probabilities: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """``(N, K)`` probabilities, NaN in the rows where the model's ``outputs`` hold NaN or inf (a softmax
+    can turn an inf into a finite probability)."""
+    probabilities[~np.isfinite(outputs).all(axis=1)] = np.nan
+    return probabilities
 
 
 def _is_torch_module(module: Any) -> bool:

@@ -8,6 +8,7 @@ the sum of all outputs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import tensorflow as tf  # noqa: E402
 
 from ..errors import InputError, check  # noqa: E402
 from ..model import KERAS_FILE, SAVED_MODEL_FILE  # noqa: E402
+from . import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite  # noqa: E402
 
 
 def _keras_for(model: Any):
@@ -98,10 +100,17 @@ def output_count(model: Any, tile_px: int | None, where: str) -> int:
             f"model '{where}': expects {height}×{width} inputs but tile_px is {tile_px}",
         )
     size = tile_px or (input_shape[1] if len(input_shape) == 4 and input_shape[1] else 64)
-    out = model(tf.zeros((1, size, size, 3)), training=False)
-    shape = tuple(out.shape)
-    check(len(shape) == 2, f"model '{where}': output shape {shape} is not (N, classes)")
-    return int(shape[1])
+    return checked_output(forward(model, tf.zeros((1, size, size, 3)), where), where)
+
+
+def forward(model: Any, x: tf.Tensor, where: str) -> Any:
+    """``model(x)`` for an ``(N, H, W, 3)`` batch; an error in the model is one line naming it and the size."""
+    try:
+        return model(x, training=False)
+    except tf.errors.ResourceExhaustedError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any error from the model's code
+        raise InputError(f"model '{where}': fails on {x.shape[1]}×{x.shape[2]} px inputs ({_short(err)})") from None
 
 
 def resolve_device(device: str | None) -> str:
@@ -120,10 +129,19 @@ class TensorFlowBackend:
 
     framework = "tensorflow"
 
-    def __init__(self, model: Any, device: str | None = "auto", n_classes: int | None = None, tile_px: int | None = None):
+    def __init__(
+        self,
+        model: Any,
+        device: str | None = "auto",
+        n_classes: int | None = None,
+        tile_px: int | None = None,
+        name: str | None = None,
+    ) -> None:
         self.model = model
+        self.name = name or type(model).__name__
         self.device = resolve_device(device)
-        self._n_classes = n_classes
+        self._declared_classes = n_classes  # from outcome_labels: every output must be this wide
+        self._n_classes = n_classes if n_classes is not None else cached_class_count(self.model)
         self._tile_px = tile_px
         self._grad_models: dict[str, Any] = {}
         last = model.layers[-1] if getattr(model, "layers", None) else None
@@ -132,9 +150,31 @@ class TensorFlowBackend:
 
     @property
     def n_classes(self) -> int:
+        """Class count: known, else from a probe at the model's input size (or ``tile_px``, else 64)."""
         if self._n_classes is None:
-            self._n_classes = output_count(self.model, self._tile_px, type(self.model).__name__)
+            self._n_classes = cache_class_count(self.model, output_count(self.model, self._tile_px, self.name))
         return self._n_classes
+
+    def class_count(self, x: np.ndarray | None = None) -> int | None:
+        """Class count: known, else learnt from ``x[:1]`` (the real input size); without ``x`` the
+        probe of :attr:`n_classes`, ``None`` where that fails."""
+        if self._n_classes is None and x is not None:
+            self.logits(x[:1])
+        with contextlib.suppress(InputError):
+            return self.n_classes
+        return None
+
+    def gradients(self) -> contextlib.AbstractContextManager[None]:
+        """Gradient tapes record whatever the caller does: nothing to switch on."""
+        return contextlib.nullcontext()
+
+    def _forward(self, inputs: tf.Tensor, model: Any = None) -> Any:
+        """``(N, H, W, C)`` → the model's outputs, checked (the last one for a Grad-CAM model's
+        ``[activations, outputs]``); the first real batch sets the class count."""
+        out = forward(model or self.model, inputs, self.name)
+        count = checked_output(out[-1] if model is not None else out, self.name, self._declared_classes)
+        self._n_classes = cache_class_count(self.model, count)
+        return out
 
     def _scores(self, out: tf.Tensor, class_idx: np.ndarray) -> tf.Tensor:
         idx = tf.constant(np.broadcast_to(np.asarray(class_idx, np.int64), (out.shape[0],)).copy())
@@ -143,15 +183,16 @@ class TensorFlowBackend:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """``(N, H, W, C)`` → ``(N, K)`` raw model outputs."""
         with tf.device(self.device):
-            return self.model(tf.constant(x, tf.float32), training=False).numpy()
+            return self._forward(tf.constant(x, tf.float32)).numpy()
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """``(N, H, W, C)`` → ``(N, K)`` probabilities in [0, 1]."""
+        """``(N, H, W, C)`` → ``(N, K)`` probabilities in [0, 1]; NaN rows where the outputs are not finite."""
         out = self.logits(x)
         if self.outputs_probabilities:
-            return out
-        shifted = np.exp(out - out.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+            return nan_where_nonfinite(out.copy(), out)
+        with np.errstate(invalid="ignore", over="ignore"):
+            shifted = np.exp(out - out.max(axis=1, keepdims=True))
+            return nan_where_nonfinite(shifted / shifted.sum(axis=1, keepdims=True), out)
 
     def input_gradients(self, x: np.ndarray, class_idx: np.ndarray) -> np.ndarray:
         """Gradient of each image's class score w.r.t. the image, ``(N, H, W, C)`` float32."""
@@ -159,7 +200,7 @@ class TensorFlowBackend:
             inputs = tf.constant(x, tf.float32)
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
-                score = self._scores(self.model(inputs, training=False), class_idx)
+                score = self._scores(self._forward(inputs), class_idx)
             return tape.gradient(score, inputs).numpy()
 
     @property
@@ -220,17 +261,23 @@ class TensorFlowBackend:
         if layer not in self._grad_models:
             keras = _keras_for(self.model)
             target = self.model.get_layer(layer).output
-            self._grad_models[layer] = keras.Model(self.model.inputs, [target, self.model.outputs[0]])
+            # model.output: a list for a model with several outputs, which _forward refuses
+            self._grad_models[layer] = keras.Model(self.model.inputs, [target, self.model.output])
         return self._grad_models[layer]
 
     def conv_gradients(
         self, x: np.ndarray, class_idx: np.ndarray, layer: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Activations of ``layer`` (default: last 4-D layer) and the class score's gradients, ``(N, h, w, c)``."""
+        """Activations of ``layer`` (default: last 4-D layer) and the class score's gradients, ``(N, h, w, c)``.
+
+        The tape watches the input, so it records the layer when no weight is trainable (a frozen model).
+        """
         grad_model = self._grad_model(layer)
         with tf.device(self.device):
+            inputs = tf.constant(x, tf.float32)
             with tf.GradientTape() as tape:
-                acts, out = grad_model(tf.constant(x, tf.float32), training=False)
+                tape.watch(inputs)
+                acts, out = self._forward(inputs, grad_model)
                 score = self._scores(out, class_idx)
             grads = tape.gradient(score, acts)
         return acts.numpy(), grads.numpy()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import itertools
 import logging
 import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 
 from ..errors import InputError, check
 from ..model import TORCH_FILES, TORCH_SUFFIXES
+from . import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite
 
 SLIDEFLOW_EPOCH = re.compile(r"_epoch(\d+)\.zip$")
 _PICKLED_CLASS = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
@@ -342,19 +345,35 @@ def _conv_module(root: nn.Module, node: torch.fx.Node) -> nn.Conv2d | None:
     return conv
 
 
-def output_count(module: nn.Module, tile_px: int | None, where: str) -> int:
-    """Number of classes, from one forward pass on a ``tile_px`` tile; the output must be ``(N, classes)``."""
-    size = tile_px or input_size(module) or 64
+def output_count(module: nn.Module, tile_px: int | None, where: str, device: torch.device | None = None) -> int:
+    """Number of classes, from one forward pass on a ``tile_px`` tile; the output must be ``(N, classes)``.
+
+    Without ``tile_px`` the size is a ``torch.export`` program's own, else 64.
+    """
+    size = tile_px or input_size(module)
+    hint = "; give its tile size: params.json 'tile_px', load_model(..., tile_px=) or the config's tile_px"
+    hint = "" if size else hint
+    dummy = torch.zeros(1, 3, size or 64, size or 64, device=device)
+    return checked_output(forward(module, dummy, where, no_grad=True, hint=hint), where)
+
+
+def forward(module: nn.Module, x: torch.Tensor, where: str, no_grad: bool = False, hint: str = "") -> Any:
+    """``module(x)`` for an ``(N, 3, H, W)`` batch; an error in the model is one line naming it and the size."""
     try:
-        with torch.no_grad():
-            out = module(torch.zeros(1, 3, size, size))
-    except Exception as err:  # noqa: BLE001
-        raise InputError(f"model '{where}': fails on a {size}×{size} tile ({_short(err)})") from None
-    check(
-        isinstance(out, torch.Tensor) and out.ndim == 2,
-        f"model '{where}': output shape {tuple(getattr(out, 'shape', ()))} is not (N, classes)",
-    )
-    return int(out.shape[1])
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            return module(x)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any error from the model's code
+        size = "×".join(map(str, x.shape[2:]))
+        raise InputError(f"model '{where}': fails on {size} px inputs ({_short(err)}){hint}") from None
+
+
+@contextlib.contextmanager
+def autograd() -> Iterator[None]:
+    """Autograd on, also where the caller runs ``torch.no_grad()`` or ``torch.inference_mode()``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def input_size(module: nn.Module) -> int | None:
@@ -380,6 +399,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module.to(device)``, skipped where every parameter and buffer is there already (cheap per call)."""
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return module if all(t.device == device for t in tensors) else module.to(device)
+
+
 class TorchBackend:
     """Wraps an ``nn.Module`` (NCHW logits) behind the channels-last numpy contract."""
 
@@ -391,17 +416,23 @@ class TorchBackend:
         device: str | torch.device | None = "auto",
         n_classes: int | None = None,
         tile_px: int | None = None,
+        name: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.module = hookable(module).to(self.device)  # a torch.export module: conv layers made hookable
-        self.module.eval()
+        self.module = _on_device(hookable(module), self.device)  # torch.export: conv layers made hookable
+        if any(m.training for m in self.module.modules()):
+            self.module.eval()
         self.dtype = torch.float32
-        self._n_classes = n_classes
-        self._tile_px = tile_px or input_size(module) or 64
+        self.name = name or type(module).__name__
+        self._declared_classes = n_classes  # from outcome_labels: every output must be this wide
+        self._n_classes = n_classes if n_classes is not None else cached_class_count(self.module)
+        self._tile_px = tile_px
 
     # -- helpers ---------------------------------------------------------------
     def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2).to(self.device)
+        # NCHW-contiguous: a permuted (channels-last strided) tensor may pick another conv kernel
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
+        return t.to(self.device).contiguous(memory_format=torch.contiguous_format)
 
     @staticmethod
     def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -413,27 +444,48 @@ class TorchBackend:
 
     @property
     def n_classes(self) -> int:
+        """Class count: known, else from a probe at the model's tile size (a torch.export program's, else 64)."""
         if self._n_classes is None:
-            with torch.no_grad():
-                dummy = torch.zeros(1, 3, self._tile_px, self._tile_px, device=self.device)
-                self._n_classes = int(self.module(dummy).shape[-1])
+            count = output_count(self.module, self._tile_px, self.name, self.device)
+            self._n_classes = cache_class_count(self.module, count)
         return self._n_classes
+
+    def class_count(self, x: np.ndarray | None = None) -> int | None:
+        """Class count: known, else learnt from ``x[:1]`` (the real input size); without ``x`` the
+        probe of :attr:`n_classes`, ``None`` where that fails (learnt from the first real batch)."""
+        if self._n_classes is None and x is not None:
+            self.logits(x[:1])
+        with contextlib.suppress(InputError):
+            return self.n_classes
+        return None
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, K)`` outputs, checked; the first real batch sets the class count."""
+        out = forward(self.module, inputs, self.name)
+        self._n_classes = cache_class_count(self.module, checked_output(out, self.name, self._declared_classes))
+        return out
 
     # -- contract --------------------------------------------------------------
     def logits(self, x: np.ndarray) -> np.ndarray:
         """``(N, H, W, C)`` → ``(N, K)`` raw model outputs."""
         with torch.no_grad():
-            return self.module(self._to_tensor(x)).float().cpu().numpy()
+            return self._forward(self._to_tensor(x)).float().cpu().numpy()
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """``(N, H, W, C)`` → ``(N, K)`` softmax probabilities in [0, 1]."""
+        """``(N, H, W, C)`` → ``(N, K)`` softmax probabilities in [0, 1]; NaN rows where outputs are not finite."""
         with torch.no_grad():
-            return torch.softmax(self.module(self._to_tensor(x)).float(), dim=-1).cpu().numpy()
+            out = self._forward(self._to_tensor(x)).float()
+            return nan_where_nonfinite(torch.softmax(out, dim=-1).cpu().numpy(), out.cpu().numpy())
 
+    def gradients(self) -> contextlib.AbstractContextManager[None]:
+        """A context where gradients flow, whatever the caller's ``no_grad`` / ``inference_mode``."""
+        return autograd()
+
+    @autograd()
     def input_gradients(self, x: np.ndarray, class_idx: np.ndarray) -> np.ndarray:
         """Gradient of each image's class logit w.r.t. the image, ``(N, H, W, C)`` float32."""
         inputs = self._to_tensor(x).requires_grad_(True)
-        out = self.module(inputs)
+        out = self._forward(inputs)
         idx = self._class_index(class_idx, out.shape[0])
         score = out.gather(1, idx[:, None]).sum()
         (grads,) = torch.autograd.grad(score, inputs)
@@ -465,8 +517,7 @@ class TorchBackend:
             return int(np.prod(shape)) * 4 * 64
         handles = [m.register_forward_hook(count) for m in leaves]
         try:
-            with torch.no_grad():
-                self.module(sample)
+            forward(self.module, sample, self.name, no_grad=True)
         finally:
             for handle in handles:
                 handle.remove()
@@ -498,19 +549,24 @@ class TorchBackend:
         check(layer in modules, f"gradcam: layer {layer!r} not found; conv layers: {', '.join(names)}")
         return layer, modules[layer]
 
+    @autograd()
     def conv_gradients(
         self, x: np.ndarray, class_idx: np.ndarray, layer: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Activations of ``layer`` (default: last conv) and the class logit's gradients, ``(N, h, w, c)``."""
+        """Activations of ``layer`` (default: last conv) and the class logit's gradients, ``(N, h, w, c)``.
+
+        The input requires grad, so the graph reaches the layer when no parameter does (a frozen model).
+        """
         name, target = self._layer(layer)
         captured: list[torch.Tensor] = []
         handle = target.register_forward_hook(lambda _m, _i, output: captured.append(output))
         try:
-            out = self.module(self._to_tensor(x))
+            out = self._forward(self._to_tensor(x).requires_grad_(True))
         finally:
             handle.remove()
         check(bool(captured), f"gradcam: layer {name!r} is not called in the model's forward pass")
         acts = captured[-1]
+        check(acts.requires_grad, f"gradcam: layer {name!r}'s output does not depend on the input (no gradient)")
         idx = self._class_index(class_idx, out.shape[0])
         (grads,) = torch.autograd.grad(out.gather(1, idx[:, None]).sum(), acts)
         return self._to_numpy(acts), self._to_numpy(grads)
@@ -551,7 +607,9 @@ class TorchOps:
 
     def grad(self, x: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
         """d(class logit)/d(input) for a channels-last float32 batch, on the device."""
-        inputs = x.detach().to(torch.float32).permute(0, 3, 1, 2).requires_grad_(True)
+        # NCHW-contiguous whatever strides the engine built x with, so the conv kernel choice is the same
+        inputs = x.detach().to(torch.float32).permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format)
+        inputs.requires_grad_(True)
         out = self.backend.module(inputs)
         (grads,) = torch.autograd.grad(out.gather(1, class_idx[:, None]).sum(), inputs)
         return grads.permute(0, 2, 3, 1)

@@ -9,6 +9,7 @@ then copied to the host once.  Results reproduce PAIR's ``saliency.core``
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +20,8 @@ from . import xrai_regions
 
 GUIDED_IG_EPSILON = 1e-9  # PAIR's EPSILON for math.isclose
 MAX_GUIDED_IG_INNER = 100_000
+# model → {input shape → estimated bytes per item}: SaliencyMaps of one model share the probe
+_ITEM_BYTES: weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], int]] = weakref.WeakKeyDictionary()
 
 
 class NativeEngine:
@@ -46,11 +49,23 @@ class NativeEngine:
 
         On a CPU the batch also stays under :data:`~slidegrad.batching.CPU_MAX_BATCH` items.
         """
-        if shape not in self._item_bytes:
-            self._item_bytes[shape] = batching.item_bytes(self.backend.activation_bytes(shape), int(np.prod(shape)))
         if not self.backend.on_accelerator:
             limit = min(limit, batching.CPU_MAX_BATCH)
-        return batching.batch_size(self.budget(), self._item_bytes[shape], limit)
+        if limit <= 1:  # one item: nothing to size, so no probe pass
+            return 1
+        return batching.batch_size(self.budget(), self._per_item_bytes(shape), limit)
+
+    def _per_item_bytes(self, shape: tuple[int, int, int]) -> int:
+        """Estimated bytes of one item, probed once per (model, input shape) in this process."""
+        model = getattr(self.backend, "module", None)
+        model = getattr(self.backend, "model", None) if model is None else model
+        try:
+            known = _ITEM_BYTES.setdefault(model, {})
+        except TypeError:  # a model that takes no weak reference: cache per engine
+            known = self._item_bytes
+        if shape not in known:
+            known[shape] = batching.item_bytes(self.backend.activation_bytes(shape), int(np.prod(shape)))
+        return known[shape]
 
     def _grad(self, points: Any, classes: Any) -> Any:
         self.max_batch_seen = max(self.max_batch_seen, int(points.shape[0]))
@@ -159,6 +174,7 @@ class NativeEngine:
         attr = ops.zeros_like(x_in)
         l1_total = ops.sum(ops.abs(x_in - base), 1)
         moving = l1_total > 0
+        broken = moving & False  # rows whose gradients were NaN or inf: they stop, and end as inf
         nonzero = diff != 0
         for step in range(steps):
             self.max_batch_seen = max(self.max_batch_seen, n)
@@ -168,7 +184,8 @@ class NativeEngine:
             alpha_min, alpha_max = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
             x_min, x_max = base + diff * alpha_min, base + diff * alpha_max
             l1_target = l1_total * (1 - (step + 1) / steps)
-            active = moving
+            broken = broken | (ops.sum(ops.where(ops.abs(grad_actual) < ops.inf, 0.0, 1.0), 1) > 0)
+            active = moving & ~broken
             for _ in range(MAX_GUIDED_IG_INNER):
                 if not ops.any(active):
                     break
@@ -194,7 +211,7 @@ class NativeEngine:
                 # rows that closed in this round moved only by the clamp; the rest by clamp + step
                 attr = attr + ops.where(active[:, None], (current - x_old) * grad_actual, 0.0)
                 active = still & (gamma > 1.0)
-        return ops.reshape(ops.cast(attr, "float32"), shape)
+        return ops.reshape(ops.cast(ops.where(broken[:, None], ops.inf, attr), "float32"), shape)
 
     def gradcam(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
         """Grad-CAM maps at the layer's resolution ``(N, h, w)`` (ReLU'd, not yet resized), batched by the budget."""
@@ -207,7 +224,7 @@ class NativeEngine:
             acts, grads = ops.conv(ops.gather(x, index), ops.gather(classes, index), params.get("layer"))
             weights = ops.sum(grads, (1, 2)) / float(grads.shape[1] * grads.shape[2])
             cam = ops.einsum("nhwc,nc->nhw", acts, weights)
-            cams.append(ops.where(cam > 0, cam, 0.0))
+            cams.append(ops.where(cam < 0, 0.0, cam))  # ReLU that keeps NaN (refused as non-finite)
         return ops.concat(cams)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
@@ -325,6 +342,8 @@ def gradcam_resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from skimage.transform import resize
 
     cam = np.asarray(cam, np.float32)
+    if not np.isfinite(cam).all():  # NaN gradients: a NaN map, refused by SaliencyMap
+        return np.full(size, np.nan, np.float32)
     if cam.max() > 0:
         cam = cam / cam.max()
     return resize(cam, size).astype(np.float32)

@@ -1,0 +1,59 @@
+"""The install files pin packages by name and version only: a fresh machine can install them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+LOCAL = re.compile(r"(file:|@\s*[/.~]|^[/.~]|\.whl\b|\.tar\.gz\b|^-e\s|^--find-links|^-f\s)")
+
+
+def requirement_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, requirement) for every non-comment line of a requirements file."""
+    lines = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split(" #")[0].strip()
+        if text and not text.startswith("#"):
+            lines.append((number, text))
+    return lines
+
+
+def local_paths(path: Path) -> list[str]:
+    """Lines that name a local file or folder instead of a package on an index."""
+    return [f"{path.name}:{n}: {text}" for n, text in requirement_lines(path) if LOCAL.search(text)]
+
+
+@pytest.mark.parametrize("name", ["requirements.lock", "requirements.txt"])
+def test_no_local_paths(name):
+    assert local_paths(REPO / name) == []
+
+
+def test_every_lock_line_is_name_and_version():
+    bad = [f"line {n}: {text}" for n, text in requirement_lines(REPO / "requirements.lock") if not PIN.match(text)]
+    assert bad == []
+
+
+def test_torch_is_the_cpu_pin():
+    pins = dict(text.split("==") for _, text in requirement_lines(REPO / "requirements.lock"))
+    assert pins["torch"] == "2.13.0"
+    assert pins["tensorflow"] == "2.21.0" and pins["tf_keras"] == "2.21.0"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "tensorflow @ file:///tmp/tfwheels/tensorflow-2.21.0-cp311-cp311-manylinux_2_27_x86_64.whl",
+        "tf_keras @ /tmp/tfwheels/tf_keras-2.21.0-py3-none-any.whl",
+        "./wheels/foo-1.0-py3-none-any.whl",
+        "-e /work/main",
+    ],
+)
+def test_the_check_catches_local_paths(tmp_path, line):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"# header\nnumpy==2.4.6\n{line}\n")
+    assert local_paths(lock) == [f"requirements.lock:3: {line}"]
