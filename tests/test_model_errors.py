@@ -309,3 +309,18 @@ def test_class_idx_names_arrays_and_per_call(model_dir, ihc_tiles):
     one_line_error(message, by_index.vanilla, batch, class_idx=[0, 1, 1])
     one_line_error(r"class_idx: 2 is out of range", by_index.gradcam, batch, class_idx=np.array([0, 2, 0, 0]))
     one_line_error(r"class_idx: 0.0 \(float\) is not", by_index.gradcam, batch, class_idx=np.array([0, 1.5, 0, 0]))
+
+
+def test_top_k_scoring_with_a_nan_model_names_slide_tiles_and_model(tmp_path, labnets, slide_path):
+    model_dir = write_state_dict(
+        tmp_path / "model", labnets.nan_net(), architecture="labnets:nan_net", tile_px=64, tile_um=64
+    )
+    root = make_project(
+        tmp_path / "run", slide_path, model_dir, [{"slide": "s1", "x": 0, "y": 0}],
+        methods=["gradcam"], tile_selection={"mode": "top_k", "k": 1},
+    )  # fmt: skip
+    message = rf"slidegrad: error: model '{model_dir}': outputs are NaN or inf on slide 's1', tile\(s\) x"
+    result = run_snakemake(root)
+    assert_failed_cleanly(root, result, message)
+    assert "Error in rule tiles" in result.stdout + result.stderr  # scoring stops it, before any mask job
+    assert not (root / "results" / "tiles" / "s1.csv").exists()

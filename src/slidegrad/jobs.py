@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import check
+from .errors import InputError, check
 from .workflow import Layout, MethodSpec, Tile, model_options, read_tile_table, tile_geometry, write_csv
 
 SUMMARY_COLUMNS = [
@@ -108,6 +108,14 @@ def _choose(plan: Any, slide: str, wsi: Any) -> list[Tile]:
     budget = config["memory_budget_mb"] * (1 << 20) if config["memory_budget_mb"] else None
     backend = SaliencyMap(model, device=config["device"], memory_budget=budget).backend
     probs = tiling.score_tiles(backend, wsi, coords, get_preprocess_fn(model), memory_budget=budget)
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+    if bad.size:
+        from .saliency import listed
+
+        names = [Tile(slide, *coords[i]).name for i in bad]
+        raise InputError(
+            f"model '{config['model']['path']}': outputs are NaN or inf on slide '{slide}', tile(s) {listed(names)}"
+        )
     rows = tiling.top_k_tiles(coords, probs, selection["k"], labels=model.outcome_labels)
     return [Tile(slide, r["x"], r["y"], r["class_idx"], r["label"], r["score"]) for r in rows]
 
@@ -149,7 +157,6 @@ def run_mask_job(
     Per tile: ``{tile}.npy`` (``(H, W)`` float32 in [0, 1]), ``{tile}.json`` (class, probabilities,
     method parameters, model hash) and, with ``save_raw``, ``{tile}.raw.npy``.
     """
-    from .errors import InputError
     from .model import detect_backend, get_preprocess_fn, load_model, read_params
     from .saliency import NonFiniteError, SaliencyMap, listed
 
