@@ -8,6 +8,7 @@ never a bare traceback.  The helpers below build such lines.
 from __future__ import annotations
 
 import numbers
+from typing import Any, Sequence
 
 
 class SlidegradError(Exception):
@@ -46,3 +47,14 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
 def is_int(value: object) -> bool:
     """An integer, and not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def listed(items: Sequence[Any], limit: int = 8) -> str:
+    """``a, b, c`` — at most ``limit`` items, then how many there are in all."""
+    shown = ", ".join(map(str, items[:limit]))
+    return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
+
+
+def nonfinite_tiles(model: object, what: str, slide: str, tiles: Sequence[str]) -> InputError:
+    """The one line for NaN/inf model results in a workflow job: ``what`` (e.g. ``outputs are``) per tile."""
+    return InputError(f"model '{model}': {what} NaN or inf on slide '{slide}', tile(s) {listed(tiles)}")

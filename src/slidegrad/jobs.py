@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import InputError, check
+from .errors import check, nonfinite_tiles
 from .workflow import Layout, MethodSpec, Tile, model_options, read_tile_table, tile_geometry, write_csv
 
 SUMMARY_COLUMNS = [
@@ -110,12 +110,8 @@ def _choose(plan: Any, slide: str, wsi: Any) -> list[Tile]:
     probs = tiling.score_tiles(backend, wsi, coords, get_preprocess_fn(model), memory_budget=budget)
     bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
     if bad.size:
-        from .saliency import listed
-
         names = [Tile(slide, *coords[i]).name for i in bad]
-        raise InputError(
-            f"model '{config['model']['path']}': outputs are NaN or inf on slide '{slide}', tile(s) {listed(names)}"
-        )
+        raise nonfinite_tiles(config["model"]["path"], "outputs are", slide, names)
     rows = tiling.top_k_tiles(coords, probs, selection["k"], labels=model.outcome_labels)
     return [Tile(slide, r["x"], r["y"], r["class_idx"], r["label"], r["score"]) for r in rows]
 
@@ -158,7 +154,7 @@ def run_mask_job(
     method parameters, model hash) and, with ``save_raw``, ``{tile}.raw.npy``.
     """
     from .model import detect_backend, get_preprocess_fn, load_model, read_params
-    from .saliency import NonFiniteError, SaliencyMap, listed
+    from .saliency import NonFiniteError, SaliencyMap
 
     if threads:  # before the framework initialises its thread pools
         set_threads(detect_backend(Path(model_path), read_params(model_path)), threads)
@@ -181,10 +177,7 @@ def run_mask_job(
         classes = sal.resolve_classes(batch, probabilities=probabilities)
         masks, raws = sal.attributions(batch, method.name, class_idx=classes, smooth=method.smooth, **method.params)
     except NonFiniteError as err:
-        raise InputError(
-            f"model '{model_path}': {err.what} NaN or inf on slide '{rows[0]['slide']}', "
-            f"tile(s) {listed([names[i] for i in err.indices])}"
-        ) from None
+        raise nonfinite_tiles(model_path, err.what, rows[0]["slide"], [names[i] for i in err.indices]) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .backends import Backend, get_backend
 from .engines import Engine, make_engine
-from .errors import InputError, check, is_int
+from .errors import InputError, check, is_int, listed
 from .methods import METHODS, Method, get_method, normalize, resolve_params
 from .model import LoadedModel
 
@@ -198,12 +198,6 @@ class NonFiniteError(InputError):
     def __init__(self, model: str, what: str, indices: Sequence[int]) -> None:
         self.model, self.what, self.indices = model, what, list(indices)
         super().__init__(f"model '{model}': {what} NaN or inf for image(s) {listed(self.indices)} of the batch")
-
-
-def listed(items: Sequence[Any], limit: int = 8) -> str:
-    """``a, b, c`` — at most ``limit`` items, then how many there are in all."""
-    shown = ", ".join(map(str, items[:limit]))
-    return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
 
 
 def refuse_nonfinite(arrays: Sequence[np.ndarray], model: str, what: str) -> Sequence[np.ndarray]:
