@@ -18,7 +18,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(BIN)/snakemake --cores all
 	@echo "Figures: $$(ls results/figures/*.pdf | tr '\n' ' ')"
-	@echo "Summary table: results/summary.csv"
+	@echo "Summary table: results/summary.csv; job logs: results/logs/"
 
 # Three pytest processes: torch and TensorFlow never share one (tests/tf runs alone), and
 # the SLURM test runs last: once SLURM is installed, every snakemake start asks its
@@ -36,4 +36,4 @@ lint: install
 	$(BIN)/snakefmt --check .
 
 clean:
-	rm -rf results logs benchmarks resources .snakemake
+	rm -rf results resources .snakemake

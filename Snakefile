@@ -1,8 +1,13 @@
 # slidegrad: saliency maps for whole-slide-image tile classifiers.
 # slides × tiles × methods → masks, overlays, heatmaps, a summary table and one figure per slide.
+#
+# With no --configfile this runs the embedded demo (config.yaml). A user's config file
+# replaces it entirely: fields it leaves out get the schema's defaults, not the demo's.
 
 
-configfile: "config.yaml"
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

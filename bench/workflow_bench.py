@@ -77,8 +77,8 @@ def make_project(root: Path, n_tiles: int, tiles_per_job: int, steps: int) -> in
 def job_seconds(root: Path) -> dict[str, float]:
     """Sum of the ``s`` column of every benchmark file, per rule folder."""
     sums: dict[str, float] = {}
-    for path in (root / "benchmarks").rglob("*.tsv"):
-        rule = path.relative_to(root / "benchmarks").parts[0]
+    for path in (root / "results" / "benchmarks").rglob("*.tsv"):
+        rule = path.relative_to(root / "results" / "benchmarks").parts[0]
         with open(path) as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
         sums[rule.removesuffix(".tsv")] = sums.get(rule.removesuffix(".tsv"), 0.0) + float(row["s"])
@@ -103,7 +103,7 @@ def main() -> None:
         if result.returncode != 0:
             sys.exit(f"snakemake failed:\n{result.stderr[-3000:]}")
         sums = job_seconds(root)
-        n_jobs = sum(1 for _ in (root / "benchmarks").rglob("*.tsv"))
+        n_jobs = sum(1 for _ in (root / "results" / "benchmarks").rglob("*.tsv"))
     total = sum(sums.values())
     ideal = total / args.cores
     print(f"tiles {n} × methods 6, tiles_per_job {args.tiles_per_job}, cores {args.cores}, steps {args.steps}")

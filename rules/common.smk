@@ -1,5 +1,10 @@
 # Input functions, wildcard constraints and the plan the DAG expands over.
 # All logic lives in the slidegrad library (src/slidegrad); this file only asks it.
+#
+# Each rule's params: hold every value that changes its output, so Snakemake reruns
+# exactly the jobs a config change affects. Values that change no output (threads,
+# memory_budget_mb, which GPU a job takes) come from the config at run time and rerun
+# nothing.
 import math
 import sys
 from pathlib import Path
@@ -9,36 +14,31 @@ from snakemake.logging import logger
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from slidegrad.devices import visible_gpu_count
 from slidegrad.errors import InputError
-from slidegrad import workflow as sgw
+from slidegrad.layout import Layout
+from slidegrad.planning import build_plan, mask_gpus, model_options
+from slidegrad.tables import CHUNK_NAME, SLIDE_NAME, table_chunks
 
 try:
-    PLAN = sgw.build_plan(config)
+    PLAN = build_plan(config, open_slides=workflow.is_main_process)
 except InputError as err:
     raise WorkflowError(f"slidegrad: error: {err}") from None
-for warning in PLAN.warnings:
+for warning in PLAN.warnings if workflow.is_main_process else []:
     logger.warning(f"slidegrad: warning: {warning}")
 
 config = PLAN.config
 OUT = config["outdir"]
-LAYOUT = sgw.Layout(OUT)
+LAYOUT = Layout(OUT)
 MODE = PLAN.selection["mode"]
 MASK_ENV = f"../envs/{PLAN.backend}.yaml"
 DEMO_VARIANTS = ["a", "b"]
-MASK_GPU = config["mask_resources"].get("gpu", 1 if config["device"] == "cuda" else 0)
-# static modes know every slide's chunks now; grid/random/top_k learn them from the checkpoint
-STATIC_CHUNKS = {
-    slide: [
-        chunk.label
-        for chunk in sgw.chunk_tiles({slide: tiles}, config["tiles_per_job"])
-    ]
-    for slide, tiles in PLAN.tiles.items()
-}
+MASK_GPU = mask_gpus(config, visible_gpu_count())
 
 
 wildcard_constraints:
-    slide=sgw.SLIDE_NAME,
-    chunk=sgw.CHUNK_NAME,
+    slide=SLIDE_NAME,
+    chunk=CHUNK_NAME,
     method="|".join(PLAN.method_ids),
     variant="|".join(DEMO_VARIANTS),
 
@@ -46,33 +46,26 @@ wildcard_constraints:
 def slide_chunks(slide):
     """Chunk labels of a slide's mask jobs (in grid/random/top_k mode, once its tiles checkpoint ran)."""
     if PLAN.dynamic:
-        return sgw.table_chunks(checkpoints.tiles.get(slide=slide).output.table)
-    return STATIC_CHUNKS[slide]
-
-
-def geometry_inputs():
-    """The model, when tile_px/tile_um must be read from its params.json."""
-    if config.get("tile_px") is None or config.get("tile_um") is None:
-        return [config["model"]["path"]]
-    return []
+        return table_chunks(checkpoints.tiles.get(slide=slide).output.table)
+    return PLAN.static_chunks(slide)
 
 
 def tiles_inputs(wildcards):
-    """The slide (or .tfrecords file); the configured table (table, tfrecords mode); the model
-    for top_k, or for tile_px/tile_um when the config sets none."""
-    inputs = {
-        "source": PLAN.slides[wildcards.slide].path,
-        "geometry": geometry_inputs(),
-    }
-    if not PLAN.dynamic:
-        inputs["table"] = PLAN.selection["path"]
-    if MODE == "top_k":
+    """The slide (or .tfrecords file); the model when top_k scores tiles with it, or when
+    tile_px/tile_um come from its params.json."""
+    inputs = {"source": PLAN.slides[wildcards.slide].path}
+    geometry_from_model = config["tile_px"] is None or config["tile_um"] is None
+    if MODE == "top_k" or geometry_from_model:
         inputs["model"] = config["model"]["path"]
     return inputs
 
 
-def method_json(wildcards):
-    return PLAN.method(wildcards.method).to_json()
+def tiles_params(wildcards):
+    return PLAN.tiles_params(wildcards.slide)
+
+
+def mask_method(wildcards):
+    return PLAN.mask_method(wildcards.method)
 
 
 def chunk_masks(wildcards):

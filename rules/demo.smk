@@ -1,14 +1,15 @@
 # The embedded demo: two IHC slides built from skimage's sample image and a small
-# DAB classifier trained on them. Used when config points at resources/demo/.
+# DAB classifier trained on them. Used when config points at resources/demo/: the demo's
+# inputs, built once and shared by every outdir (their logs go to the run's outdir).
 
 
 rule demo_slide:
     output:
         "resources/demo/slides/demo_{variant}.tiff",
     log:
-        "logs/demo/slide_{variant}.log",
+        LAYOUT.log("demo/slide_{variant}"),
     benchmark:
-        "benchmarks/demo/slide_{variant}.tsv"
+        LAYOUT.benchmark("demo/slide_{variant}")
     conda:
         "../envs/base.yaml"
     script:
@@ -21,9 +22,9 @@ rule demo_model:
     output:
         directory("resources/demo/model"),
     log:
-        "logs/demo/model.log",
+        LAYOUT.log("demo/model"),
     benchmark:
-        "benchmarks/demo/model.tsv"
+        LAYOUT.benchmark("demo/model")
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -43,9 +44,9 @@ rule demo_keras_model:
     output:
         directory("resources/demo/model_keras"),
     log:
-        "logs/demo/model_keras.log",
+        LAYOUT.log("demo/model_keras"),
     benchmark:
-        "benchmarks/demo/model_keras.tsv"
+        LAYOUT.benchmark("demo/model_keras")
     conda:
         "../envs/tensorflow.yaml"
     script:

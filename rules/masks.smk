@@ -1,7 +1,8 @@
 # Mask jobs: one per (slide, chunk of tiles_per_job tiles, method); the model loads
 # once per job, which writes one folder with a mask + sidecar per tile. One overlay
 # job per chunk then draws every method's overlays and heatmaps (light: grouped on
-# a cluster, see profiles/slurm).
+# a cluster, see profiles/slurm). A mask job on CUDA declares gpu=1 and takes a GPU of
+# its own: `--resources gpu=N` runs at most N at once, one per device.
 
 
 rule masks:
@@ -12,9 +13,9 @@ rule masks:
     output:
         directory(LAYOUT.mask_dir("{slide}", "{chunk}", "{method}")),
     log:
-        "logs/masks/{slide}/{chunk}/{method}.log",
+        LAYOUT.log("masks/{slide}/{chunk}/{method}"),
     benchmark:
-        "benchmarks/masks/{slide}/{chunk}/{method}.tsv"
+        LAYOUT.benchmark("masks/{slide}/{chunk}/{method}")
     conda:
         MASK_ENV
     threads: config["threads"]
@@ -23,12 +24,11 @@ rule masks:
         runtime=config["mask_resources"]["runtime"],
         gpu=MASK_GPU,
     params:
-        method=method_json,
+        method=mask_method,
         class_idx=config["model"]["class_idx"],
         device=config["device"],
         engine=config["engine"],
-        memory_budget_mb=config["memory_budget_mb"],
-        load_options=sgw.model_options(config),
+        load_options=model_options(config),
         save_raw=config["save_raw"],
     script:
         "../scripts/masks.py"
@@ -43,9 +43,9 @@ rule overlays:
         overlays=directory(LAYOUT.picture_dir("overlays", "{slide}", "{chunk}")),
         heatmaps=directory(LAYOUT.picture_dir("heatmaps", "{slide}", "{chunk}")),
     log:
-        "logs/overlays/{slide}/{chunk}.log",
+        LAYOUT.log("overlays/{slide}/{chunk}"),
     benchmark:
-        "benchmarks/overlays/{slide}/{chunk}.tsv"
+        LAYOUT.benchmark("overlays/{slide}/{chunk}")
     group:
         "overlays"
     conda:

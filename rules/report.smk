@@ -7,9 +7,9 @@ rule summary:
     output:
         LAYOUT.summary(),
     log:
-        "logs/summary.log",
+        LAYOUT.log("summary"),
     benchmark:
-        "benchmarks/summary.tsv"
+        LAYOUT.benchmark("summary")
     conda:
         "../envs/base.yaml"
     params:
@@ -26,13 +26,14 @@ rule figure:
         pdf=LAYOUT.figure("{slide}", "pdf"),
         png=LAYOUT.figure("{slide}", "png"),
     log:
-        "logs/figures/{slide}.log",
+        LAYOUT.log("figures/{slide}"),
     benchmark:
-        "benchmarks/figures/{slide}.tsv"
+        LAYOUT.benchmark("figures/{slide}")
     conda:
         "../envs/base.yaml"
     params:
         method_ids=PLAN.method_ids,
         method_titles=[m.title for m in PLAN.methods],
+        max_tiles=config["figure_max_tiles"],
     script:
         "../scripts/figure.py"

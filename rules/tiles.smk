@@ -10,13 +10,15 @@ checkpoint tiles:
         table=LAYOUT.tile_table("{slide}"),
         tiles=directory(LAYOUT.tile_dir("{slide}")),
     log:
-        "logs/tiles/{slide}.log",
+        LAYOUT.log("tiles/{slide}"),
     benchmark:
-        "benchmarks/tiles/{slide}.tsv"
+        LAYOUT.benchmark("tiles/{slide}")
     conda:
         MASK_ENV if MODE == "top_k" else "../envs/base.yaml"
     threads: config["threads"] if MODE == "top_k" else 1
     resources:
         gpu=MASK_GPU if MODE == "top_k" else 0,
+    params:
+        tiles=tiles_params,
     script:
         "../scripts/tiles.py"

@@ -14,6 +14,6 @@ run_job(
     outdir=snakemake.config["outdir"],
     method_ids=snakemake.params.method_ids,
     method_titles=snakemake.params.method_titles,
-    max_tiles=snakemake.config["figure_max_tiles"],
+    max_tiles=snakemake.params.max_tiles,
     out_paths=[snakemake.output.pdf, snakemake.output.png],
 )

@@ -4,9 +4,10 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
+from slidegrad.config import MethodSpec  # noqa: E402
 from slidegrad.jobs import run_mask_job  # noqa: E402
+from slidegrad.layout import Layout  # noqa: E402
 from slidegrad.scripting import run_job  # noqa: E402
-from slidegrad.workflow import MethodSpec  # noqa: E402
 
 run_job(
     run_mask_job,
@@ -19,8 +20,10 @@ run_job(
     class_idx=snakemake.params.class_idx,
     device=snakemake.params.device,
     engine=snakemake.params.engine,
-    memory_budget_mb=snakemake.params.memory_budget_mb,
-    threads=snakemake.threads,
     load_options=snakemake.params.load_options,
     save_raw=snakemake.params.save_raw,
+    # change no output, so no rerun: from the config at run time
+    threads=snakemake.threads,
+    memory_budget_mb=snakemake.config["memory_budget_mb"],
+    lock_dir=Layout(snakemake.config["outdir"]).gpu_locks(),
 )

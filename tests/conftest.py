@@ -90,6 +90,13 @@ def slide_path(tmp_path_factory, ihc) -> Path:
     return write_test_slide(tmp_path_factory.mktemp("slides") / "test.tiff", ihc)
 
 
+def result_files(root: Path, sub: str = "") -> set[Path]:
+    """Files a run left under ``results/{sub}``, its job logs and benchmarks aside (a failed job's log stays)."""
+    folder = root / "results" / sub
+    logs = (root / "results" / "logs", root / "results" / "benchmarks")
+    return {p for p in folder.rglob("*") if p.is_file() and not any(p.is_relative_to(d) for d in logs)}
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the project's Snakefile in ``workdir`` (which holds config.yaml)."""
     cmd = [

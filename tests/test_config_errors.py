@@ -13,18 +13,16 @@ import numpy as np
 import pytest
 
 import slidegrad as sg
-from slidegrad import workflow as sgw
+from slidegrad import planning
+from slidegrad.layout import Layout
+from slidegrad.planning import build_plan
 from slidegrad.methods import METHODS, PARAMS, SMOOTH_DEFAULTS, get_method, resolve_params
 from slidegrad.model import scale
 
-from .conftest import run_snakemake
+from .conftest import result_files, run_snakemake
 from .test_workflow import _load_config, _write_csv, make_project
 
 ONE_TILE = [{"slide": "s1", "x": 0, "y": 0}]
-
-
-def result_files(root: Path) -> set[Path]:
-    return {p for p in (root / "results").rglob("*") if p.is_file()}
 
 
 def fails_cleanly(root: Path, pattern: str) -> None:
@@ -76,7 +74,7 @@ def test_method_parameter_errors_name_field_and_range(tmp_path, slide_path, mode
     monkeypatch.chdir(root)
     config = {**_load_config(root), "methods": ["vanilla", "gradcam", {"name": method, **params}]}
     with pytest.raises(sg.InputError) as err:
-        sgw.build_plan(config)
+        build_plan(config)
     assert str(err.value) == f"config field 'methods[2]': method {method}: parameter {message}"
 
 
@@ -163,9 +161,9 @@ def test_outdir_not_writable_when_the_probe_fails(tmp_path, slide_path, model_di
     def refuse(*args, dir=None, **kwargs):
         raise PermissionError(13, "Permission denied", dir)
 
-    monkeypatch.setattr(sgw.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(planning.tempfile, "mkstemp", refuse)
     with pytest.raises(sg.InputError, match="^config field 'outdir': folder 'results' is not writable$"):
-        sgw.build_plan(_load_config(root))
+        build_plan(_load_config(root))
 
 
 def _make_read_only(folder: Path) -> None:
@@ -218,21 +216,21 @@ def test_class_idx_label_without_outcome_labels(tmp_path, slide_path, model_dir,
     root = make_project(tmp_path / "run", slide_path, model, ONE_TILE, model={"path": str(model), "class_idx": "positive"})
     monkeypatch.chdir(root)
     with pytest.raises(sg.InputError, match="^config field 'model.class_idx': label 'positive' needs 'outcome_labels'"):
-        sgw.build_plan(_load_config(root))
+        build_plan(_load_config(root))
 
 
 @pytest.mark.parametrize(("class_idx", "resolved"), [("positive", 1), ("negative", 0), (1, 1), (None, None)])
 def test_class_idx_label_resolves_to_its_index(tmp_path, slide_path, model_dir, monkeypatch, class_idx, resolved):
     root = make_project(tmp_path, slide_path, model_dir, ONE_TILE, model={"path": str(model_dir), "class_idx": class_idx})
     monkeypatch.chdir(root)
-    assert sgw.build_plan(_load_config(root)).config["model"]["class_idx"] == resolved
+    assert build_plan(_load_config(root)).config["model"]["class_idx"] == resolved
 
 
 def test_class_idx_label_reaches_the_mask_job_as_an_index(tmp_path, slide_path, model_dir):
     root = make_project(
         tmp_path, slide_path, model_dir, ONE_TILE, methods=["vanilla"], model={"path": str(model_dir), "class_idx": "positive"}
     )
-    mask_dir = sgw.Layout("results").mask_dir("s1", "chunk0000", "vanilla")
+    mask_dir = Layout("results").mask_dir("s1", "chunk0000", "vanilla")
     result = run_snakemake(root, mask_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     meta = json.loads((root / mask_dir / "x0_y0.json").read_text())

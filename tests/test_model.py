@@ -39,6 +39,52 @@ def test_torchscript_file_and_gradcam_error(tmp_path, ihc_tiles):
         sal.gradcam(batch)
 
 
+def test_gradcam_layer_names_the_layer_gradcam_uses(tmp_path, ihc_tiles):
+    from torch import nn
+
+    from slidegrad.backends import get_backend
+
+    backend = get_backend(make_tiny_cnn(), device="cpu")
+    convs = [name for name, m in backend.module.named_modules() if isinstance(m, nn.Conv2d)]
+    assert convs == ["features.0", "features.3"]
+    assert backend.gradcam_layer(None) == backend.gradcam_layer() == "features.3"  # the last nn.Conv2d
+    assert backend.gradcam_layer("features.0") == "features.0"
+    batch = sg.model.scale(ihc_tiles[:1])
+    acts, _ = backend.conv_gradients(batch, np.array([1]))
+    assert acts.shape[-1] == 8  # features.3's 8 channels: the layer gradcam_layer named
+    unknown = "gradcam: layer 'nope' not found; conv layers: features.0, features.3"
+    with pytest.raises(sg.InputError, match=unknown):
+        backend.gradcam_layer("nope")
+    with pytest.raises(sg.InputError, match=unknown):
+        backend.conv_gradients(batch, np.array([1]), "nope")
+    flat = get_backend(nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 2)).eval(), device="cpu")
+    with pytest.raises(sg.InputError, match="the model has no nn.Conv2d layer; pass layer= explicitly"):
+        flat.gradcam_layer(None)
+    torch.jit.script(make_tiny_cnn()).save(str(tmp_path / "model.pt"))
+    scripted = get_backend(sg.load_model(tmp_path / "model.pt"), device="cpu")
+    for call in (lambda: scripted.gradcam_layer(None), lambda: scripted.conv_gradients(batch, np.array([1]))):
+        with pytest.raises(sg.InputError, match="gradcam: a TorchScript model has no forward hooks"):
+            call()
+
+
+def test_torch_devices():
+    from slidegrad.backends.torch_backend import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        for device in ("cuda", "cuda:1"):
+            with pytest.raises(sg.InputError, match=f"device: '{device}' was asked for but torch sees no CUDA"):
+                resolve_device(device)
+    else:
+        count = torch.cuda.device_count()
+        assert resolve_device(f"cuda:{count - 1}") == torch.device(f"cuda:{count - 1}")
+        with pytest.raises(sg.InputError, match=f"torch sees {count} CUDA device"):
+            resolve_device(f"cuda:{count}")
+    with pytest.raises(sg.InputError, match="device: 'gpu0' is not a torch device"):
+        resolve_device("gpu0")
+
+
 def test_slideflow_style_outcome_labels_dict(tmp_path):
     path = write_model_dir(tmp_path / "m")
     params = json.loads((path / "params.json").read_text())

@@ -121,6 +121,7 @@ def test_export_directory_gradcam_hooks_the_original_layers(tmp_path, batch, mak
     assert convs == [name for name, m in original.named_modules() if isinstance(m, nn.Conv2d)]
     assert_same_model(loaded, original, batch)
     sal = sg.SaliencyMap(loaded, class_idx=1)
+    assert sal.backend.gradcam_layer(None) == convs[-1]  # the original model's name for its last conv
     np.testing.assert_array_equal(sal.gradcam(batch, layer=convs[0]), sal.gradcam(batch, layer=convs[0]))
     assert not np.array_equal(sal.gradcam(batch, layer=convs[0]), sal.gradcam(batch))
 

@@ -109,11 +109,10 @@ def test_256_tiles_at_299px_stay_within_a_small_budget(ihc):
 def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc, monkeypatch):
     """The workflow's mask job (run_mask_job, memory_budget_mb) keeps every model batch inside the budget."""
     from slidegrad import jobs
-    from slidegrad.workflow import MethodSpec
+    from slidegrad.config import MethodSpec
+    from slidegrad.tables import Tile, write_tile_table
 
     from .conftest import write_model_dir
-
-    from slidegrad.workflow import Tile, write_tile_table
 
     rng = np.random.default_rng(1)
     corners = [(int(x), int(y)) for x, y in rng.integers(0, 512 - 299, size=(256, 2))]
@@ -121,7 +120,7 @@ def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc,
     (tmp_path / "tiles").mkdir()
     for tile, (x, y) in zip(tiles, corners):
         jobs.write_png(tmp_path / "tiles" / f"{tile.name}.png", np.ascontiguousarray(ihc[y : y + 299, x : x + 299]))
-    write_tile_table(tmp_path / "tiles.csv", tiles, per_job=256)
+    write_tile_table(tmp_path / "tiles.csv", tiles, per_job=256, geometry={"tile_px": 299})
     model_dir = write_model_dir(tmp_path / "model", tile_px=299, tile_um=299)
     seen: list[int] = []  # batch sizes of every model call, gradients and plain forward passes
     original_grad = native_engine.NativeEngine._grad

@@ -22,7 +22,7 @@ TILES = [{"slide": "s1", "x": 128 * i, "y": 0} for i in range(6)]
 def mask_dirs(root: Path) -> dict[str, float]:
     """Finished mask jobs (their benchmark file is written last) → newest mtime among their files."""
     done = {}
-    for bench in (root / "benchmarks/masks").rglob("*.tsv"):
+    for bench in (root / "results/benchmarks/masks").rglob("*.tsv"):
         chunk, method = bench.parent.name, bench.stem
         folder = root / "results/masks/s1" / chunk / method
         done[f"{chunk}/{method}"] = max(p.stat().st_mtime_ns for p in folder.iterdir())

@@ -17,10 +17,11 @@ import yaml
 
 import slidegrad as sg
 from slidegrad import jobs, tiling
-from slidegrad import workflow as sgw
+from slidegrad.planning import build_plan
+from slidegrad.tables import read_tile_table
 from slidegrad.tfrecords import write_tfrecord
 
-from .conftest import run_snakemake, write_model_dir
+from .conftest import result_files, run_snakemake, write_model_dir
 from .test_tiling import ALIGNED, CROP_H, CROP_W, TILE, slides  # noqa: F401 (the fixture)
 from .test_workflow import _write_csv, make_project
 
@@ -46,8 +47,12 @@ def select(project: Path, monkeypatch, slide: str = "s1") -> list[dict[str, str]
     monkeypatch.chdir(project)
     config = yaml.safe_load((project / "config.yaml").read_text())
     out = project / "table.csv"
-    jobs.select_tiles(config, slide, str(out), str(project / "tiles"))
-    rows = sgw.read_tile_table(out)
+    plan = build_plan(config)
+    jobs.select_tiles(
+        plan.slides[slide].path, str(out), str(project / "tiles"), plan.tiles_params(slide),
+        plan.config["model"]["path"], threads=plan.config["threads"],
+    )  # fmt: skip
+    rows = read_tile_table(out)
     with sg.WSI(config_slide(project, slide), TILE, TILE) as wsi:  # the PNGs are the slide's tiles
         for row in rows[:3]:
             png = jobs.read_png(project / "tiles" / f"{row['tile']}.png")
@@ -78,7 +83,7 @@ def test_grid_with_roi_through_the_workflow(tmp_path, canvas):
     )
     result = run_snakemake(project)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = sgw.read_tile_table(project / "results/tiles/s1.csv")
+    rows = read_tile_table(project / "results/tiles/s1.csv")
     assert [(int(r["x"]), int(r["y"])) for r in rows] == pasted_tiles(*roi)
     with sg.WSI(canvas["slide"], TILE, TILE) as wsi:
         for row in rows:
@@ -151,7 +156,7 @@ def test_top_k_on_the_demo_end_to_end(tmp_path, demo_assets):
     with open(project / "results/summary.csv") as handle:
         summary = list(csv.DictReader(handle))
     for variant, slide in slides.items():
-        rows = sgw.read_tile_table(project / f"results/tiles/demo_{variant}.csv")
+        rows = read_tile_table(project / f"results/tiles/demo_{variant}.csv")
         expected, probs, coords = direct_top_k(slide, demo_assets["model"], 4)
         # Otsu on saturation keeps the DAB-rich half of the demo image as tissue, where the model predicts
         # DAB-positive: the top 4 positives, and the negatives among tissue tiles (there may be none; it warns)
@@ -194,7 +199,7 @@ def test_tfrecords_mode_through_the_workflow(tfrecord_project, model_dir):
     project, images = tfrecord_project
     result = run_snakemake(project)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = sgw.read_tile_table(project / "results/tiles/s1.csv")
+    rows = read_tile_table(project / "results/tiles/s1.csv")
     assert [r["tile"] for r in rows] == ["x640_y384", "x0_y0"]
     model = sg.load_model(model_dir)
     for row in rows:
@@ -213,5 +218,5 @@ def test_tfrecords_location_not_in_the_file(tfrecord_project):
     assert result.returncode != 0
     assert "s1.tfrecords': no tile at loc_x=64, loc_y=64" in output, output[-3000:]
     assert "Traceback" not in output
-    assert not (project / "results").exists() or not [p for p in (project / "results").rglob("*") if p.is_file()]
+    assert not result_files(project)
 

@@ -212,43 +212,48 @@ def test_conftest_slide_is_tissue_almost_everywhere(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# random_tiles
+# sample_tiles (random mode: a seeded draw from tissue_tiles' output)
 # --------------------------------------------------------------------------
 
 
-def test_random_tiles_are_seeded_tissue_tiles(slides):
+def test_sample_tiles_are_seeded_tissue_tiles(slides):
     with open_slide(slides["shifted"], 2) as wsi:
         tissue = tiling.tissue_tiles(wsi)
-        a = tiling.random_tiles(wsi, 5, seed=7)
-        b = tiling.random_tiles(wsi, 5, seed=7)
-        c = tiling.random_tiles(wsi, 5, seed=8)
-        in_roi = tiling.random_tiles(wsi, 3, seed=7, roi=(448, 288, 704, 480))
-        assert tiling.random_tiles(wsi, 0, seed=7) == []
-    assert len(tissue) > 10
+        in_box = tiling.tissue_tiles(wsi, roi=(448, 288, 704, 480))
+    name = "slide 'shifted'"
+    a = tiling.sample_tiles(tissue, 5, 7, name)
+    b = tiling.sample_tiles(tissue, 5, 7, name)
+    c = tiling.sample_tiles(tissue, 5, 8, name)
+    in_roi = tiling.sample_tiles(in_box, 3, 7, name)
+    assert tiling.sample_tiles(tissue, 0, 7, name) == []
+    assert len(tissue) > 10 and len(in_box) > 3
     assert a == b and a != c
     assert len(a) == 5 and len(set(a)) == 5 and set(a) <= set(tissue)
     assert a == sorted(a, key=lambda t: (t[1], t[0]))
     rng = np.random.default_rng(7)
     assert a == [tissue[i] for i in sorted(rng.choice(len(tissue), 5, replace=False))]
-    assert len(in_roi) == 3
+    assert len(in_roi) == 3 and set(in_roi) <= set(in_box)
     for x, y in in_roi:
         assert 448 <= x and x + 64 <= 704 and 288 <= y and y + 64 <= 480
 
 
-def test_random_tiles_warns_when_too_few(slides):
+def test_sample_tiles_warns_when_too_few(slides):
     with open_slide(slides["aligned"]) as wsi:
         tissue = tiling.tissue_tiles(wsi)
-        with pytest.warns(UserWarning, match=r"asked for 100 random tissue tiles but only 12 exist"):
-            got = tiling.random_tiles(wsi, 100, seed=0)
-        assert got == tissue
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            assert tiling.random_tiles(wsi, 12, seed=0) == tissue
-        with pytest.warns(UserWarning, match="only 0 exist"):
-            assert tiling.random_tiles(wsi, 1, seed=0, roi=(0, 0, 200, 200)) == []
-        for bad in ({"n": -1, "seed": 0}, {"n": 2.0, "seed": 0}, {"n": 2, "seed": -1}, {"n": 2, "seed": "x"}):
-            with pytest.raises(InputError, match="aligned.tiff"):
-                tiling.random_tiles(wsi, **bad)
+        outside = tiling.tissue_tiles(wsi, roi=(0, 0, 200, 200))
+    name = f"slide '{slides['aligned']}'"
+    with pytest.warns(UserWarning, match=r"aligned.tiff': asked for 100 random tissue tiles but only 12 exist"):
+        got = tiling.sample_tiles(tissue, 100, 0, name)
+    assert got == tissue
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tiling.sample_tiles(tissue, 12, 0, name) == tissue
+    assert outside == []
+    with pytest.warns(UserWarning, match="only 0 exist"):
+        assert tiling.sample_tiles(outside, 1, 0, name) == []
+    for bad in ({"n": -1, "seed": 0}, {"n": 2.0, "seed": 0}, {"n": 2, "seed": -1}, {"n": 2, "seed": "x"}):
+        with pytest.raises(InputError, match="aligned.tiff"):
+            tiling.sample_tiles(tissue, name=name, **bad)
 
 
 # --------------------------------------------------------------------------

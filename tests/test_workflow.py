@@ -12,11 +12,14 @@ import pytest
 import yaml
 
 import slidegrad as sg
-from slidegrad import workflow as sgw
+from slidegrad.config import parse_methods
+from slidegrad.jobs import select_tiles
+from slidegrad.planning import build_plan
+from slidegrad.tables import read_tile_table
 
 from slidegrad.slide import write_pyramidal_tiff
 
-from .conftest import REPO, run_snakemake, write_model_dir, write_test_slide
+from .conftest import REPO, result_files, run_snakemake, write_model_dir, write_test_slide
 
 APERIO = "Aperio Image Library v12.0.0\n2048x1536 [0,0 2048x1536] (256x256) JPEG/RGB Q=90|AppMag = 20|MPP = 0.5"
 
@@ -67,9 +70,9 @@ def test_plan_expands_slides_tiles_methods_and_chunks(tmp_path, slide_path, mode
     tiles = [{"slide": "s1", "x": x, "y": 0} for x in (0, 128, 256, 384, 512)]
     root = make_project(tmp_path, slide_path, model_dir, tiles + [tiles[0]])
     monkeypatch.chdir(root)
-    plan = sgw.build_plan(_load_config(root))
-    assert [t.name for t in plan.tiles["s1"]] == ["x0_y0", "x128_y0", "x256_y0", "x384_y0", "x512_y0"]
-    assert [len(c.tiles) for c in plan.chunks] == [2, 2, 1]
+    plan = build_plan(_load_config(root))
+    assert plan.locations.by_slide["s1"] == [(0, 0), (128, 0), (256, 0), (384, 0), (512, 0)]
+    assert plan.static_chunks("s1") == ["chunk0000", "chunk0001", "chunk0002"]
     assert plan.method_ids == [
         "vanilla", "vanilla_smooth", "integrated_gradients", "guided_integrated_gradients",
         "blur_integrated_gradients", "xrai", "gradcam",
@@ -83,9 +86,11 @@ def test_plan_expands_slides_tiles_methods_and_chunks(tmp_path, slide_path, mode
 def test_grid_col_row_become_level0_coordinates(tmp_path, slide_path, model_dir, monkeypatch):
     root = make_project(tmp_path, slide_path, model_dir, [{"slide": "s1", "col": 3, "row": 2}], stride_div=2)
     monkeypatch.chdir(root)
-    plan = sgw.build_plan(_load_config(root))
+    plan = build_plan(_load_config(root))
+    assert plan.tiles_params("s1")["locations"] == [[3, 2]]  # no slide is opened to plan
+    select_tiles(slide_path, "t.csv", "t", plan.tiles_params("s1"), str(model_dir))
     # tile_um 64 at 0.5 µm/px = 128 px extract; stride_div 2 → 64 px stride
-    assert plan.tiles["s1"][0].name == "x192_y128"
+    assert [row["tile"] for row in read_tile_table("t.csv")] == ["x192_y128"]
 
 
 @pytest.mark.parametrize(
@@ -107,7 +112,7 @@ def test_config_errors_name_the_field(tmp_path, slide_path, model_dir, monkeypat
     monkeypatch.chdir(root)
     config = {**_load_config(root), **change}
     with pytest.raises(sg.InputError, match=message) as err:
-        sgw.build_plan(config)
+        build_plan(config)
     assert "\n" not in str(err.value)
 
 
@@ -129,7 +134,7 @@ def test_table_errors_name_file_and_line(tmp_path, slide_path, model_dir, monkey
         _write_csv(root / "samples.csv", samples)
     monkeypatch.chdir(root)
     with pytest.raises(sg.InputError, match=message) as err:
-        sgw.build_plan(_load_config(root))
+        build_plan(_load_config(root))
     assert "\n" not in str(err.value)
 
 
@@ -158,7 +163,7 @@ def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
     names = ["x0_y0", "x640_y384"]
     model = sg.load_model(model_dir)
 
-    table = sgw.read_tile_table(root / "results/tiles/s1.csv")
+    table = read_tile_table(root / "results/tiles/s1.csv")
     assert [(r["tile"], r["x"], r["y"], r["chunk"]) for r in table] == [
         ("x0_y0", "0", "0", "chunk0000"), ("x640_y384", "640", "384", "chunk0000"),
     ]  # fmt: skip
@@ -170,7 +175,7 @@ def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
     with sg.WSI(slide_path, 64, 64) as wsi:
         np.testing.assert_array_equal(tile, wsi.read(0, 0))
 
-    ids = sgw.parse_methods(FAST_METHODS)
+    ids = parse_methods(FAST_METHODS)
     for spec in ids:
         for name in names:
             mask = np.load(str(chunk).format("masks", spec.id, name, ".npy"))
@@ -196,9 +201,28 @@ def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
     assert {r["model_sha256"] for r in rows} == {model.sha256}
     meta = json.loads(Path(str(chunk).format("masks", "vanilla", "x0_y0", ".json")).read_text())
     assert rows[0]["class_label"] == meta["class_label"] == model.outcome_labels[meta["class_idx"]]
+    # provenance: how the tile was read (64 µm at 0.5 µm/px = 128 px, read from the 2× level) and what ran
+    from importlib.metadata import version
+
+    expected = {
+        "tile_px": 64, "tile_um": 64, "mpp": 0.5, "level": 1, "extract_px": 128, "engine": "native",
+        "device": "cpu", "slidegrad_version": sg.__version__, "framework": "torch",
+        "framework_version": version("torch"), "pair_version": version("saliency"),
+    }  # fmt: skip
+    for spec in ids:
+        for name in names:
+            sidecar = json.loads(Path(str(chunk).format("masks", spec.id, name, ".json")).read_text())
+            assert {key: sidecar[key] for key in expected} == expected, spec.id
+            assert sidecar["gradcam_layer"] == ("features.3" if spec.name == "gradcam" else None)
+    for row in rows:
+        assert {key: row[key] for key in expected} == {key: str(value) for key, value in expected.items()}
+        assert row["gradcam_layer"] == ("features.3" if row["method"] == "gradcam" else "")
+    assert {r["tile_px"] for r in table} == {"64"} and {r["extract_px"] for r in table} == {"128"}
+    log = (root / "results/logs/masks/s1/chunk0000/integrated_gradients.log").read_text()
+    assert "integrated_gradients: 2/2 tiles" in log and "s/tile" in log  # progress, through logging
     assert (root / "results/figures/s1.pdf").read_bytes().startswith(b"%PDF")
     assert (root / "results/figures/s1.png").exists()
-    assert (root / "benchmarks/masks/s1/chunk0000/vanilla.tsv").exists()
+    assert (root / "results/benchmarks/masks/s1/chunk0000/vanilla.tsv").exists()
 
     # nothing left to do; a forced rerun of the summary is byte-identical
     again = run_snakemake(root, "-n")
@@ -290,5 +314,7 @@ def test_bad_input_fails_cleanly(tmp_path, ihc, slide_path, model_dir, case):
     assert result.returncode != 0
     assert re.search(BAD_CASES[case], output), output[-3000:]
     assert "Traceback" not in output
-    results = root / "results" / FAILS_IN.get(case, "")
-    assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]
+    assert not result_files(root, FAILS_IN.get(case, ""))
+    failed_logs = [p.read_text() for p in (root / "results/logs").rglob("*.log") if "slidegrad: error" in p.read_text()]
+    assert len(failed_logs) == ("Error in rule" in output)  # a job that failed left its log, which says why
+    assert all(re.search(BAD_CASES[case], log) for log in failed_logs)

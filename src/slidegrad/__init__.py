@@ -23,10 +23,13 @@ _LAZY = {
     "SaliencyMap": ("saliency", "SaliencyMap"),
     "load_model": ("model", "load_model"),
     "get_preprocess_fn": ("model", "get_preprocess_fn"),
-    "LoadedModel": ("model", "LoadedModel"),
+    "LoadedModel": ("model_files", "LoadedModel"),
     "METHODS": ("methods", "METHODS"),
 }
-_SUBMODULES = {"plot", "slide", "model", "methods", "saliency", "demo", "workflow", "jobs", "backends", "engines"}
+_SUBMODULES = {
+    "plot", "slide", "model", "methods", "saliency", "demo", "config", "tables", "layout", "planning", "jobs",
+    "progress", "files", "devices", "backends", "engines",
+}  # fmt: skip
 
 __all__ = ["InputError", "SlidegradError", *_LAZY, *sorted(_SUBMODULES)]
 

@@ -1,32 +1,40 @@
-"""What each workflow rule does, as plain functions over paths (scripts only glue).
+"""What each workflow rule does, as plain functions over paths and the rule's params
+(scripts only glue).  Every job logs through :mod:`slidegrad.progress`.
 
-Masks are ``(H, W)`` float32 ``.npy`` files in [0, 1]; each has a ``.json``
-sidecar with the class explained, the model's probabilities and the method's
-parameters, which the summary and figure rules read.
+Masks are ``(H, W)`` float32 ``.npy`` files in [0, 1]; each has a ``.json`` sidecar
+with the class explained, the model's probabilities, the method's parameters and
+the provenance of the tile and the run (geometry, engine, Grad-CAM layer, versions),
+which the summary and figure rules read.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
+from .config import MethodSpec
 from .errors import check, nonfinite_tiles
-from .workflow import Layout, MethodSpec, Tile, model_options, read_tile_table, tile_geometry, write_csv
+from .files import write_csv, write_text
+from .layout import Layout
+from .planning import geometry_mismatches, resolve_geometry
+from .progress import LOGGER, Progress
+from .tables import GEOMETRY_COLUMNS, Tile, read_tile_table, row_geometry, write_tile_table
 
+PROVENANCE_COLUMNS = [
+    *GEOMETRY_COLUMNS, "engine", "device", "gradcam_layer", "slidegrad_version", "framework", "framework_version",
+    "pair_version",
+]  # fmt: skip
 SUMMARY_COLUMNS = [
     "slide", "tile", "x", "y", "method", "class_idx", "class_label", "probability",
     "mask_mean", "mask_max", "top10_mass", "selected_for", "selection_score", "mask", "model_sha256",
-    "method_params",
+    "method_params", *PROVENANCE_COLUMNS,
 ]  # fmt: skip
-
-
-def _mkparents(paths: Sequence[str | Path]) -> None:
-    for parent in {Path(p).parent for p in paths}:
-        parent.mkdir(parents=True, exist_ok=True)
 
 
 def read_png(path: str | Path) -> np.ndarray:
@@ -38,81 +46,181 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     Image.fromarray(image).save(path, format="PNG", optimize=False)
 
 
+def software_versions(framework: str) -> dict[str, str]:
+    """Versions of slidegrad, the model's framework (``torch`` or ``tensorflow``) and PAIR's ``saliency``."""
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return ""
+
+    return {
+        "slidegrad_version": version("slidegrad"),
+        "framework": framework,
+        "framework_version": version(framework),
+        "pair_version": version("saliency"),
+    }
+
+
+def _framework_sees_gpu(framework: str) -> bool:
+    """Whether ``torch`` / ``tensorflow`` (imported already: the model is loaded) can use a CUDA GPU."""
+    if framework == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _claim_device(device: str, lock_dir: str | None, framework: str) -> tuple[str, Any]:
+    """The device this job runs on: its own GPU when it runs on CUDA (see :mod:`slidegrad.devices`);
+    ``auto`` is the CPU where the framework can use no GPU (e.g. a GPU it was given is not CUDA's)."""
+    from .devices import job_device
+
+    if device == "auto" and not _framework_sees_gpu(framework):
+        device = "cpu"
+    chosen, handle = job_device(device, lock_dir or ".")
+    LOGGER.info("device: %s", chosen)
+    return chosen, handle
+
+
 # -- tiles -------------------------------------------------------------------------
-def select_tiles(config: dict[str, Any], slide: str, table_path: str, tile_dir: str) -> None:
-    """Choose one slide's tiles by ``tiles.mode``; write its tile table and ``{tile_dir}/{tile}.png``.
+def select_tiles(
+    source: str,
+    table_path: str,
+    tile_dir: str,
+    params: dict[str, Any],
+    model_path: str | None = None,
+    threads: int = 1,
+    device: str = "auto",
+    memory_budget_mb: int | None = None,
+    lock_dir: str | None = None,
+) -> None:
+    """Choose one slide's tiles; write its tile table and ``{tile_dir}/{tile}.png``.
 
-    ``table``/``tfrecords``: the configured table's rows (each checked: inside the slide, or
-    stored in the ``.tfrecords`` file); ``grid``: every tissue tile (see
-    :func:`slidegrad.tiling.tissue_tiles`); ``random``: ``n`` of them, seeded; ``top_k``: the
-    ``k`` most confident tissue tiles per class, scored by the model.  No tiles is an error.
-    The slide is opened once; PNGs are ``tile_px`` square uint8 RGB.
+    ``params`` (:meth:`slidegrad.planning.Plan.tiles_params`): ``mode``, the geometry
+    (``tile_px``, ``tile_um``, ``stride_div``, ``mpp``; ``None`` tile_px/tile_um: the model's
+    ``params.json``), ``tiles_per_job``, and per mode: ``table``/``tfrecords`` the table's
+    ``locations`` (``grid``: col,row); ``grid``/``random``/``top_k`` ``min_tissue``, ``roi``,
+    ``n``, ``seed``, ``k`` and the model's load options.  ``model_path``: the model, for top_k
+    and where tile_px/tile_um come from its ``params.json`` (else ``None``).  Every location is
+    checked before anything is written; no tiles is an error.  PNGs are ``tile_px`` square uint8 RGB.
     """
-    from .workflow import build_plan, write_tile_table
-
-    plan = build_plan(config)
-    info = plan.slides[slide]
-    tile_px, tile_um = tile_geometry(plan.config)
-    out = Path(tile_dir)
-    if plan.selection["mode"] == "tfrecords":
+    tile_px, tile_um = resolve_geometry(params["tile_px"], params["tile_um"], model_path)
+    for line in geometry_mismatches(params["tile_px"], params["tile_um"], model_path) if model_path else []:
+        LOGGER.warning(line)
+    slide, mode, out = params["slide"], params["mode"], Path(tile_dir)
+    if mode == "tfrecords":
         from .tfrecords import TFRecordTiles
 
-        tiles, records = plan.tiles[slide], TFRecordTiles(info.path)
+        records = TFRecordTiles(source)
+        tiles = [Tile(slide, x, y) for x, y in params["locations"]]
         for tile in tiles:  # every location, before anything is written
             records.check(tile.x, tile.y)
-        out.mkdir(parents=True, exist_ok=True)
-        for tile in tiles:  # one tile in memory at a time
-            image = records.read(tile.x, tile.y)
-            check(
-                image.shape[:2] == (tile_px, tile_px),
-                f"'{info.path}': tile at loc_x={tile.x}, loc_y={tile.y} is {image.shape[1]}×{image.shape[0]} px; "
-                f"expected tile_px={tile_px}",
-            )
-            write_png(out / f"{tile.name}.png", image)
+        mpp = params["mpp"]
+        geometry = {"tile_px": tile_px, "tile_um": tile_um, "mpp": mpp, "level": None,
+                    "extract_px": round(float(tile_um) / mpp) if mpp and not isinstance(tile_um, str) else None}  # fmt: skip
+        LOGGER.info("slide %s: %d tiles from '%s'", slide, len(tiles), source)
+        _write_tiles(out, tiles, lambda t: _record_tile(records, t, tile_px, source))
     else:
         from .slide import WSI
 
-        with WSI(info.path, tile_px, tile_um, stride_div=plan.config["stride_div"], mpp=info.mpp) as wsi:
-            tiles = plan.tiles[slide] if not plan.dynamic else _choose(plan, slide, wsi)
+        with WSI(source, tile_px, tile_um, stride_div=params["stride_div"], mpp=params["mpp"]) as wsi:
+            geometry = {"tile_px": tile_px, "tile_um": tile_um, "mpp": wsi.mpp, "level": wsi.level,
+                        "extract_px": wsi.extract_px}  # fmt: skip
+            LOGGER.info(
+                "slide %s: tile_px %d, tile_um %s, %s µm/px, level %d, %d px at level 0",
+                slide, tile_px, tile_um, wsi.mpp, wsi.level, wsi.extract_px,
+            )  # fmt: skip
+            if mode in ("table", "tfrecords"):
+                tiles = _table_tiles(wsi, params)
+            else:
+                tiles = _choose(wsi, params, model_path, threads, device, memory_budget_mb, lock_dir)
             for tile in tiles:
                 wsi.check_tile(tile.x, tile.y)
-            out.mkdir(parents=True, exist_ok=True)
-            for tile in tiles:
-                write_png(out / f"{tile.name}.png", wsi.read(tile.x, tile.y))
-    write_tile_table(table_path, tiles, plan.config["tiles_per_job"])
+            _write_tiles(out, tiles, lambda t: wsi.read(t.x, t.y))
+    write_tile_table(table_path, tiles, params["tiles_per_job"], geometry)
 
 
-def _choose(plan: Any, slide: str, wsi: Any) -> list[Tile]:
+def _write_tiles(out: Path, tiles: list[Tile], read: Any) -> None:
+    """``{out}/{tile}.png`` for every tile, one in memory at a time, logging progress."""
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress("writing tiles", len(tiles))
+    for i, tile in enumerate(tiles, start=1):
+        write_png(out / f"{tile.name}.png", read(tile))
+        progress(i)
+
+
+def _record_tile(records: Any, tile: Tile, tile_px: int, source: str) -> np.ndarray:
+    image = records.read(tile.x, tile.y)
+    check(
+        image.shape[:2] == (tile_px, tile_px),
+        f"'{source}': tile at loc_x={tile.x}, loc_y={tile.y} is {image.shape[1]}×{image.shape[0]} px; "
+        f"expected tile_px={tile_px}",
+    )
+    return image
+
+
+def _table_tiles(wsi: Any, params: dict[str, Any]) -> list[Tile]:
+    """The table's tiles for this slide; grid ``col,row`` checked against the slide's grid and turned into x,y."""
+    slide, locations = params["slide"], params["locations"]
+    if not params["grid"]:
+        return [Tile(slide, x, y) for x, y in locations]
+    n_cols, n_rows = wsi.grid_shape
+    for col, row in locations:
+        check(
+            col < n_cols and row < n_rows,
+            f"tile table '{params['table']}': tile col={col}, row={row} lies outside the grid of slide "
+            f"{slide!r} ({n_cols} cols x {n_rows} rows)",
+        )
+    return [Tile(slide, *wsi.grid_to_xy(col, row)) for col, row in locations]
+
+
+def _choose(
+    wsi: Any,
+    params: dict[str, Any],
+    model_path: str,
+    threads: int,
+    device: str,
+    memory_budget_mb: int | None,
+    lock_dir: str | None,
+) -> list[Tile]:
     """grid / random / top_k: tissue tiles of the slide (inside its roi), as the mode picks them."""
     from . import tiling
 
-    selection, info = plan.selection, plan.slides[slide]
-    roi = info.roi or selection["roi"]
-    coords = tiling.tissue_tiles(wsi, roi=roi, min_tissue=selection["min_tissue"])
-    where = f"slide '{info.path}'" + (f" in roi {list(roi)}" if roi else "")
+    slide, roi = params["slide"], params["roi"]
+    coords = tiling.tissue_tiles(wsi, roi=roi, min_tissue=params["min_tissue"])
+    where = f"slide '{wsi.path}'" + (f" in roi {list(roi)}" if roi else "")
     check(
         bool(coords),
         f"{where}: no tissue tiles (Otsu on the thumbnail's saturation found none with "
-        f"min_tissue={selection['min_tissue']}); nothing to explain",
+        f"min_tissue={params['min_tissue']}); nothing to explain",
     )
-    if selection["mode"] == "random":
-        coords = tiling.sample_tiles(coords, selection["n"], selection["seed"], f"slide '{info.path}'")
-    if selection["mode"] != "top_k":
+    LOGGER.info("slide %s: %d tissue tiles (min_tissue %s)", slide, len(coords), params["min_tissue"])
+    if params["mode"] == "random":
+        coords = tiling.sample_tiles(coords, params["n"], params["seed"], f"slide '{wsi.path}'")
+    if params["mode"] != "top_k":
         return [Tile(slide, x, y) for x, y in coords]
-    from .model import get_preprocess_fn, load_model
+    from .model import detect_backend, get_preprocess_fn, load_model, read_params
     from .saliency import SaliencyMap
 
-    config = plan.config
-    set_threads(plan.backend, config["threads"])
-    model = load_model(config["model"]["path"], **model_options(config))
-    budget = config["memory_budget_mb"] * (1 << 20) if config["memory_budget_mb"] else None
-    backend = SaliencyMap(model, device=config["device"], memory_budget=budget).backend
+    set_threads(detect_backend(Path(model_path), read_params(model_path)), threads)
+    model = load_model(model_path, **params["model_options"])
+    chosen, _lock = _claim_device(device, lock_dir, model.backend)
+    budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
+    backend = SaliencyMap(model, device=chosen, memory_budget=budget).backend
+    LOGGER.info("top_k: scoring %d tissue tiles with model '%s'", len(coords), model_path)
+    start = time.monotonic()
     probs = tiling.score_tiles(backend, wsi, coords, get_preprocess_fn(model), memory_budget=budget)
+    seconds = time.monotonic() - start
+    LOGGER.info("top_k: scored %d tiles in %.1f s (%.3f s/tile)", len(coords), seconds, seconds / len(coords))
     bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
     if bad.size:
         names = [Tile(slide, *coords[i]).name for i in bad]
-        raise nonfinite_tiles(config["model"]["path"], "outputs are", slide, names)
-    rows = tiling.top_k_tiles(coords, probs, selection["k"], labels=model.outcome_labels)
+        raise nonfinite_tiles(model_path, "outputs are", slide, names)
+    rows = tiling.top_k_tiles(coords, probs, params["k"], labels=model.outcome_labels)
     return [Tile(slide, r["x"], r["y"], r["class_idx"], r["label"], r["score"]) for r in rows]
 
 
@@ -144,14 +252,16 @@ def run_mask_job(
     memory_budget_mb: int | None = None,
     save_raw: bool = False,
     load_options: dict[str, Any] | None = None,
+    lock_dir: str | None = None,
 ) -> None:
     """Load the model once, compute ``method`` for every tile of ``chunk``, write into ``out_dir``.
 
     ``load_options``: :func:`~slidegrad.model.load_model` keywords (preprocessing, architecture, allow_pickle,
-    tile_px).  NaN or inf model outputs or attributions are an error naming the slide, tiles and model.
+    tile_px).  On CUDA the job takes a GPU of its own (lock files in ``lock_dir``).  NaN or inf model
+    outputs or attributions are an error naming the slide, tiles and model.
 
     Per tile: ``{tile}.npy`` (``(H, W)`` float32 in [0, 1]), ``{tile}.json`` (class, probabilities,
-    method parameters, model hash) and, with ``save_raw``, ``{tile}.raw.npy``.
+    method parameters, model hash, provenance) and, with ``save_raw``, ``{tile}.raw.npy``.
     """
     from .model import detect_backend, get_preprocess_fn, load_model, read_params
     from .saliency import NonFiniteError, SaliencyMap
@@ -171,16 +281,23 @@ def run_mask_job(
         )
     batch = get_preprocess_fn(model)(images)
     budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
-    sal = SaliencyMap(model, class_idx=class_idx, device=device, engine=engine, memory_budget=budget)
+    chosen, _lock = _claim_device(device, lock_dir, model.backend)
+    sal = SaliencyMap(model, class_idx=class_idx, device=chosen, engine=engine, memory_budget=budget)
+    layer = sal.backend.gradcam_layer(method.params.get("layer")) if method.name == "gradcam" else None
+    LOGGER.info("%s (%s engine%s) on %s: %s", method.id, engine, f", layer {layer}" if layer else "", chunk, method.params)
     try:
         probabilities = sal.probabilities(batch)
         classes = sal.resolve_classes(batch, probabilities=probabilities)
-        masks, raws = sal.attributions(batch, method.name, class_idx=classes, smooth=method.smooth, **method.params)
+        progress = Progress(method.id, len(names))
+        masks, raws = sal.attributions(
+            batch, method.name, class_idx=classes, smooth=method.smooth, progress=progress, **method.params
+        )
     except NonFiniteError as err:
         raise nonfinite_tiles(model_path, err.what, rows[0]["slide"], [names[i] for i in err.indices]) from None
+    provenance = {"engine": engine, "device": chosen, "gradcam_layer": layer, **software_versions(model.backend)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(names):
+    for i, (row, name) in enumerate(zip(rows, names)):
         np.save(out / f"{name}.npy", masks[i])
         if save_raw:
             np.save(out / f"{name}.raw.npy", raws[i])
@@ -191,7 +308,6 @@ def run_mask_job(
             "method_name": method.name,
             "smooth": method.smooth,
             "params": method.params,
-            "engine": engine,
             "backend": model.backend,
             "class_idx": k,
             "class_label": model.outcome_labels[k],
@@ -199,8 +315,10 @@ def run_mask_job(
             "probabilities": [float(p) for p in probabilities[i]],
             "outcome_labels": model.outcome_labels,
             "model_sha256": model.sha256,
+            **row_geometry(row),
+            **provenance,
         }
-        (out / f"{name}.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        write_text(out / f"{name}.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
 # -- overlays ------------------------------------------------------------------------
@@ -221,6 +339,7 @@ def write_overlays(
             overlay = plot.overlay(read_png(Path(tile_dir) / f"{name}.png"), mask)
             write_png(Path(overlay_dir) / method_id / f"{name}.png", overlay)
             write_png(Path(heatmap_dir) / method_id / f"{name}.png", plot.inferno(mask))
+    LOGGER.info("%s: overlays and heatmaps of %d tiles × %d methods", chunk, len(rows), len(mask_dirs))
 
 
 # -- summary -------------------------------------------------------------------------
@@ -237,6 +356,8 @@ def mask_stats(mask: np.ndarray) -> dict[str, float]:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
@@ -246,7 +367,7 @@ def mask_file(layout: Layout, row: dict[str, str], method_id: str, ext: str = ".
 
 
 def write_summary(table_paths: Sequence[str], outdir: str, method_ids: Sequence[str], out_path: str) -> None:
-    """One CSV row per (slide, tile, method), in tile-table then method order.
+    """One CSV row per (slide, tile, method), in tile-table then method order, with each mask's provenance.
 
     Numbers are written with 6 decimals, so reruns are byte-identical.
     """
@@ -263,9 +384,11 @@ def write_summary(table_paths: Sequence[str], outdir: str, method_ids: Sequence[
                     "probability": meta["probability"], **mask_stats(np.load(mask_path)),
                     "selected_for": tile["label"], "selection_score": tile["score"], "mask": str(mask_path),
                     "model_sha256": meta["model_sha256"], "method_params": json.dumps(meta["params"], sort_keys=True),
+                    **{key: "" if meta.get(key) is None else str(meta[key]) for key in PROVENANCE_COLUMNS},
                 }  # fmt: skip
                 rows.append({k: _fmt(v) for k, v in row.items()})
     write_csv(out_path, SUMMARY_COLUMNS, rows)
+    LOGGER.info("summary: %d rows", len(rows))
 
 
 # -- figure --------------------------------------------------------------------------
@@ -300,6 +423,7 @@ def write_figure(
         meta = json.loads(mask_file(layout, row, method_ids[0], ".json").read_text())
         labels.append(f"{row['tile']}\n{meta['class_label']}\np = {meta['probability']:.3f}")
     fig = plot.comparison_figure(images, masks, labels, title=f"slide {slide}")
-    _mkparents(out_paths)
     for path in out_paths:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         plot.save_figure(fig, path)
+    LOGGER.info("figure of slide %s: %d tiles × %d methods", slide, len(rows), len(method_ids))

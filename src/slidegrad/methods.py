@@ -1,4 +1,11 @@
-"""The saliency methods slidegrad offers, their defaults and how their maps are normalized.
+"""The saliency methods slidegrad offers: one declaration each, their defaults and normalization.
+
+A method is declared once, as a :class:`Method` in :data:`METHODS`; the rest
+follows from that declaration: ``SaliencyMap.<name>`` (signature and docstring
+from the defaults), the native engine's dispatch (:attr:`Method.native`), PAIR's
+call (:class:`PairCall`, read by :mod:`slidegrad.engines.pair`), figure titles,
+the config entry's JSON schema (:func:`method_schema`) and the parameter checks
+(:func:`resolve_params`; types and ranges in :data:`PARAMS`).
 
 Defaults follow Slideflow's ``slideflow.grad.SaliencyMap`` (which calls PAIR's
 ``saliency.core``); PAIR's own defaults apply where Slideflow sets none.
@@ -9,27 +16,63 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from .errors import InputError, check, is_int
 
+ENGINES = ("native", "pair")
+"""The engines that compute attributions (:mod:`slidegrad.engines`)."""
+
+KINDS = ("gradient", "xrai", "gradcam")
+"""Kinds of raw map; each has its normalization (:func:`normalize`)."""
+
+
+@dataclass(frozen=True)
+class PairCall:
+    """How PAIR's ``saliency.core`` computes a method (interpreted by :mod:`slidegrad.engines.pair`).
+
+    ``cls``: the ``saliency.core`` class whose ``GetMask`` / ``GetSmoothedMask`` is called;
+    ``params``: method parameters passed to it as keywords of the same name;
+    ``extra``: fixed keywords; ``hook``: keywords built from PAIR objects or the image —
+    ``"black_baseline"``: ``x_baseline`` of zeros; ``"xrai_parameters"``:
+    ``extra_parameters=XRAIParameters(steps=steps, algorithm=method.algorithm)``.
+    """
+
+    cls: str
+    params: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    hook: str | None = None
+
 
 @dataclass(frozen=True)
 class Method:
-    """One attribution method.
+    """One attribution method, declared once.
 
     ``kind`` decides normalization: ``gradient`` maps are ``(H, W, C)`` and are
     reduced with :func:`grayscale_p99`; ``xrai`` maps are ``(H, W)`` region
     scores (:func:`xrai_p99`); ``gradcam`` maps are ``(H, W)`` in [0, 1]
     (:func:`max_scaled`).
+
+    ``title``: figure column title (``"IG"``).  ``description``: one line, the
+    docstring of ``SaliencyMap.<name>``.  ``native``: the
+    :class:`~slidegrad.engines.native.NativeEngine` method computing it.  ``pair``:
+    how PAIR computes it.  ``defaults``: parameter → default, in signature order
+    (types and ranges in :data:`PARAMS`).  ``smoothable``: takes ``smooth=True``
+    (SmoothGrad).  ``algorithm``: a variant the native function and PAIR read
+    (XRAI's region selection: ``"full"`` or ``"fast"``).
     """
 
     name: str
     kind: str
+    title: str
+    description: str
+    native: str
+    pair: PairCall
     defaults: dict[str, Any] = field(default_factory=dict)
     smoothable: bool = True
+    algorithm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,7 +81,8 @@ class Param:
 
     ``kind``: ``int``, ``float`` (an int is accepted too), ``bool`` or ``layer`` (a
     string or ``None``); bools are never numbers.  ``low``/``high`` bound numbers,
-    inclusively unless ``low_open``/``high_open``.
+    inclusively unless ``low_open``/``high_open``.  ``engine``: the only engine whose
+    result it can change (``None``: every engine).
     """
 
     kind: str
@@ -46,6 +90,7 @@ class Param:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    engine: str | None = None
 
     def describe(self) -> str:
         """What is expected, e.g. ``an integer ≥ 1`` or ``a number > 0 and ≤ 1``."""
@@ -78,10 +123,21 @@ class Param:
         """``value`` as a plain Python ``int``/``float``/``bool`` (JSON-safe), kept as is otherwise."""
         return {"int": int, "float": float, "bool": bool}.get(self.kind, lambda v: v)(value)
 
+    def schema(self) -> dict[str, Any]:
+        """JSON schema (draft 2020-12) of a value: its type and bounds."""
+        if self.kind in ("bool", "layer"):
+            return {"type": "boolean" if self.kind == "bool" else ["string", "null"]}
+        out: dict[str, Any] = {"type": "integer" if self.kind == "int" else "number"}
+        if self.low is not None:
+            out["exclusiveMinimum" if self.low_open else "minimum"] = self.low
+        if self.high is not None:
+            out["exclusiveMaximum" if self.high_open else "maximum"] = self.high
+        return out
+
 
 PARAMS: dict[str, Param] = {
     "x_steps": Param("int", 1),
-    "batch_size": Param("int", 1),
+    "batch_size": Param("int", 1, engine="pair"),  # PAIR's model-call batch; native batches by memory budget
     "max_dist": Param("float", 0, 1),
     "fraction": Param("float", 0, 1, low_open=True),
     "max_sigma": Param("float", 0, low_open=True),
@@ -97,43 +153,84 @@ PARAMS: dict[str, Param] = {
 """Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 
 SMOOTH_DEFAULTS: dict[str, Any] = {"stdev_spread": 0.15, "nsamples": 25, "magnitude": True, "seed": 0}
+"""SmoothGrad's parameters (any method with ``smooth=True``): PAIR's noise, Slideflow's sample count."""
 
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("vanilla", "gradient"),
-        Method("integrated_gradients", "gradient", {"x_steps": 25, "batch_size": 20}),
-        Method(
-            "guided_integrated_gradients",
-            "gradient",
-            {"x_steps": 25, "max_dist": 1.0, "fraction": 0.5},
-        ),
-        Method(
-            "blur_integrated_gradients",
-            "gradient",
-            {"batch_size": 20, "max_sigma": 50.0, "steps": 100, "grad_step": 0.01, "sqrt": False},
-        ),
-        Method("xrai", "xrai", {"batch_size": 20, "steps": 100}, smoothable=False),
-        Method("xrai_fast", "xrai", {"batch_size": 20, "steps": 100}, smoothable=False),
-        Method("gradcam", "gradcam", {"layer": None}),
-    )
-}
+METHODS: dict[str, Method] = {}
+"""Every method by name, in the order of figure columns and :meth:`SaliencyMap.all`; see :func:`register`."""
 
 
-TITLES = {
-    "vanilla": "Gradient",
-    "integrated_gradients": "IG",
-    "guided_integrated_gradients": "Guided IG",
-    "blur_integrated_gradients": "Blur IG",
-    "xrai": "XRAI",
-    "xrai_fast": "XRAI (fast)",
-    "gradcam": "Grad-CAM",
-}
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS`; its declaration is all slidegrad needs.
+
+    ``SaliencyMap.<name>``, config entries, the schema and figure titles follow.  The
+    engines must be able to compute it: ``method.native`` names a ``NativeEngine``
+    method and ``method.pair`` a ``saliency.core`` class (or the method runs on one engine only).
+    """
+    where = f"method {method.name}"
+    check(method.name.isidentifier(), f"{where}: a method name must be a Python identifier")
+    check(method.name not in METHODS, f"{where}: already registered")
+    check(method.kind in KINDS, f"{where}: kind {method.kind!r} is not one of {', '.join(KINDS)}")
+    unknown = sorted(set(method.defaults) - set(PARAMS))
+    check(not unknown, f"{where}: parameter(s) {', '.join(unknown)} are not in PARAMS")
+    for key, value in method.defaults.items():
+        check(PARAMS[key].accepts(value), f"{where}: default {key}={value!r} is not {PARAMS[key].describe()}")
+    extra = sorted(set(method.pair.params) - set(method.defaults))
+    check(not extra, f"{where}: PAIR keywords {', '.join(extra)} are not parameters of the method")
+    METHODS[method.name] = method
+    return method
+
+
+_BLACK_IG = PairCall("IntegratedGradients", ("x_steps", "batch_size"), hook="black_baseline")
+_XRAI = PairCall("XRAI", ("batch_size",), hook="xrai_parameters")
+for _method in (
+    Method(
+        "vanilla", "gradient", "Gradient",
+        "Gradient of the class logit with respect to the input.",
+        native="vanilla", pair=PairCall("GradientSaliency"),
+    ),
+    Method(
+        "integrated_gradients", "gradient", "IG",
+        "Integrated gradients from a black (zero) baseline.",
+        native="integrated_gradients", pair=_BLACK_IG, defaults={"x_steps": 25, "batch_size": 20},
+    ),
+    Method(
+        "guided_integrated_gradients", "gradient", "Guided IG",
+        "Guided integrated gradients (Kapishnikov et al. 2021) from a black baseline.",
+        native="guided_integrated_gradients",
+        pair=PairCall("GuidedIG", ("x_steps", "max_dist", "fraction"), hook="black_baseline"),
+        defaults={"x_steps": 25, "max_dist": 1.0, "fraction": 0.5},
+    ),
+    Method(
+        "blur_integrated_gradients", "gradient", "Blur IG",
+        "Blur IG (Xu et al. 2020): integrated gradients along a path of Gaussian blurs.",
+        native="blur_integrated_gradients",
+        pair=PairCall("BlurIG", ("max_sigma", "steps", "grad_step", "sqrt", "batch_size")),
+        defaults={"batch_size": 20, "max_sigma": 50.0, "steps": 100, "grad_step": 0.01, "sqrt": False},
+    ),
+    Method(
+        "xrai", "xrai", "XRAI",
+        "XRAI (full algorithm): integrated gradients summed over Felzenszwalb regions, ranked greedily.",
+        native="xrai", pair=_XRAI, defaults={"batch_size": 20, "steps": 100}, smoothable=False, algorithm="full",
+    ),
+    Method(
+        "xrai_fast", "xrai", "XRAI (fast)",
+        "XRAI, fast algorithm: regions ranked once by their mean attribution.",
+        native="xrai", pair=_XRAI, defaults={"batch_size": 20, "steps": 100}, smoothable=False, algorithm="fast",
+    ),
+    Method(
+        "gradcam", "gradcam", "Grad-CAM",
+        "Grad-CAM on ``layer`` (``None``: the last convolutional layer), resized to the input.",
+        native="gradcam", pair=PairCall("GradCam", extra={"should_resize": True, "three_dims": True}),
+        defaults={"layer": None},
+    ),
+):  # fmt: skip
+    register(_method)
+del _method
 
 
 def title(name: str, smooth: bool = False) -> str:
     """Short column title for figures, e.g. ``"IG"``, ``"Gradient (smooth)"``."""
-    return TITLES.get(name, name) + (" (smooth)" if smooth else "")
+    return (METHODS[name].title if name in METHODS else name) + (" (smooth)" if smooth else "")
 
 
 def get_method(name: str) -> Method:
@@ -160,6 +257,54 @@ def resolve_params(method: Method, params: dict[str, Any], smooth: bool) -> dict
             raise InputError(f"method {method.name}: parameter {key!r} must be {spec.describe()}, got {value!r}")
         resolved[key] = spec.convert(value)
     return resolved
+
+
+def output_params(method: Method, params: dict[str, Any], engine: str) -> dict[str, Any]:
+    """The parameters of ``params`` (as :func:`resolve_params` gives them) that can change ``engine``'s result.
+
+    Drops those of another engine (:attr:`Param.engine`): ``batch_size`` only batches
+    PAIR's model calls, so the native engine (batched by memory budget) gives the same
+    maps for every ``batch_size``.
+    """
+    check(engine in ENGINES, f"engine: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    unknown = sorted(set(params) - set(method.defaults) - set(SMOOTH_DEFAULTS))
+    check(not unknown, f"method {method.name}: unknown parameter(s) {', '.join(unknown)}")
+    return {key: value for key, value in params.items() if PARAMS[key].engine in (None, engine)}
+
+
+def method_schema() -> dict[str, Any]:
+    """JSON schema (draft 2020-12) of one entry of the workflow config's ``methods:`` list.
+
+    A method name, or ``{name, id, smooth, <parameters>}`` with each parameter's type
+    and bounds from :data:`PARAMS` and its default where every method using it agrees.
+    Which parameters a method takes is left to :func:`resolve_params` (its messages name
+    the method).
+    """
+    names = list(METHODS)
+    properties: dict[str, Any] = {
+        "name": {"type": "string", "enum": names},
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": "output folder; default name[_smooth]"},
+        "smooth": {"type": "boolean", "default": False, "description": "SmoothGrad (not for XRAI)"},
+    }
+    for key, spec in PARAMS.items():
+        users = [m.name for m in METHODS.values() if key in m.defaults]
+        defaults = [m.defaults[key] for m in METHODS.values() if key in m.defaults]
+        if key in SMOOTH_DEFAULTS:
+            users.append("any with smooth: true")
+            defaults.append(SMOOTH_DEFAULTS[key])
+        entry = {**spec.schema(), "description": f"{spec.describe()}; {', '.join(users)}"}
+        if spec.engine is not None:
+            entry["description"] += f" ({spec.engine} engine only)"
+        if defaults and all(d == defaults[0] and type(d) is type(defaults[0]) for d in defaults):
+            entry["default"] = defaults[0]
+        properties[key] = entry
+    return {
+        "description": "a method name, or a mapping with its name, an id, smooth and parameters",
+        "oneOf": [
+            {"type": "string", "enum": names},
+            {"type": "object", "required": ["name"], "properties": properties},
+        ],
+    }
 
 
 def grayscale_p99(attr: np.ndarray, percentile: float = 99) -> np.ndarray:

@@ -42,49 +42,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import InputError, check, is_int
+from .model_files import (  # noqa: F401 - re-exported: slidegrad.model.LoadedModel, .PARAMS_FILE, ...
+    EXPORT_FILE,
+    KERAS_FILE,
+    PARAMS_FILE,
+    SAVED_MODEL_FILE,
+    TORCH_FILES,
+    TORCH_SUFFIXES,
+    TORCHSCRIPT_FILE,
+    WEIGHTS_FILE,
+    LoadedModel,
+)
 
-PARAMS_FILE = "params.json"
-WEIGHTS_FILE = "weights.pt"
-TORCHSCRIPT_FILE = "model.pt"
-EXPORT_FILE = "model.pt2"
-TORCH_FILES = (EXPORT_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE)  # looked for in a directory, in this order
-TORCH_SUFFIXES = (".pt2", ".pth", ".pt", ".zip")
-KERAS_FILE = "model.keras"
-SAVED_MODEL_FILE = "saved_model.pb"
 BACKENDS = ("torch", "tensorflow")
 DEFAULT_PREPROCESSING = {"torch": "scale", "tensorflow": "standardize"}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-@dataclass
-class LoadedModel:
-    """A model plus what slidegrad needs to know about it.
-
-    ``module`` maps a preprocessed batch to ``(N, K)`` class scores (torch:
-    ``(N, 3, H, W)``; Keras: ``(N, H, W, 3)``); ``outcome_labels`` has K names.
-    """
-
-    module: Any
-    backend: str
-    outcome_labels: list[str]
-    tile_px: int | None = None
-    tile_um: float | str | None = None
-    preprocessing: str = "scale"
-    path: Path | None = None
-    sha256: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.outcome_labels)
 
 
 def file_sha256(paths: list[Path]) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .backends import Backend, get_backend
-from .engines import Engine, make_engine
+from .engines import Engine, ProgressCallback, Request, make_engine
 from .errors import InputError, check, is_int, listed
-from .methods import METHODS, Method, get_method, normalize, resolve_params
+from .methods import METHODS, PARAMS, SMOOTH_DEFAULTS, Method, get_method, normalize, resolve_params
 from .model import LoadedModel
 
 
@@ -32,6 +33,10 @@ class SaliencyMap:
     ``engine``: ``native`` (batched on the model's device; default) or ``pair``
     (PAIR's reference, one tile at a time).  ``memory_budget`` (bytes) caps the
     native engine's model batches; ``None`` takes half the free device memory.
+
+    Every method of :data:`~slidegrad.methods.METHODS` is also a method here, named
+    as in Slideflow (``sal.integrated_gradients(img, x_steps=25)``), generated from its
+    declaration: the registry's defaults are its keyword defaults (:func:`method_wrapper`).
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class SaliencyMap:
         method: str,
         class_idx: Any = None,
         smooth: bool = False,
+        progress: ProgressCallback | None = None,
         **params: Any,
     ) -> tuple[np.ndarray, Any]:
         """Masks in [0, 1] and the raw attributions, shaped like the input.
@@ -123,12 +129,15 @@ class SaliencyMap:
         ``(N, H, W, 3)`` batch gives ``(N, H, W)`` masks and a list of N raw arrays.
         Raw arrays are PAIR's: ``(H, W, 3)`` for gradient methods, ``(H, W)`` for
         XRAI and Grad-CAM.
+
+        ``progress(tiles_done, tiles_total)`` is called as groups of tiles finish
+        (never decreasing; the last call is ``(N, N)``).
         """
         spec = get_method(method)
-        resolved = resolve_params(spec, params, smooth)
+        request = Request(spec, resolve_params(spec, params, smooth), smooth)
         batch = _as_batch(img)
         classes = self.resolve_classes(batch, class_idx)
-        raws = self.engine.attribute(batch.astype(np.float32, copy=False), classes, spec, resolved, smooth)
+        raws = self.engine.attribute(batch.astype(np.float32, copy=False), classes, request, progress=progress)
         masks = np.stack([normalize(spec, raw) for raw in raws]).astype(np.float32)
         if np.ndim(img) == 3:
             return masks[0], raws[0]
@@ -142,54 +151,75 @@ class SaliencyMap:
         """Every method's mask for ``img``."""
         return {name: self.get(img, name, **kwargs) for name in METHODS}
 
-    # -- Slideflow-named methods ---------------------------------------------------
-    def vanilla(self, img: np.ndarray, smooth: bool = False, **kwargs: Any) -> np.ndarray:
-        """Gradient of the class logit w.r.t. the input (SmoothGrad with ``smooth``)."""
-        return self.get(img, "vanilla", smooth=smooth, **kwargs)
+    # -- Slideflow-named methods: one per METHODS entry, generated below (method_wrapper) --
+    def __getattr__(self, name: str) -> Any:
+        """``sal.<name>`` of a method registered after import (:func:`~slidegrad.methods.register`)."""
+        if name in METHODS:
+            return method_wrapper(METHODS[name]).__get__(self, type(self))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def integrated_gradients(
-        self, img: np.ndarray, x_steps: int = 25, batch_size: int = 20, smooth: bool = False, **kwargs: Any
-    ) -> np.ndarray:
-        """Integrated gradients from a black (zero) baseline."""
-        return self.get(img, "integrated_gradients", x_steps=x_steps, batch_size=batch_size, smooth=smooth, **kwargs)
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(METHODS))
 
-    def guided_integrated_gradients(
-        self,
-        img: np.ndarray,
-        x_steps: int = 25,
-        max_dist: float = 1.0,
-        fraction: float = 0.5,
-        smooth: bool = False,
-        **kwargs: Any,
-    ) -> np.ndarray:
-        """Guided IG (Kapishnikov et al. 2021)."""
-        return self.get(
-            img,
-            "guided_integrated_gradients",
-            x_steps=x_steps,
-            max_dist=max_dist,
-            fraction=fraction,
-            smooth=smooth,
-            **kwargs,
-        )
 
-    def blur_integrated_gradients(
-        self, img: np.ndarray, batch_size: int = 20, smooth: bool = False, **kwargs: Any
-    ) -> np.ndarray:
-        """Blur IG (Xu et al. 2020): integrate along a Gaussian-blur path."""
-        return self.get(img, "blur_integrated_gradients", batch_size=batch_size, smooth=smooth, **kwargs)
+_ANNOTATIONS = {"int": int, "float": float, "bool": bool, "layer": str | None}
 
-    def xrai(self, img: np.ndarray, batch_size: int = 20, **kwargs: Any) -> np.ndarray:
-        """XRAI (full algorithm): IG aggregated over Felzenszwalb regions."""
-        return self.get(img, "xrai", batch_size=batch_size, **kwargs)
 
-    def xrai_fast(self, img: np.ndarray, batch_size: int = 20, **kwargs: Any) -> np.ndarray:
-        """XRAI, fast algorithm."""
-        return self.get(img, "xrai_fast", batch_size=batch_size, **kwargs)
+def method_wrapper(method: Method) -> Callable[..., np.ndarray]:
+    """``SaliencyMap.<name>`` for ``method``: :meth:`SaliencyMap.get` with the registry's defaults as keywords.
 
-    def gradcam(self, img: np.ndarray, layer: str | None = None, smooth: bool = False, **kwargs: Any) -> np.ndarray:
-        """Grad-CAM on ``layer`` (default: the last convolutional layer)."""
-        return self.get(img, "gradcam", layer=layer, smooth=smooth, **kwargs)
+    Signature ``(self, img, <param>=<default>, ..., [smooth=False,] **kwargs)``: ``smooth``
+    only for smoothable methods, ``**kwargs`` for ``class_idx``, ``progress`` and SmoothGrad's
+    parameters.  Docstring: the method's description, its parameters and defaults.
+    """
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [inspect.Parameter("self", kind), inspect.Parameter("img", kind, annotation=np.ndarray)]
+    for key, default in method.defaults.items():
+        parameters.append(inspect.Parameter(key, kind, default=default, annotation=_ANNOTATIONS[PARAMS[key].kind]))
+    if method.smoothable:
+        parameters.append(inspect.Parameter("smooth", kind, default=False, annotation=bool))
+    parameters.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation=Any))
+    signature = inspect.Signature(parameters, return_annotation=np.ndarray)
+
+    def wrapper(*args: Any, **kwargs: Any) -> np.ndarray:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        self, img, extra = values.pop("self"), values.pop("img"), values.pop("kwargs")
+        return self.get(img, method.name, **values, **extra)
+
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    wrapper.__name__ = method.name
+    wrapper.__qualname__ = f"SaliencyMap.{method.name}"
+    wrapper.__module__ = __name__
+    wrapper.__doc__ = _wrapper_doc(method)
+    return wrapper
+
+
+def _wrapper_doc(method: Method) -> str:
+    """The method's description, then each parameter's range and default."""
+    lines = [method.description, ""]
+    for key, default in method.defaults.items():
+        spec = PARAMS[key]
+        only = f"; {spec.engine} engine only" if spec.engine else ""
+        lines.append(f"``{key}``: {spec.describe()} (default {default!r}{only}).")
+    if method.smoothable:
+        smoothing = ", ".join(f"``{k}={v!r}``" for k, v in SMOOTH_DEFAULTS.items())
+        lines.append(f"``smooth=True``: SmoothGrad, tuned by {smoothing} in ``**kwargs``.")
+    else:
+        lines.append("No SmoothGrad (``smooth=True`` is an error).")
+    lines += [
+        "``**kwargs``: also ``class_idx`` and ``progress`` (see :meth:`SaliencyMap.attributions`).",
+        "",
+        "Returns ``(H, W)`` for one ``(H, W, 3)`` image, ``(N, H, W)`` for a batch: float32 in [0, 1].",
+    ]
+    return "\n".join(lines)
+
+
+for _method in METHODS.values():
+    check(not hasattr(SaliencyMap, _method.name), f"method {_method.name}: clashes with SaliencyMap.{_method.name}")
+    setattr(SaliencyMap, _method.name, method_wrapper(_method))
+del _method
 
 
 class NonFiniteError(InputError):
@@ -225,14 +255,14 @@ class _Guarded:
         return refuse_nonfinite(self.engine.probabilities(batch), self.backend.name, "outputs are")
 
     def attribute(
-        self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
+        self, batch: np.ndarray, classes: np.ndarray, request: Request, progress: ProgressCallback | None = None
     ) -> list[np.ndarray]:
         """The engine's raw attributions (one array per image), checked finite."""
         if self.precheck:
             self.probabilities(batch)
         with self.backend.gradients():
-            raws = self.engine.attribute(batch, classes, method, params, smooth)
-        return list(refuse_nonfinite(raws, self.backend.name, f"{method.name} attributions are"))
+            raws = self.engine.attribute(batch, classes, request, progress=progress)
+        return list(refuse_nonfinite(raws, self.backend.name, f"{request.method.name} attributions are"))
 
 
 def _as_batch(img: np.ndarray) -> np.ndarray:

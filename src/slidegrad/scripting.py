@@ -1,4 +1,4 @@
-"""Glue for the workflow's scripts: run a job, turning bad input into one error line."""
+"""Glue for the workflow's scripts: run a job, logging to its log, turning bad input into one error line."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import sys
 from typing import Any, Callable
 
 from .errors import SlidegradError
+from .progress import setup_job_logging
 
 
 def run_job(job: Callable[..., Any], **kwargs: Any) -> None:
-    """Call ``job(**kwargs)``; on :class:`SlidegradError` print ``slidegrad: error: <line>`` to stderr and exit 1.
+    """Call ``job(**kwargs)`` with ``slidegrad`` logging to stderr (the job's log file).
 
+    On :class:`SlidegradError` print ``slidegrad: error: <line>`` to stderr and exit 1;
     Snakemake then deletes the job's outputs, so nothing half-written remains.
     """
+    setup_job_logging(sys.stderr)
     try:
         job(**kwargs)
     except SlidegradError as err:

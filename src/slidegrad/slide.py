@@ -24,7 +24,6 @@ import numbers
 import os
 import re
 import struct
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from slidegrad.errors import InputError, first_line, is_int, quote
+from slidegrad.files import atomic_write
 
 __all__ = ["WSI", "write_pyramidal_tiff"]
 
@@ -608,33 +608,17 @@ def write_pyramidal_tiff(
         software="slidegrad",
     )
 
-    tmp = folder / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        fh = open(tmp, "xb")  # noqa: SIM115 - O_EXCL, mode 0o666 & ~umask
-    except OSError as exc:
-        raise InputError(f"{where}: cannot create a file in {quote(folder)} ({first_line(exc)})") from exc
-    try:
-        with fh:
-            with tifffile.TiffWriter(fh, bigtiff=bigtiff) as tw:
-                tw.write(levels[0], tile=(tile_size, tile_size), description=description, **common)
-                if thumbnail is not None:
-                    # SVS: page 1 is a stripped thumbnail; levels follow with NewSubfileType 0.
-                    tw.write(thumbnail, rowsperstrip=16, **common)
-                for level in levels[1:]:
-                    tw.write(
-                        level,
-                        tile=(tile_size, tile_size),
-                        subfiletype=0 if svs_like else 1,
-                        **common,
-                    )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise InputError(f"{where}: cannot write the file ({first_line(exc)})") from exc
-        raise
+    # a temporary file in the same folder, renamed onto ``target`` once complete
+    with atomic_write(target, "wb", where=where, make_parents=False) as fh:
+        with tifffile.TiffWriter(fh, bigtiff=bigtiff) as tw:
+            tw.write(levels[0], tile=(tile_size, tile_size), description=description, **common)
+            if thumbnail is not None:
+                # SVS: page 1 is a stripped thumbnail; levels follow with NewSubfileType 0.
+                tw.write(thumbnail, rowsperstrip=16, **common)
+            for level in levels[1:]:
+                tw.write(
+                    level,
+                    tile=(tile_size, tile_size),
+                    subfiletype=0 if svs_like else 1,
+                    **common,
+                )

@@ -41,7 +41,6 @@ import io
 import numbers
 import os
 import struct
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Union
@@ -50,6 +49,7 @@ import google_crc32c
 import numpy as np
 
 from .errors import InputError, check, first_line, is_int, quote
+from .files import atomic_write
 
 __all__ = [
     "TFRecordTiles",
@@ -425,28 +425,15 @@ def read_records(path: PathLike) -> Iterator[dict[str, list[Any]]]:
 
 
 def _write_atomic(path: PathLike, chunks: Iterable[bytes]) -> int:
-    """Write the chunks to a temporary file next to ``path``, then rename it; returns the chunk count."""
-    path = Path(path)
-    name = quote(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise InputError(f"{name}: the folder {quote(parent)} does not exist")
-    if path.is_dir():
-        raise InputError(f"{name}: is a directory, expected a file name")
-    tmp = parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    """Write the chunks to a temporary file next to ``path``, then rename it; returns the chunk count.
+
+    The folder must exist (it is not created).
+    """
     count = 0
-    try:
-        with open(tmp, "xb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-                count += 1
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"{name}: cannot write the file ({first_line(exc)})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb", where=quote(Path(path)), make_parents=False) as f:
+        for chunk in chunks:
+            f.write(chunk)
+            count += 1
     return count
 
 

@@ -6,7 +6,7 @@ The workflow calls these from one job per slide:
   (Slideflow's ``qc.Otsu`` rule, see its docstring);
 * :func:`tissue_tiles` — grid tiles (Slideflow geometry, :class:`~slidegrad.slide.WSI`)
   that are mostly tissue, optionally inside a level-0 ROI box;
-* :func:`random_tiles` — a seeded sample of those;
+* :func:`sample_tiles` — a seeded sample of those;
 * :func:`score_tiles` — class probabilities of tiles, read and inferred in
   memory-bounded chunks;
 * :func:`top_k_tiles` — the k most confident tiles of each predicted class.
@@ -29,7 +29,7 @@ import numpy as np
 from .errors import InputError, is_int
 from .slide import WSI
 
-__all__ = ["tissue_mask", "tissue_tiles", "random_tiles", "sample_tiles", "score_tiles", "top_k_tiles"]
+__all__ = ["tissue_mask", "tissue_tiles", "sample_tiles", "score_tiles", "top_k_tiles"]
 
 MEDIAN_KERNEL = 7  # Slideflow's qc.Otsu: cv2.medianBlur(saturation, 7)
 MAX_READ_TILES = 256  # score_tiles never holds more tiles than this on the host at once
@@ -178,31 +178,25 @@ def tissue_tiles(
     return tiles
 
 
-def random_tiles(
-    wsi: WSI, n: int, seed: int, roi: Sequence[int] | None = None, min_tissue: float = 0.5
-) -> list[tuple[int, int]]:
-    """``n`` tissue tiles (:func:`tissue_tiles`) drawn without replacement, in row-major order.
+def sample_tiles(tiles: list[tuple[int, int]], n: int, seed: int, name: str) -> list[tuple[int, int]]:
+    """``n`` of the tissue ``tiles`` (:func:`tissue_tiles`) drawn without replacement, in row-major order.
 
     Drawn with ``numpy.random.default_rng(seed).choice(len(tiles), n, replace=False)``,
-    so the same slide, ``n`` and ``seed`` give the same tiles.  With fewer
-    than ``n`` tissue tiles all are returned and a warning says so.
+    so the same tiles, ``n`` and ``seed`` give the same sample.  With fewer
+    than ``n`` tiles all are returned and a warning says so.  ``name`` (e.g.
+    ``slide '…'``) starts the warning and the InputError for a bad ``n`` or ``seed``.
     """
     if not is_int(n) or n < 0:
-        raise InputError(f"{_name(wsi)}: n must be an integer >= 0, got {n!r}")
+        raise InputError(f"{name}: n must be an integer >= 0, got {n!r}")
     if not is_int(seed) or seed < 0:
-        raise InputError(f"{_name(wsi)}: seed must be an integer >= 0, got {seed!r}")
-    return sample_tiles(tissue_tiles(wsi, roi=roi, min_tissue=min_tissue), n, seed, _name(wsi))
-
-
-def sample_tiles(tiles: list[tuple[int, int]], n: int, seed: int, name: str) -> list[tuple[int, int]]:
-    """:func:`random_tiles`' draw from already-found tissue ``tiles`` (row-major in, row-major out)."""
+        raise InputError(f"{name}: seed must be an integer >= 0, got {seed!r}")
     if len(tiles) <= n:
         if len(tiles) < n:
             warnings.warn(
                 f"{name}: asked for {n} random tissue tiles but only {len(tiles)} exist; using all of them",
-                stacklevel=3,
+                stacklevel=2,
             )
-        return tiles
+        return list(tiles)
     chosen = np.random.default_rng(int(seed)).choice(len(tiles), size=int(n), replace=False)
     return [tiles[i] for i in np.sort(chosen)]
 

@@ -66,24 +66,40 @@ def _squeue(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return {row[0]: (row[1], " ".join(row[2:])) for row in rows}
 
 
-@pytest.mark.workflow
-def test_slurm_profile_matches_local_run(tmp_path, slurm_cluster, ihc):
-    slide = write_test_slide(tmp_path / "slide.tiff", ihc)
-    model = write_model_dir(tmp_path / "model")
-    # a fixed memory budget: the same batch split whatever memory is free on either side
-    options = {"methods": METHODS, "tiles_per_job": 2, "threads": 1, "memory_budget_mb": 256}
-    local = make_project(tmp_path / "local", slide, model, TILES, **options)
-    slurm = make_project(tmp_path / "slurm", slide, model, TILES, **options)
+# the two documented settings of profiles/slurm: GPUs per mask job come from the workflow config
+# (the test node's GPU is a scheduling fake, so the GPU setting asks for it with mask_resources
+# while the jobs compute on the CPU)
+SETTINGS = {"gpu": {"mask_resources": {"gpu": 1}}, "cpu-only": {"device": "cpu"}}
+# a fixed memory budget: the same batch split whatever memory is free on either side
+OPTIONS = {"methods": METHODS, "tiles_per_job": 2, "threads": 1, "memory_budget_mb": 256}
 
-    # One after the other: a local run alongside takes the CPUs the SLURM jobs need
-    # (a 2-CPU node here), and saves nothing.
+
+def _results(root: Path) -> dict[str, bytes]:
+    """A run's result files; logs and benchmarks (timings, host names) aside."""
+    files = _files(root / "results")
+    return {name: data for name, data in files.items() if not name.startswith(("logs/", "benchmarks/"))}
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, ihc):
+    root = tmp_path_factory.mktemp("slurm")
+    slide = write_test_slide(root / "slide.tiff", ihc)
+    model = write_model_dir(root / "model")
+    local = make_project(root / "local", slide, model, TILES, **OPTIONS)
+    run = subprocess.run(
+        _snakemake(local, "--cores", "2", "--show-failed-logs"), cwd=local, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return {"slide": slide, "model": model, "results": _results(local)}
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_slurm_profile_matches_local_run(tmp_path, slurm_cluster, local_run, setting):
+    slurm = make_project(tmp_path / "slurm", local_run["slide"], local_run["model"], TILES, **OPTIONS, **SETTINGS[setting])
     slurm_cmd = _snakemake(slurm, "--profile", str(PROFILE), "--slurm-keep-successful-logs")
     proc = subprocess.run(slurm_cmd, cwd=slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     slurm_out = proc.stdout
-    local_run = subprocess.run(
-        _snakemake(local, "--cores", "2", "--show-failed-logs"), cwd=local, capture_output=True, text=True, timeout=600
-    )
-    assert local_run.returncode == 0, local_run.stdout[-3000:] + local_run.stderr[-3000:]
     assert proc.returncode == 0, slurm_out[-6000:]
 
     # Every job but the target rule `all` went through sbatch; SLURM lists them as completed.
@@ -94,11 +110,24 @@ def test_slurm_profile_matches_local_run(tmp_path, slurm_cluster, ihc):
     assert set(submitted) <= logs, (submitted, logs)
     states = _squeue(submitted)
     assert {job: state for job, (state, _) in states.items()} == dict.fromkeys(submitted, "COMPLETED")
-    assert any("gpu" in gres for _, gres in states.values()), states  # set-resources: masks ask a GPU
+    mask_jobs = _mask_job_ids(slurm)
+    assert len(mask_jobs) == len(METHODS) and mask_jobs <= set(submitted), (mask_jobs, submitted)
+    asked_gpu = {job for job, (_, tres) in states.items() if "gpu" in tres}
+    if setting == "gpu":  # each mask job, and no other, asks one GPU
+        assert asked_gpu == mask_jobs, states
+    else:  # the CPU-only setting: no job asks a GPU
+        assert asked_gpu == set(), states
 
-    # Same result files, byte for byte.
-    local_files, slurm_files = _files(local / "results"), _files(slurm / "results")
-    assert sorted(slurm_files) == sorted(local_files)
-    assert sum(name.endswith(".npy") for name in local_files) >= len(METHODS) * len(TILES)  # a mask per tile
-    differ = [name for name in local_files if local_files[name] != slurm_files[name]]
+    # Same result files, byte for byte; logs and benchmarks under the outdir too.
+    slurm_files = _results(slurm)
+    assert sorted(slurm_files) == sorted(local_run["results"])
+    assert sum(name.endswith(".npy") for name in slurm_files) >= len(METHODS) * len(TILES)  # a mask per tile
+    differ = [name for name in slurm_files if local_run["results"][name] != slurm_files[name]]
     assert not differ, differ
+    assert (slurm / "results/logs/masks/s1/chunk0000/vanilla.log").is_file()
+    assert not (slurm / "logs").exists() and not (slurm / "benchmarks").exists()
+
+
+def _mask_job_ids(root: Path) -> set[str]:
+    """SLURM job ids of the mask rule's jobs (the plugin's log folders: rule_masks/<wildcards>/<id>.log)."""
+    return {p.stem for p in (root / ".snakemake" / "slurm_logs" / "rule_masks").rglob("*.log")}

@@ -42,7 +42,7 @@ def test_keras_demo_matches_torch_demo(tmp_path):
 
     torch_run = run_snakemake(tmp_path)
     assert torch_run.returncode == 0, torch_run.stdout[-3000:] + torch_run.stderr[-3000:]
-    keras_run = run_snakemake(tmp_path, "--configfile", "keras.yaml")
+    keras_run = run_snakemake(tmp_path, "--configfile", "config.yaml", "keras.yaml")  # keras.yaml overlays
     assert keras_run.returncode == 0, keras_run.stdout[-3000:] + keras_run.stderr[-3000:]
 
     assert (tmp_path / "resources/demo/model_keras/model.keras").exists()

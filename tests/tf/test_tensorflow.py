@@ -126,7 +126,9 @@ def test_savedmodel_without_serving_signature(tmp_path):
         sg.load_model(tmp_path / "nosig")
 
 
-def test_savedmodel_with_signature_only_works_without_gradcam(tmp_path, batch):
+@pytest.fixture(scope="module")
+def signature_only_savedmodel(tmp_path_factory):
+    """``(path, legacy)``: a SavedModel of :func:`legacy_cnn` with a serving signature and no Keras layers."""
     legacy = legacy_cnn()
     module = tf.Module()
     module.model = legacy
@@ -135,8 +137,14 @@ def test_savedmodel_with_signature_only_works_without_gradcam(tmp_path, batch):
     def serve(image):
         return {"logits": legacy(image)}
 
-    tf.saved_model.save(module, str(tmp_path / "sig"), signatures={"serving_default": serve})
-    model = sg.load_model(tmp_path / "sig")
+    path = tmp_path_factory.mktemp("savedmodel") / "sig"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path, legacy
+
+
+def test_savedmodel_with_signature_only_works_without_gradcam(signature_only_savedmodel, batch):
+    path, legacy = signature_only_savedmodel
+    model = sg.load_model(path)
     sal = sg.SaliencyMap(model, class_idx=1)
     np.testing.assert_allclose(sal.backend.logits(batch), legacy(batch).numpy(), rtol=1e-5)
     assert sal.vanilla(batch).shape == (2, 64, 64)
@@ -147,6 +155,53 @@ def test_savedmodel_with_signature_only_works_without_gradcam(tmp_path, batch):
 def test_gradcam_unknown_layer_lists_candidates(keras_model, batch):
     with pytest.raises(sg.InputError, match="layer 'block5' not found; layers with 4-D outputs: conv0, relu0, pool0, conv1, relu1"):
         sg.SaliencyMap(keras_model).gradcam(batch, layer="block5")
+
+
+def test_gradcam_layer_names_the_layer_gradcam_uses(keras_model, batch):
+    from slidegrad.backends import get_backend
+
+    backend = get_backend(keras_model, device="cpu")
+    assert backend.gradcam_layer(None) == backend.gradcam_layer() == "relu1"  # the last layer with a 4-D output
+    assert backend.gradcam_layer("conv0") == "conv0"
+    acts, _ = backend.conv_gradients(batch, np.array([1, 1]))
+    assert acts.shape == (2, 32, 32, 8)  # relu1's output
+    unknown = "gradcam: layer 'block5' not found; layers with 4-D outputs: conv0, relu0, pool0, conv1, relu1"
+    with pytest.raises(sg.InputError, match=unknown):
+        backend.gradcam_layer("block5")
+    inputs = keras.Input((8,))
+    flat = get_backend(keras.Model(inputs, keras.layers.Dense(2)(inputs)), device="cpu")
+    with pytest.raises(sg.InputError, match="gradcam: the model has no layer with a 4-D output; pass layer="):
+        flat.gradcam_layer(None)
+
+
+def test_gradcam_layer_of_a_signature_only_savedmodel(signature_only_savedmodel):
+    path, _ = signature_only_savedmodel
+    backend = sg.SaliencyMap(sg.load_model(path), class_idx=1).backend
+    with pytest.raises(sg.InputError, match="gradcam: this SavedModel has no Keras layers"):
+        backend.gradcam_layer(None)
+
+
+def test_cuda_devices_map_to_tensorflow_gpus(monkeypatch):
+    from slidegrad.backends import tf_backend
+
+    class Device:
+        def __init__(self, name):
+            self.name = name
+
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: [])
+    assert tf_backend.resolve_device("auto") == tf_backend.resolve_device("cpu") == "/CPU:0"
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(sg.InputError, match=f"device: '{device}' was asked for but TensorFlow sees no GPU"):
+            tf_backend.resolve_device(device)
+    gpus = [Device("/job:localhost/replica:0/task:0/device:GPU:0"), Device("/job:localhost/replica:0/task:0/device:GPU:1")]
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: gpus if kind == "GPU" else [])
+    assert tf_backend.resolve_device("auto") == tf_backend.resolve_device("cuda") == gpus[0].name
+    assert tf_backend.resolve_device("cuda:0") == gpus[0].name
+    assert tf_backend.resolve_device("cuda:1") == gpus[1].name  # /GPU:1
+    with pytest.raises(sg.InputError, match="'cuda:2' was asked for but TensorFlow sees 2 GPU"):
+        tf_backend.resolve_device("cuda:2")
+    with pytest.raises(sg.InputError, match="'cuda:x' is not 'cuda' or 'cuda:N'"):
+        tf_backend.resolve_device("cuda:x")
 
 
 def test_wrong_input_size_for_tile_px(tmp_path, keras_model):

@@ -6,7 +6,8 @@ A backend wraps a model on its device and answers, for a channels-last
 * :meth:`Backend.probabilities` — ``(N, K)`` softmax probabilities;
 * :meth:`Backend.input_gradients` — d(class logit)/d(input), ``(N, H, W, C)``;
 * :meth:`Backend.conv_gradients` — a conv layer's activations and the class
-  logit's gradients w.r.t. them, both ``(N, h, w, c)`` channels-last.
+  logit's gradients w.r.t. them, both ``(N, h, w, c)`` channels-last;
+  :meth:`Backend.gradcam_layer` names the layer it uses (for provenance).
 
 For the native engine a backend also exposes :class:`Ops` (``backend.ops``):
 the few device-side array operations every method is written over, so one
@@ -20,13 +21,13 @@ framework.
 from __future__ import annotations
 
 import sys
-import weakref
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import InputError, check
+from ..model_files import LoadedModel
+from .common import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite  # noqa: F401 - API
 
 
 class Ops(Protocol):
@@ -79,11 +80,11 @@ class Backend(Protocol):
 
     def conv_layer_names(self) -> list[str]: ...
 
+    def gradcam_layer(self, layer: str | None = None) -> str: ...  # the layer conv_gradients uses for ``layer``
+
 
 def get_backend(model: Any, device: str = "auto") -> Backend:
     """Pick the backend for a :class:`~slidegrad.model.LoadedModel` or a bare framework model."""
-    from ..model import LoadedModel
-
     loaded = isinstance(model, LoadedModel)
     module = model.module if loaded else model
     known: dict[str, Any] = {}
@@ -101,49 +102,6 @@ def get_backend(model: Any, device: str = "auto") -> Backend:
     raise TypeError(
         f"model: unsupported model type {type(module).__name__}; expected a torch.nn.Module or a keras.Model"
     )
-
-
-# model → its class count, learnt once per process (SaliencyMaps made per call skip the probe pass)
-_CLASS_COUNTS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-
-
-def cached_class_count(model: Any) -> int | None:
-    """The class count already learnt for ``model`` in this process, else ``None``."""
-    try:
-        return _CLASS_COUNTS.get(model)
-    except TypeError:  # no weak reference to it
-        return None
-
-
-def cache_class_count(model: Any, n_classes: int) -> int:
-    """Remember ``model``'s class count; returns it."""
-    try:
-        _CLASS_COUNTS[model] = n_classes
-    except TypeError:
-        pass
-    return n_classes
-
-
-def checked_output(out: Any, where: str, n_classes: int | None = None) -> int:
-    """The class count of a model output: one ``(N, classes)`` array (``n_classes`` wide, if known)."""
-    if isinstance(out, (list, tuple, dict)):
-        raise InputError(
-            f"model '{where}': returns {len(out)} outputs (a {type(out).__name__}); expected one (N, classes) output"
-        )
-    shape = tuple(getattr(out, "shape", ()))
-    check(len(shape) == 2, f"model '{where}': output shape {shape} is not (N, classes)")
-    check(
-        n_classes in (None, shape[1]),
-        f"model '{where}': gives {shape[1]} outputs per image but has {n_classes} classes (outcome_labels)",
-    )
-    return int(shape[1])
-
-
-def nan_where_nonfinite(probabilities: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """``(N, K)`` probabilities, NaN in the rows where the model's ``outputs`` hold NaN or inf (a softmax
-    can turn an inf into a finite probability)."""
-    probabilities[~np.isfinite(outputs).all(axis=1)] = np.nan
-    return probabilities
 
 
 def _is_torch_module(module: Any) -> bool:

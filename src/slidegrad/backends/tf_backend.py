@@ -18,9 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ..errors import InputError, check  # noqa: E402
-from ..model import KERAS_FILE, SAVED_MODEL_FILE  # noqa: E402
-from . import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite  # noqa: E402
+from ..errors import InputError, check, first_line  # noqa: E402
+from ..model_files import KERAS_FILE, SAVED_MODEL_FILE  # noqa: E402
+from .common import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite  # noqa: E402
+
+SHORT = 200  # characters of a framework's error message kept in ours
 
 
 def _keras_for(model: Any):
@@ -32,10 +34,6 @@ def _keras_for(model: Any):
     import keras
 
     return keras
-
-
-def _short(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 class _SignatureModel:
@@ -64,7 +62,7 @@ def load_module(path: Path, params: dict[str, Any]) -> tuple[Any, list[Path]]:
         try:
             return keras.saving.load_model(keras_file, compile=False), [keras_file]
         except Exception as err:  # noqa: BLE001 - Keras raises many types for bad files
-            raise InputError(f"model '{keras_file}': not a readable .keras file ({_short(err)})") from None
+            raise InputError(f"model '{keras_file}': not a readable .keras file ({first_line(err, SHORT)})") from None
     check(
         path.is_dir() and (path / SAVED_MODEL_FILE).exists(),
         f"model '{path}': expected a .keras file or a SavedModel directory ({SAVED_MODEL_FILE})",
@@ -81,7 +79,7 @@ def load_module(path: Path, params: dict[str, Any]) -> tuple[Any, list[Path]]:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as err:  # noqa: BLE001
-        raise InputError(f"model '{path}': not a readable SavedModel ({_short(err)})") from None
+        raise InputError(f"model '{path}': not a readable SavedModel ({first_line(err, SHORT)})") from None
     check(
         "serving_default" in loaded.signatures,
         f"model '{path}': SavedModel has no serving signature ('serving_default'); "
@@ -110,17 +108,28 @@ def forward(model: Any, x: tf.Tensor, where: str) -> Any:
     except tf.errors.ResourceExhaustedError:
         raise
     except Exception as err:  # noqa: BLE001 - any error from the model's code
-        raise InputError(f"model '{where}': fails on {x.shape[1]}×{x.shape[2]} px inputs ({_short(err)})") from None
+        size = f"{x.shape[1]}×{x.shape[2]}"
+        raise InputError(f"model '{where}': fails on {size} px inputs ({first_line(err, SHORT)})") from None
 
 
 def resolve_device(device: str | None) -> str:
-    """``auto`` → first GPU when TensorFlow sees one, else CPU; ``cuda`` without a GPU is an error."""
+    """TensorFlow's name of a device: ``auto`` → the first GPU TensorFlow sees, else CPU; ``cuda`` →
+    the first GPU, ``cuda:N`` → GPU N (``/device:GPU:N``, counted within ``CUDA_VISIBLE_DEVICES``);
+    a GPU TensorFlow does not see is an error; anything else is the CPU."""
     gpus = tf.config.list_logical_devices("GPU")
     if device in (None, "auto"):
         return gpus[0].name if gpus else "/CPU:0"
-    if device == "cuda" or str(device).startswith("cuda"):
-        check(bool(gpus), f"device: '{device}' was asked for but TensorFlow sees no GPU")
-        return gpus[0].name
+    text = str(device)
+    if text == "cuda" or text.startswith("cuda:"):
+        index = text.partition(":")[2]
+        check(index == "" or index.isdigit(), f"device: {text!r} is not 'cuda' or 'cuda:N'")
+        check(bool(gpus), f"device: '{text}' was asked for but TensorFlow sees no GPU")
+        number = int(index or 0)
+        check(
+            number < len(gpus),
+            f"device: '{text}' was asked for but TensorFlow sees {len(gpus)} GPU(s): cuda:0 to cuda:{len(gpus) - 1}",
+        )
+        return gpus[number].name
     return "/CPU:0"
 
 
@@ -230,10 +239,12 @@ class TensorFlowBackend:
 
         if "GPU" not in self.device:
             return available_host_memory()
-        info = tf.config.experimental.get_memory_info(self.device.split("device:")[-1])
-        total = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get(
-            "memory_limit", 8 << 30
-        )
+        name = self.device.split("device:")[-1]  # "GPU:1"
+        info = tf.config.experimental.get_memory_info(name)
+        physical = tf.config.list_physical_devices("GPU")
+        index = int(name.rpartition(":")[2]) if name.rpartition(":")[2].isdigit() else 0
+        details = tf.config.experimental.get_device_details(physical[index if index < len(physical) else 0])
+        total = details.get("memory_limit", 8 << 30)
         return max(int(total) - int(info["current"]), 1 << 28)
 
     def conv_layer_names(self) -> list[str]:
@@ -250,14 +261,21 @@ class TensorFlowBackend:
                 names.append(layer.name)
         return names
 
-    def _grad_model(self, layer: str | None) -> Any:
-        names = self.conv_layer_names()
+    def gradcam_layer(self, layer: str | None = None) -> str:
+        """The name of the layer Grad-CAM uses for ``layer``: ``layer`` itself, or (``None``) the last
+        layer with a 4-D output; an unknown layer, or a model without one, is the InputError
+        :meth:`conv_gradients` raises."""
         if isinstance(self.model, _SignatureModel):
             raise InputError("gradcam: this SavedModel has no Keras layers (loaded by signature); save it with Keras")
+        names = self.conv_layer_names()
         if layer is None:
             check(bool(names), "gradcam: the model has no layer with a 4-D output; pass layer= explicitly")
-            layer = names[-1]
+            return names[-1]
         check(layer in names, f"gradcam: layer {layer!r} not found; layers with 4-D outputs: {', '.join(names)}")
+        return layer
+
+    def _grad_model(self, layer: str | None) -> Any:
+        layer = self.gradcam_layer(layer)
         if layer not in self._grad_models:
             keras = _keras_for(self.model)
             target = self.model.get_layer(layer).output

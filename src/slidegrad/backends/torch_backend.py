@@ -17,19 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, check
-from ..model import TORCH_FILES, TORCH_SUFFIXES
-from . import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite
+from ..errors import InputError, check, first_line
+from ..model_files import TORCH_FILES, TORCH_SUFFIXES
+from .common import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite
 
 SLIDEFLOW_EPOCH = re.compile(r"_epoch(\d+)\.zip$")
 _PICKLED_CLASS = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _UNPICKLER_ERROR = re.compile(r"WeightsUnpickler error:\s*(.+)")
-
-
-def _short(err: BaseException) -> str:
-    """An exception's message on one line (whitespace collapsed, at most 300 characters)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+SHORT = 300  # characters of a framework's error message kept in ours
 
 
 # -- model loading --------------------------------------------------------------------
@@ -51,7 +46,7 @@ def resolve_factory(name: str, where: str) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:  # the module, or something it imports, is missing
-        raise InputError(f"{where}: cannot import architecture {name!r} ({_short(err)})") from None
+        raise InputError(f"{where}: cannot import architecture {name!r} ({first_line(err, SHORT)})") from None
     check(
         hasattr(module, attr),
         f"{where}: cannot import architecture {name!r} (module '{module_name}' has no attribute '{attr}')",
@@ -89,7 +84,9 @@ def build_architecture(params: dict[str, Any], where: str) -> nn.Module:
     try:
         module = factory(**kwargs)
     except Exception as err:  # noqa: BLE001 - any error from user code
-        raise InputError(f"{where}: architecture {name!r} with kwargs {kwargs} failed ({_short(err)})") from None
+        raise InputError(
+            f"{where}: architecture {name!r} with kwargs {kwargs} failed ({first_line(err, SHORT)})"
+        ) from None
     check(
         isinstance(module, nn.Module),
         f"{where}: architecture {name!r} returned {type(module).__name__}, not an nn.Module",
@@ -151,7 +148,7 @@ def load_module(path: Path, params: dict[str, Any], allow_pickle: bool = False) 
         try:
             module = torch.jit.load(str(file), map_location="cpu")
         except Exception as err:  # noqa: BLE001 - torch raises many types here
-            raise InputError(f"model '{file}': not a readable TorchScript file ({_short(err)})") from None
+            raise InputError(f"model '{file}': not a readable TorchScript file ({first_line(err, SHORT)})") from None
         return module.eval(), [file]
     loaded = _torch_load(file, allow_pickle)
     if isinstance(loaded, nn.Module):
@@ -173,9 +170,8 @@ def _torch_load(file: Path, allow_pickle: bool) -> Any:
         pickled = _PICKLED_CLASS.search(str(err))
         if pickled is None:
             detail = _UNPICKLER_ERROR.search(str(err))
-            raise InputError(
-                f"model '{file}': not a readable PyTorch file ({detail.group(1).strip() if detail else _short(err)})"
-            ) from None
+            reason = detail.group(1).strip() if detail else first_line(err, SHORT)
+            raise InputError(f"model '{file}': not a readable PyTorch file ({reason})") from None
         if not allow_pickle:
             raise InputError(
                 f"model '{file}': a pickled module ({pickled.group(1)}, saved with torch.save(model)); loading it "
@@ -183,11 +179,11 @@ def _torch_load(file: Path, allow_pickle: bool) -> Any:
                 "— only for files you trust; or save a state dict, TorchScript or torch.export program instead"
             ) from None
     except Exception as err:  # noqa: BLE001 - truncated or corrupt archives
-        raise InputError(f"model '{file}': not a readable PyTorch file ({_short(err)})") from None
+        raise InputError(f"model '{file}': not a readable PyTorch file ({first_line(err, SHORT)})") from None
     try:
         return torch.load(file, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - e.g. the module's class is not importable here
-        raise InputError(f"model '{file}': cannot unpickle the module ({_short(err)})") from None
+        raise InputError(f"model '{file}': cannot unpickle the module ({first_line(err, SHORT)})") from None
 
 
 def load_state_dict(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -198,7 +194,10 @@ def load_state_dict(module: nn.Module, state: dict[str, torch.Tensor], where: st
     try:
         module.load_state_dict(state)
     except Exception as err:  # noqa: BLE001
-        raise InputError(f"model '{where}': cannot load the state dict ({_short(err)})") from None
+        # torch lists the problems one per line under a header line: keep them, on one line
+        text = " ".join(str(err).split())
+        detail = first_line(RuntimeError(text), SHORT) if text else first_line(err)
+        raise InputError(f"model '{where}': cannot load the state dict ({detail})") from None
 
 
 def _from_slideflow(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
@@ -235,7 +234,8 @@ def load_exported(file: Path, tile_px: int | None = None) -> nn.Module:
     try:
         program = torch.export.load(str(file))
     except Exception as err:  # noqa: BLE001
-        raise InputError(f"model '{file}': not a readable torch.export program ({_short(err)})") from None
+        reason = first_line(err, SHORT)
+        raise InputError(f"model '{file}': not a readable torch.export program ({reason})") from None
     finally:
         export_log.setLevel(level)
     inputs = program.graph_signature.user_inputs
@@ -366,7 +366,7 @@ def forward(module: nn.Module, x: torch.Tensor, where: str, no_grad: bool = Fals
         raise
     except Exception as err:  # noqa: BLE001 - any error from the model's code
         size = "×".join(map(str, x.shape[2:]))
-        raise InputError(f"model '{where}': fails on {size} px inputs ({_short(err)}){hint}") from None
+        raise InputError(f"model '{where}': fails on {size} px inputs ({first_line(err, SHORT)}){hint}") from None
 
 
 @contextlib.contextmanager
@@ -388,14 +388,21 @@ def input_size(module: nn.Module) -> int | None:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU, or ``cuda:N`` without
+    that GPU (N counts within ``CUDA_VISIBLE_DEVICES``), is an error."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    check(
-        device.type != "cuda" or torch.cuda.is_available(),
-        f"device: '{device}' was asked for but torch sees no CUDA device",
-    )
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"device: {str(device)!r} is not a torch device ({first_line(err)})") from None
+    if device.type == "cuda":
+        check(torch.cuda.is_available(), f"device: '{device}' was asked for but torch sees no CUDA device")
+        count = torch.cuda.device_count()
+        check(
+            device.index is None or device.index < count,
+            f"device: '{device}' was asked for but torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}",
+        )
     return device
 
 
@@ -534,6 +541,12 @@ class TorchBackend:
     def conv_layer_names(self) -> list[str]:
         """Names (``named_modules``) of the model's ``nn.Conv2d`` layers, in order."""
         return [name for name, mod in self.module.named_modules() if isinstance(mod, nn.Conv2d)]
+
+    def gradcam_layer(self, layer: str | None = None) -> str:
+        """The name of the layer Grad-CAM uses for ``layer``: ``layer`` itself, or (``None``) the
+        last ``nn.Conv2d``; an unknown layer, or a model without one, is the InputError
+        :meth:`conv_gradients` raises."""
+        return self._layer(layer)[0]
 
     def _layer(self, layer: str | None) -> tuple[str, nn.Module]:
         if isinstance(self.module, torch.jit.ScriptModule):

@@ -1,31 +1,25 @@
-"""Engines turn (tiles, classes, method, parameters) into raw attributions.
+"""Engines turn tiles, classes and a :class:`~slidegrad.engines.base.Request` (method, parameters,
+SmoothGrad or not) into raw attributions.
 
 * ``native`` (default): our implementation, batched across tiles × steps ×
   noise samples on the model's device, packed by a memory budget.
 * ``pair``: PAIR's reference ``saliency.core``, one tile at a time in numpy.
 
 Both take a ``(N, H, W, C)`` float32 batch and return one raw array per tile:
-``(H, W, C)`` for gradient methods, ``(H, W)`` for XRAI and Grad-CAM.
+``(H, W, C)`` for gradient methods, ``(H, W)`` for XRAI and Grad-CAM.  Which
+function computes a method is part of its declaration
+(:class:`~slidegrad.methods.Method`: ``native``, ``pair``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from ..errors import check
-from ..methods import Method
+from ..methods import ENGINES
+from .base import Engine, ProgressCallback, Request
 
-ENGINES = ("native", "pair")
-
-
-class Engine(Protocol):
-    def probabilities(self, batch: np.ndarray) -> np.ndarray: ...
-
-    def attribute(
-        self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
-    ) -> list[np.ndarray]: ...
+__all__ = ["ENGINES", "Engine", "ProgressCallback", "Request", "make_engine"]
 
 
 def make_engine(name: str, backend: Any, memory_budget: int | None = None) -> Engine:

@@ -1,7 +1,10 @@
 """The native engine: every method batched across tiles × steps × noise samples on the model's device.
 
 Each method is written once over the backend's device ops (``backend.ops``,
-torch or TensorFlow tensors); work items are packed into model batches sized
+torch or TensorFlow tensors), as a method of :class:`NativeEngine` named by the
+method's declaration (:attr:`~slidegrad.methods.Method.native`), with one
+signature: ``(x, classes, params, method)`` → an ``(N, ...)`` device tensor or
+N host arrays.  Work items are packed into model batches sized
 by a memory budget (:mod:`slidegrad.batching`) and accumulated on the device,
 then copied to the host once.  Results reproduce PAIR's ``saliency.core``
 (the ``pair`` engine) — the parity tests hold them to it.
@@ -17,6 +20,7 @@ import numpy as np
 from .. import batching
 from ..methods import Method
 from . import xrai_regions
+from .base import ProgressCallback, Request
 
 GUIDED_IG_EPSILON = 1e-9  # PAIR's EPSILON for math.isclose
 MAX_GUIDED_IG_INNER = 100_000
@@ -100,7 +104,7 @@ class NativeEngine:
         return total
 
     # -- methods (raw attributions, device tensors) --------------------------------------
-    def vanilla(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
+    def vanilla(self, x: Any, classes: Any, params: dict[str, Any], method: Method | None = None) -> Any:
         """Gradient of the class score at the image itself."""
         n, *shape = x.shape
 
@@ -109,7 +113,9 @@ class NativeEngine:
 
         return self.path_sum(n, 1, classes, point, None, tuple(shape), self.ops.dtype(x))
 
-    def integrated_gradients(self, x: Any, classes: Any, params: dict[str, Any], baseline: Any = None) -> Any:
+    def integrated_gradients(
+        self, x: Any, classes: Any, params: dict[str, Any], method: Method | None = None, baseline: Any = None
+    ) -> Any:
         """PAIR's IG: alphas ``linspace(0, 1, x_steps)``, mean gradient × (x − baseline)."""
         ops = self.ops
         baseline = ops.zeros_like(x) if baseline is None else baseline
@@ -124,7 +130,9 @@ class NativeEngine:
         n, *shape = x.shape
         return self.path_sum(n, steps, classes, point, None, tuple(shape), ops.dtype(x)) * diff / steps
 
-    def blur_integrated_gradients(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
+    def blur_integrated_gradients(
+        self, x: Any, classes: Any, params: dict[str, Any], method: Method | None = None
+    ) -> Any:
         """Blur IG along Gaussian blurs σ = 0 … max_sigma (PAIR's defaults), blurs on the device.
 
         Each step ``i`` is weighted by its own ``σ_{i+1} − σ_i``.  PAIR's BlurIG
@@ -160,7 +168,9 @@ class NativeEngine:
         )
         return total * -1.0
 
-    def guided_integrated_gradients(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
+    def guided_integrated_gradients(
+        self, x: Any, classes: Any, params: dict[str, Any], method: Method | None = None
+    ) -> Any:
         """PAIR's Guided IG (float64 path), sequential over steps, vectorised over tiles."""
         ops = self.ops
         n = x.shape[0]
@@ -213,7 +223,12 @@ class NativeEngine:
                 active = still & (gamma > 1.0)
         return ops.reshape(ops.cast(ops.where(broken[:, None], ops.inf, attr), "float32"), shape)
 
-    def gradcam(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
+    def gradcam(self, x: Any, classes: Any, params: dict[str, Any], method: Method | None = None) -> list[np.ndarray]:
+        """Grad-CAM maps ``(H, W)`` per tile: PAIR's finish (divided by the max, resized to the input)."""
+        size = (int(x.shape[1]), int(x.shape[2]))
+        return [gradcam_resize(cam, size) for cam in self.ops.numpy(self.gradcam_cams(x, classes, params))]
+
+    def gradcam_cams(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
         """Grad-CAM maps at the layer's resolution ``(N, h, w)`` (ReLU'd, not yet resized), batched by the budget."""
         ops = self.ops
         n, *shape = x.shape
@@ -236,28 +251,34 @@ class NativeEngine:
 
     # -- entry point ---------------------------------------------------------------------
     def attribute(
-        self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
+        self, batch: np.ndarray, classes: np.ndarray, request: Request, progress: ProgressCallback | None = None
     ) -> list[np.ndarray]:
-        """Raw attributions of a ``(N, H, W, C)`` batch, one array per tile (PAIR's shapes).
+        """Raw attributions of a ``(N, H, W, C)`` batch for ``(N,)`` classes, one array per tile (PAIR's shapes).
 
         Tiles (with SmoothGrad: tile × noise-sample pairs) go to the device in
-        groups sized by the budget; each group's results come back to the host once.
+        groups sized by the budget; each group's results come back to the host once,
+        then ``progress(tiles_done, N)`` is called.
         """
         batch = np.asarray(batch, np.float32)
         classes = np.asarray(classes)
         group = self.tile_group(batch.shape[1:])
-        if not smooth:
-            out: list[np.ndarray] = []
-            for g in batching.chunks(len(batch), group):
-                out += self._raw_group(batch[g.start : g.stop], classes[g.start : g.stop], method, params)
-            return out
-        return self._smoothgrad(batch, classes, method, params, group)
+        if request.smooth:
+            return self._smoothgrad(batch, classes, request, group, progress)
+        out: list[np.ndarray] = []
+        for g in batching.chunks(len(batch), group):
+            out += self._raw_group(batch[g.start : g.stop], classes[g.start : g.stop], request)
+            if progress is not None:
+                progress(len(out), len(batch))
+        return out
 
     def _smoothgrad(
-        self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], group: int
+        self, batch: np.ndarray, classes: np.ndarray, request: Request, group: int, progress: ProgressCallback | None
     ) -> list[np.ndarray]:
         """SmoothGrad over (tile, sample) pairs with PAIR's noise: ``np.random.seed(seed)`` per tile,
-        σ = ``stdev_spread × (max − min)``; mean of squared (``magnitude``) or plain raw maps."""
+        σ = ``stdev_spread × (max − min)``; mean of squared (``magnitude``) or plain raw maps.
+
+        ``progress`` after each group of pairs: the tiles whose samples are all done."""
+        method, params = request.method, request.params
         samples = int(params["nsamples"])
         pairs = [(i, j) for i in range(len(batch)) for j in range(samples)]
         rngs: dict[int, np.random.RandomState] = {}
@@ -273,32 +294,40 @@ class NativeEngine:
             # PAIR keeps noisy images in float64; only Blur IG's finite-difference blurs are
             # sensitive to that precision, so the other methods run on float32 (faster).
             precision = np.float64 if method.name == "blur_integrated_gradients" else np.float32
-            raws = self._raw_group(np.asarray(noisy, precision), classes[owners], method, params)
+            raws = self._raw_group(np.asarray(noisy, precision), classes[owners], request)
             for i, raw in zip(owners, raws):
                 term = raw * raw if params["magnitude"] else raw
                 totals[i] = totals[i] + term if i in totals else term
+            if progress is not None:
+                progress(chunk.stop // samples, len(batch))  # pairs run tile by tile
         return [(totals[i] / samples).astype(np.float32) for i in range(len(batch))]
 
     def tile_group(self, shape: tuple[int, ...]) -> int:
-        """Tiles held on the device at once: their inputs and accumulators take at most a quarter of the budget."""
-        per_tile = 6 * int(np.prod(shape)) * 8  # input, baseline, accumulators; float64 for Guided IG
-        return max(1, (self.budget() // 4) // per_tile)
+        """Tiles held on the device at once: their inputs and accumulators take at most a quarter of the budget.
 
-    def _raw_group(self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any]) -> list[np.ndarray]:
+        On a CPU at most :data:`~slidegrad.batching.CPU_MAX_BATCH` tiles, so progress is reported
+        often (a group's model batches are capped there anyway).
+        """
+        per_tile = 6 * int(np.prod(shape)) * 8  # input, baseline, accumulators; float64 for Guided IG
+        group = max(1, (self.budget() // 4) // per_tile)
+        return group if self.backend.on_accelerator else min(group, batching.CPU_MAX_BATCH)
+
+    def _raw_group(self, batch: np.ndarray, classes: np.ndarray, request: Request) -> list[np.ndarray]:
+        """One raw attribution per tile of the group, by the engine method ``request.method.native`` (no SmoothGrad)."""
         ops = self.ops
         x = ops.tensor(batch, str(batch.dtype))
-        classes_t = ops.tensor(classes, "int64")
-        if method.name in ("xrai", "xrai_fast"):
-            return self._xrai(batch, x, classes_t, method, params)
-        if method.name == "gradcam":
-            cams = ops.numpy(self.gradcam(x, classes_t, params))
-            return [gradcam_resize(cam, batch.shape[1:3]) for cam in cams]
-        raw = getattr(self, method.name)(x, classes_t, params)
+        raw = getattr(self, request.method.native)(x, ops.tensor(classes, "int64"), request.params, request.method)
+        if isinstance(raw, list):  # already per-tile host arrays (XRAI, Grad-CAM)
+            return raw
         return list(ops.numpy(raw).astype(np.float32))
 
-    def _xrai(self, batch: np.ndarray, x: Any, classes: Any, method: Method, params: dict[str, Any]) -> list[np.ndarray]:
-        """XRAI: IG from two baselines (image min and max) batched with every tile, then regions."""
+    def xrai(self, x: Any, classes: Any, params: dict[str, Any], method: Method | None = None) -> list[np.ndarray]:
+        """XRAI: IG from two baselines (image min and max) batched with every tile, then regions.
+
+        ``method.algorithm`` picks the region selection: ``"fast"`` or ``"full"`` (the default).
+        """
         ops = self.ops
+        batch = ops.numpy(x)
         n = len(batch)
         lows = batch.min(axis=(1, 2, 3)).reshape(-1, 1, 1, 1)
         highs = batch.max(axis=(1, 2, 3)).reshape(-1, 1, 1, 1)
@@ -308,7 +337,8 @@ class NativeEngine:
         ig = self.integrated_gradients(doubled, both, {"x_steps": params["steps"]}, baseline=ops.tensor(baselines))
         ig = ops.numpy(ig)
         attrs = ((ig[:n] + ig[n:]) / 2).max(axis=-1)
-        select = xrai_regions.xrai_fast if method.name == "xrai_fast" else xrai_regions.xrai_full
+        fast = method is not None and method.algorithm == "fast"
+        select = xrai_regions.xrai_fast if fast else xrai_regions.xrai_full
         return [select(attr, xrai_regions.segments(image)) for attr, image in zip(attrs, batch)]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import saliency.core as pair
@@ -18,6 +18,7 @@ from saliency.core import guided_ig as _pair_guided_ig
 
 from ..backends import Backend
 from ..methods import Method
+from .base import ProgressCallback, Request
 
 
 def _quantile(a: Any, q: Any, *args: Any, interpolation: str | None = None, **kwargs: Any) -> Any:
@@ -61,42 +62,32 @@ def call_model_function(backend: Backend, layer: str | None = None):
     return call
 
 
-def _mask_call(method: Method, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """PAIR object and keyword arguments for ``GetMask`` of ``method``."""
-    p = params
-    if method.name == "vanilla":
-        return pair.GradientSaliency(), {}
-    if method.name == "integrated_gradients":
-        return pair.IntegratedGradients(), {"x_steps": p["x_steps"], "batch_size": p["batch_size"]}
-    if method.name == "guided_integrated_gradients":
-        return pair.GuidedIG(), {"x_steps": p["x_steps"], "max_dist": p["max_dist"], "fraction": p["fraction"]}
-    if method.name == "blur_integrated_gradients":
-        keys = ("max_sigma", "steps", "grad_step", "sqrt", "batch_size")
-        return pair.BlurIG(), {k: p[k] for k in keys}
-    if method.name in ("xrai", "xrai_fast"):
-        extra = pair.XRAIParameters(steps=p["steps"], algorithm="fast" if method.name == "xrai_fast" else "full")
-        return pair.XRAI(), {"batch_size": p["batch_size"], "extra_parameters": extra}
-    if method.name == "gradcam":
-        return pair.GradCam(), {"should_resize": True, "three_dims": True}
-    raise AssertionError(method.name)
+# keywords a declaration (PairCall.hook) cannot spell as constants: (image, method, params) → GetMask keywords
+HOOKS: dict[str, Callable[[np.ndarray, Method, dict[str, Any]], dict[str, Any]]] = {
+    "black_baseline": lambda image, method, params: {"x_baseline": np.zeros_like(image)},
+    "xrai_parameters": lambda image, method, params: {
+        "extra_parameters": pair.XRAIParameters(steps=params["steps"], algorithm=method.algorithm)
+    },
+}
 
 
-def attribute(
-    backend: Backend,
-    image: np.ndarray,
-    class_idx: int,
-    method: Method,
-    params: dict[str, Any],
-    smooth: bool = False,
-) -> np.ndarray:
+def _mask_call(method: Method, params: dict[str, Any], image: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """PAIR object and keyword arguments for ``GetMask`` of ``method``, from its declaration (``method.pair``)."""
+    spec = method.pair
+    kwargs = {**spec.extra, **{key: params[key] for key in spec.params}}
+    if spec.hook is not None:
+        kwargs.update(HOOKS[spec.hook](image, method, params))
+    return getattr(pair, spec.cls)(), kwargs
+
+
+def attribute(backend: Backend, image: np.ndarray, class_idx: int, request: Request) -> np.ndarray:
     """Raw attribution of one ``(H, W, C)`` image: ``(H, W, C)`` for gradient methods, ``(H, W)`` otherwise."""
+    method, params = request.method, request.params
     image = np.asarray(image, dtype=np.float32)
-    saliency_obj, kwargs = _mask_call(method, params)
-    if method.name in ("integrated_gradients", "guided_integrated_gradients"):
-        kwargs["x_baseline"] = np.zeros_like(image)
+    saliency_obj, kwargs = _mask_call(method, params, image)
     call = call_model_function(backend, params.get("layer"))
     args = {"class_idx": int(class_idx)}
-    if not smooth:
+    if not request.smooth:
         raw = saliency_obj.GetMask(image, call, args, **kwargs)
     else:
         with seeded_global_numpy(int(params["seed"])):
@@ -126,6 +117,13 @@ class PairEngine:
         return np.concatenate([self.backend.probabilities(image[None]) for image in batch])
 
     def attribute(
-        self, batch: np.ndarray, classes: np.ndarray, method: Method, params: dict[str, Any], smooth: bool
+        self, batch: np.ndarray, classes: np.ndarray, request: Request, progress: ProgressCallback | None = None
     ) -> list[np.ndarray]:
-        return [attribute(self.backend, image, int(k), method, params, smooth) for image, k in zip(batch, classes)]
+        """Raw attributions of a ``(N, H, W, C)`` batch for ``(N,)`` classes, one tile after another;
+        ``progress(done, N)`` after each tile."""
+        out = []
+        for image, k in zip(batch, classes):
+            out.append(attribute(self.backend, image, int(k), request))
+            if progress is not None:
+                progress(len(out), len(batch))
+        return out

@@ -1,0 +1,58 @@
+"""Where every output of a run lives: all of it under ``outdir``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under ``outdir``; arguments may be wildcard patterns (``"{slide}"``).
+
+    Snakemake tracks folders, one per job, not one file per tile, so DAGs of 100k
+    tiles × methods stay fast:
+
+    * ``tiles/{slide}.csv`` (the tile table) and ``tiles/{slide}/{tile}.png``;
+    * ``masks/{slide}/{chunk}/{method}/{tile}.npy`` + ``{tile}.json`` sidecar;
+    * ``overlays/…`` and ``heatmaps/{slide}/{chunk}/{method}/{tile}.png``;
+    * ``figures/{slide}.{pdf,png}``, ``summary.csv``;
+    * ``logs/{rule}/….log`` and ``benchmarks/{rule}/….tsv``, one per job.
+    """
+
+    outdir: str
+
+    def tile_table(self, slide: str) -> str:
+        return f"{self.outdir}/tiles/{slide}.csv"
+
+    def tile_dir(self, slide: str) -> str:
+        return f"{self.outdir}/tiles/{slide}"
+
+    def mask_dir(self, slide: str, chunk: str, method: str) -> str:
+        return f"{self.outdir}/masks/{slide}/{chunk}/{method}"
+
+    def picture_dir(self, kind: str, slide: str, chunk: str) -> str:
+        """``kind`` is ``overlays`` or ``heatmaps``: one folder per method inside."""
+        return f"{self.outdir}/{kind}/{slide}/{chunk}"
+
+    def summary(self) -> str:
+        return f"{self.outdir}/summary.csv"
+
+    def figure(self, slide: str, ext: str) -> str:
+        return f"{self.outdir}/figures/{slide}.{ext}"
+
+    def log(self, job: str) -> str:
+        """A job's log, ``job`` like ``masks/{slide}/{chunk}/{method}``."""
+        return f"{self.outdir}/logs/{job}.log"
+
+    def benchmark(self, job: str) -> str:
+        """A job's Snakemake benchmark table."""
+        return f"{self.outdir}/benchmarks/{job}.tsv"
+
+    def gpu_locks(self) -> str:
+        """Lock files by which concurrent jobs of a run each take their own GPU."""
+        return f"{self.outdir}/.slidegrad/gpu-locks"
+
+    def folders(self) -> list[str]:
+        """``outdir`` and the folders the jobs write directly inside it."""
+        subs = ("tiles", "masks", "overlays", "heatmaps", "figures", "logs", "benchmarks")
+        return [self.outdir] + [f"{self.outdir}/{sub}" for sub in subs]

@@ -1,0 +1,287 @@
+"""The run plan: what the Snakemake DAG expands over, built once per run (no Snakemake import).
+
+``build_plan(config)`` validates the config (:mod:`slidegrad.config`), reads the sample
+sheet and tile table (:mod:`slidegrad.tables`; no slide is opened), and returns the
+slides × chunks × methods, with each job's ``params`` — every value that changes the
+job's output, so Snakemake reruns exactly the jobs a config change affects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import DYNAMIC_MODES, MethodSpec, parse_methods, parse_selection, validate_config
+from .errors import InputError, check
+from .layout import Layout
+from .model import detect_backend, read_params, require_param
+from .tables import Slide, TileLocations, chunk_labels, read_samples, read_tile_locations
+
+
+@dataclass
+class Plan:
+    """What the DAG expands over.
+
+    ``selection`` is the normalised ``tiles:`` config (``mode`` plus its fields).  In the
+    static modes (``table``, ``tfrecords``) ``locations`` holds each slide's tiles and its
+    chunks are known at start-up; in the dynamic ones (``grid``, ``random``, ``top_k``) a
+    checkpoint chooses them per slide.  ``warnings`` are one-line notes for the user.
+    """
+
+    config: dict[str, Any]
+    backend: str
+    slides: dict[str, Slide]
+    methods: list[MethodSpec]
+    selection: dict[str, Any]
+    locations: TileLocations | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.selection["mode"] in DYNAMIC_MODES
+
+    @property
+    def method_ids(self) -> list[str]:
+        return [m.id for m in self.methods]
+
+    def method(self, method_id: str) -> MethodSpec:
+        return next(m for m in self.methods if m.id == method_id)
+
+    def static_chunks(self, slide: str) -> list[str]:
+        """Chunk labels of a slide in the static modes (its table rows cut ``tiles_per_job`` per job)."""
+        assert self.locations is not None
+        return chunk_labels(len(self.locations.by_slide[slide]), self.config["tiles_per_job"])
+
+    def tiles_params(self, slide: str) -> dict[str, Any]:
+        """Everything a slide's tiles job needs besides its input files; all of it changes its output."""
+        config, info = self.config, self.slides[slide]
+        params: dict[str, Any] = {
+            "slide": slide,
+            "mode": self.selection["mode"],
+            "mpp": info.mpp,
+            "tile_px": config["tile_px"],
+            "tile_um": config["tile_um"],
+            "stride_div": config["stride_div"],
+            "tiles_per_job": config["tiles_per_job"],
+        }
+        if self.dynamic:
+            keys = [k for k in ("min_tissue", "n", "seed", "k") if k in self.selection]
+            params.update({k: self.selection[k] for k in keys})
+            roi = info.roi or self.selection["roi"]
+            params["roi"] = list(roi) if roi else None
+        else:
+            assert self.locations is not None
+            params["table"] = self.locations.path
+            params["grid"] = self.locations.grid
+            params["locations"] = [list(loc) for loc in self.locations.by_slide[slide]]
+        if self.selection["mode"] == "top_k":
+            params["model_options"] = model_options(config)
+        return params
+
+    def mask_method(self, method_id: str) -> str:
+        """A mask job's method as JSON: only the parameters that change its engine's result."""
+        return self.method(method_id).for_engine(self.config["engine"]).to_json()
+
+
+def resolve_geometry(
+    tile_px: int | None, tile_um: float | str | None, model_path: str | None
+) -> tuple[int, float | str]:
+    """``(tile_px, tile_um)``: the config's, else the model's ``params.json``'s."""
+    if tile_px is None or tile_um is None:
+        check(
+            model_path is not None and Path(model_path).exists(),
+            f"config: tile_px/tile_um are not set and model '{model_path}' does not exist yet to read them from",
+        )
+        params = read_params(model_path)
+        if tile_px is None:
+            tile_px = require_param(model_path, "tile_px", params, "or set tile_px in the config")
+        if tile_um is None:
+            tile_um = require_param(model_path, "tile_um", params, "or set tile_um in the config")
+    return int(tile_px), tile_um
+
+
+def geometry_mismatches(tile_px: Any, tile_um: Any, model_path: str) -> list[str]:
+    """One line per config ``tile_px``/``tile_um`` that differs from the model's ``params.json``."""
+    if not Path(model_path).exists():
+        return []
+    params = read_params(model_path)
+    lines = []
+    for key, value in (("tile_px", tile_px), ("tile_um", tile_um)):
+        trained = params.get(key)
+        if value is not None and trained is not None and str(value) != str(trained):
+            lines.append(
+                f"config {key} {value!r} differs from {key} {trained!r} in the params.json of model "
+                f"'{model_path}', which the model was trained at; tiles are read at {value!r}"
+            )
+    return lines
+
+
+def model_options(config: dict[str, Any]) -> dict[str, Any]:
+    """``load_model`` keywords from the config's ``model`` section, and its ``tile_px`` where set."""
+    model = config["model"]
+    keys = ("preprocessing", "architecture", "architecture_kwargs", "allow_pickle")
+    options = {key: model[key] for key in keys if model.get(key) is not None}
+    if config.get("tile_px") is not None:
+        options["tile_px"] = config["tile_px"]
+    return options
+
+
+def mask_gpus(config: dict[str, Any], visible_gpus: int) -> int:
+    """GPUs each mask job declares: ``mask_resources.gpu`` if set, else 1 whenever it runs on CUDA
+    (``device: cuda``, or ``auto`` where ``visible_gpus`` > 0), else 0."""
+    if config["mask_resources"].get("gpu") is not None:
+        return int(config["mask_resources"]["gpu"])
+    device = config["device"]
+    return int(device == "cuda" or (device == "auto" and visible_gpus > 0))
+
+
+def check_class_idx(config: dict[str, Any]) -> int | str | None:
+    """``model.class_idx`` as a class index of the model: a label is looked up in its ``outcome_labels``.
+
+    Checked when the model exists; until then (the demo builds it) the value is returned as is.
+    """
+    class_idx, model_path = config["model"].get("class_idx"), config["model"]["path"]
+    if class_idx is None or not Path(model_path).exists():
+        return class_idx
+    labels = [str(label) for label in read_params(model_path).get("outcome_labels") or []]
+    where = "config field 'model.class_idx'"
+    if isinstance(class_idx, str):
+        check(
+            bool(labels),
+            f"{where}: label {class_idx!r} needs 'outcome_labels' in the params.json of model '{model_path}'; "
+            "give a class index instead",
+        )
+        check(
+            class_idx in labels,
+            f"{where}: unknown label {class_idx!r}; model '{model_path}' has labels {', '.join(labels)}",
+        )
+        return labels.index(class_idx)
+    if labels:
+        check(
+            class_idx < len(labels),
+            f"{where}: {class_idx} is out of range; model '{model_path}' has "
+            f"{len(labels)} classes ({', '.join(labels)})",
+        )
+    return class_idx
+
+
+def _writable(folder: Path) -> bool:
+    """A real probe: create and remove a file (``os.access`` trusts mode bits, which root ignores)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".slidegrad-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(probe)
+    return True
+
+
+def check_outdir(outdir: str) -> None:
+    """``outdir`` must be a writable folder, or creatable in one; so must the result folders already in it."""
+    where = "config field 'outdir'"
+    path = Path(outdir)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path:
+        check(existing.is_dir(), f"{where}: '{outdir}' cannot be created: '{existing}' is a file, not a folder")
+        check(_writable(existing), f"{where}: '{outdir}' cannot be created: folder '{existing}' is not writable")
+        return
+    for folder in map(Path, Layout(outdir).folders()):
+        if folder.exists():
+            check(folder.is_dir(), f"{where}: '{folder}' is a file; expected a folder")
+            check(_writable(folder), f"{where}: folder '{folder}' is not writable")
+
+
+def model_backend(config: dict[str, Any]) -> str:
+    """The mask jobs' framework: ``model.backend``, else detected from the model (torch if not built yet)."""
+    backend, path = config["model"].get("backend", "auto"), Path(config["model"]["path"])
+    if backend != "auto":
+        return backend
+    return detect_backend(path, read_params(path)) if path.exists() else "torch"
+
+
+def tfrecord_slides(names: list[str], directory: str, samples: dict[str, Slide]) -> dict[str, Slide]:
+    """tfrecords mode: each slide's ``path`` is ``{directory}/{slide}.tfrecords``."""
+    from .tfrecords import tfrecord_path
+
+    slides = {}
+    for name in names:
+        try:
+            path = tfrecord_path(directory, name)
+        except InputError as err:
+            raise InputError(f"config field 'tiles.directory': {err}") from None
+        slides[name] = Slide(name, str(path), samples[name].mpp if name in samples else None)
+    return slides
+
+
+def check_grid_locations(plan: Plan) -> None:
+    """A table's grid ``col,row`` lie inside each slide's grid: each slide is opened once.
+
+    Skipped while ``tile_px``/``tile_um`` must come from a model that does not exist yet (the
+    demo builds it); the slide's tiles job checks them again in any case.
+    """
+    from .slide import WSI
+
+    locations, config = plan.locations, plan.config
+    if locations is None or not locations.grid:
+        return
+    try:
+        tile_px, tile_um = resolve_geometry(config["tile_px"], config["tile_um"], config["model"]["path"])
+    except InputError:
+        if not Path(config["model"]["path"]).exists():
+            return
+        raise
+    for name, locs in locations.by_slide.items():
+        slide = plan.slides[name]
+        check(Path(slide.path).exists(), f"sample sheet: grid col,row needs slide '{slide.path}' to exist (or give x,y)")
+        with WSI(slide.path, tile_px, tile_um, stride_div=config["stride_div"], mpp=slide.mpp) as wsi:
+            n_cols, n_rows = wsi.grid_shape
+        for (col, row), line in zip(locs, locations.lines[name]):
+            check(
+                col < n_cols and row < n_rows,
+                f"tile table '{locations.path}' line {line}: tile col={col}, row={row} lies outside the grid "
+                f"of slide {name!r} ({n_cols} cols x {n_rows} rows)",
+            )
+
+
+def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
+    """Validate ``config`` and expand it into slides, their tiles (static modes) and methods.
+
+    ``open_slides``: check a table's grid ``col,row`` against each slide now (once per run; a
+    cluster job step, which rebuilds the plan, passes False).
+    """
+    config = validate_config(config)
+    methods = parse_methods(config["methods"])
+    selection = parse_selection(config["tiles"])
+    check_outdir(config["outdir"])
+    mode = selection["mode"]
+    samples_path = config.get("samples")
+    check(
+        samples_path is not None or mode == "tfrecords",
+        f"config field 'samples': required for tiles mode {mode!r} (only tfrecords mode can do without)",
+    )
+    slides = read_samples(samples_path) if samples_path else {}
+    locations = None
+    warnings = geometry_mismatches(config["tile_px"], config["tile_um"], config["model"]["path"])
+    if mode in ("table", "tfrecords"):
+        locations = read_tile_locations(selection["path"], samples_path, slides)
+        unused = [name for name in slides if name not in locations.by_slide]
+        if unused:
+            warnings.append(
+                f"sample sheet '{samples_path}': slide(s) {', '.join(unused)} have no rows in tile table "
+                f"'{selection['path']}'; skipped"
+            )
+        if mode == "tfrecords":
+            slides = tfrecord_slides(list(locations.by_slide), selection["directory"], slides)
+        slides = {name: slides[name] for name in locations.by_slide}
+    config["model"]["class_idx"] = check_class_idx(config)  # the mask jobs get the index
+    plan = Plan(config, model_backend(config), slides, methods, selection, locations, warnings)
+    if open_slides:
+        check_grid_locations(plan)
+    return plan
