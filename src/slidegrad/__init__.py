@@ -28,7 +28,7 @@ _LAZY = {
 }
 _SUBMODULES = {
     "plot", "slide", "model", "methods", "saliency", "demo", "config", "tables", "layout", "planning", "jobs",
-    "progress", "files", "devices", "backends", "engines",
+    "progress", "files", "devices", "backends", "engines", "evaluate",
 }  # fmt: skip
 
 __all__ = ["InputError", "SlidegradError", *_LAZY, *sorted(_SUBMODULES)]

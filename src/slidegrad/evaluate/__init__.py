@@ -1,0 +1,13 @@
+"""Evidence that a saliency map is faithful to the model (library side; the workflow stage is to come).
+
+* :mod:`.perturbation` — deletion / insertion curves (Petsiuk et al. 2018), their random-order
+  chance level, and overlap with a ground truth (the demo's DAB);
+* :mod:`.pic` — PIC (SIC and AIC, Kapishnikov et al. 2019), equal to PAIR's ``compute_pic_metric``, batched;
+* :mod:`.sanity` — model-randomisation sanity check (Adebayo et al. 2018), torch models;
+* :mod:`.stability` — max-sensitivity under small input perturbations (Yeh et al. 2019).
+"""
+
+from .perturbation import dab_truth, deletion_insertion, pointing_ratio, random_order_deletion_insertion  # noqa: F401
+from .pic import PicResults, pic_metric  # noqa: F401
+from .sanity import SANITY_THRESHOLD, model_randomisation  # noqa: F401
+from .stability import max_sensitivity  # noqa: F401
