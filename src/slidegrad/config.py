@@ -110,12 +110,11 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     if isinstance(config.get("methods"), list):
         parse_methods(config["methods"], lenient=True)
-    errors = sorted(
-        StrictValidator(load_schema()).iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path))
-    )
+    schema = load_schema()
+    errors = sorted(StrictValidator(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise InputError(_message(errors[0]))
-    return _with_defaults(config, load_schema())
+    return _with_defaults(config, schema)
 
 
 def parse_methods(entries: list[Any], lenient: bool = False) -> list[MethodSpec]:

@@ -24,7 +24,7 @@ from .files import write_csv, write_text
 from .layout import Layout
 from .planning import geometry_mismatches, resolve_geometry
 from .progress import LOGGER, Progress
-from .tables import GEOMETRY_COLUMNS, Tile, read_tile_table, row_geometry, write_tile_table
+from .tables import GEOMETRY_COLUMNS, Tile, check_in_grid, read_tile_table, row_geometry, write_tile_table
 
 PROVENANCE_COLUMNS = [
     *GEOMETRY_COLUMNS, "engine", "device", "gradcam_layer", "slidegrad_version", "framework", "framework_version",
@@ -168,13 +168,8 @@ def _table_tiles(wsi: Any, params: dict[str, Any]) -> list[Tile]:
     slide, locations = params["slide"], params["locations"]
     if not params["grid"]:
         return [Tile(slide, x, y) for x, y in locations]
-    n_cols, n_rows = wsi.grid_shape
     for col, row in locations:
-        check(
-            col < n_cols and row < n_rows,
-            f"tile table '{params['table']}': tile col={col}, row={row} lies outside the grid of slide "
-            f"{slide!r} ({n_cols} cols x {n_rows} rows)",
-        )
+        check_in_grid(f"tile table '{params['table']}'", slide, col, row, wsi.grid_shape)
     return [Tile(slide, *wsi.grid_to_xy(col, row)) for col, row in locations]
 
 
@@ -203,10 +198,10 @@ def _choose(
         coords = tiling.sample_tiles(coords, params["n"], params["seed"], f"slide '{wsi.path}'")
     if params["mode"] != "top_k":
         return [Tile(slide, x, y) for x, y in coords]
-    from .model import detect_backend, get_preprocess_fn, load_model, read_params
+    from .model import get_preprocess_fn, load_model
     from .saliency import SaliencyMap
 
-    set_threads(detect_backend(Path(model_path), read_params(model_path)), threads)
+    set_threads(model_path, threads)
     model = load_model(model_path, **params["model_options"])
     chosen, _lock = _claim_device(device, lock_dir, model.backend)
     budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
@@ -225,9 +220,12 @@ def _choose(
 
 
 # -- masks -------------------------------------------------------------------------
-def set_threads(backend: str, threads: int) -> None:
-    """Pin the framework's CPU thread pools (results depend on it; keep it fixed to reproduce)."""
-    if backend == "torch":
+def set_threads(model_path: str, threads: int) -> None:
+    """Pin the CPU thread pools of ``model_path``'s framework (results depend on it; keep it fixed to
+    reproduce).  Call it before the framework initialises its pools, i.e. before loading the model."""
+    from .model import detect_backend, read_params
+
+    if detect_backend(Path(model_path), read_params(model_path)) == "torch":
         import torch
 
         torch.set_num_threads(threads)
@@ -263,11 +261,11 @@ def run_mask_job(
     Per tile: ``{tile}.npy`` (``(H, W)`` float32 in [0, 1]), ``{tile}.json`` (class, probabilities,
     method parameters, model hash, provenance) and, with ``save_raw``, ``{tile}.raw.npy``.
     """
-    from .model import detect_backend, get_preprocess_fn, load_model, read_params
+    from .model import get_preprocess_fn, load_model
     from .saliency import NonFiniteError, SaliencyMap
 
-    if threads:  # before the framework initialises its thread pools
-        set_threads(detect_backend(Path(model_path), read_params(model_path)), threads)
+    if threads:
+        set_threads(model_path, threads)
     model = load_model(model_path, **(load_options or {}))
     rows = read_tile_table(table_path, chunk)
     names = [row["tile"] for row in rows]

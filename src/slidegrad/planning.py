@@ -18,7 +18,7 @@ from .config import DYNAMIC_MODES, MethodSpec, parse_methods, parse_selection, v
 from .errors import InputError, check
 from .layout import Layout
 from .model import detect_backend, read_params, require_param
-from .tables import Slide, TileLocations, chunk_labels, read_samples, read_tile_locations
+from .tables import Slide, TileLocations, check_in_grid, chunk_labels, read_samples, read_tile_locations
 
 
 @dataclass
@@ -241,13 +241,9 @@ def check_grid_locations(plan: Plan) -> None:
         slide = plan.slides[name]
         check(Path(slide.path).exists(), f"sample sheet: grid col,row needs slide '{slide.path}' to exist (or give x,y)")
         with WSI(slide.path, tile_px, tile_um, stride_div=config["stride_div"], mpp=slide.mpp) as wsi:
-            n_cols, n_rows = wsi.grid_shape
+            grid_shape = wsi.grid_shape
         for (col, row), line in zip(locs, locations.lines[name]):
-            check(
-                col < n_cols and row < n_rows,
-                f"tile table '{locations.path}' line {line}: tile col={col}, row={row} lies outside the grid "
-                f"of slide {name!r} ({n_cols} cols x {n_rows} rows)",
-            )
+            check_in_grid(f"tile table '{locations.path}' line {line}", name, col, row, grid_shape)
 
 
 def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:

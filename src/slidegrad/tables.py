@@ -173,6 +173,15 @@ def read_tile_locations(path: str, samples_path: str | None, slides: dict[str, S
     )
 
 
+def check_in_grid(where: str, slide: str, col: int, row: int, grid_shape: tuple[int, int]) -> None:
+    """Grid tile ``(col, row)`` of a tile table lies inside ``slide``'s grid of ``(n_cols, n_rows)``."""
+    n_cols, n_rows = grid_shape
+    check(
+        col < n_cols and row < n_rows,
+        f"{where}: tile col={col}, row={row} lies outside the grid of slide {slide!r} ({n_cols} cols x {n_rows} rows)",
+    )
+
+
 TILE_TABLE_COLUMNS = [
     "slide", "tile", "x", "y", "chunk", "class_idx", "label", "score",
     "tile_px", "tile_um", "mpp", "level", "extract_px",
