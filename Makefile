@@ -19,6 +19,7 @@ demo: install
 	$(BIN)/snakemake --cores all
 	@echo "Figures: $$(ls results/figures/*.pdf | tr '\n' ' ')"
 	@echo "Summary table: results/summary.csv; job logs: results/logs/"
+	@echo "Evaluation: results/evaluation.csv; figures: $$(ls results/figures/evaluation/*.pdf | tr '\n' ' ')"
 
 # Three pytest processes: torch and TensorFlow never share one (tests/tf runs alone), and
 # the SLURM test runs last: once SLURM is installed, every snakemake start asks its

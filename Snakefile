@@ -1,5 +1,6 @@
 # slidegrad: saliency maps for whole-slide-image tile classifiers.
-# slides × tiles × methods → masks, overlays, heatmaps, a summary table and one figure per slide.
+# slides × tiles × methods → masks, overlays, heatmaps, a summary table and one figure per slide;
+# with evaluate.metrics, evaluation.csv and one evaluation figure per slide.
 #
 # With no --configfile this runs the embedded demo (config.yaml). A user's config file
 # replaces it entirely: fields it leaves out get the schema's defaults, not the demo's.
@@ -15,6 +16,7 @@ include: "rules/demo.smk"
 include: "rules/tiles.smk"
 include: "rules/masks.smk"
 include: "rules/report.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

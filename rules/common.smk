@@ -98,10 +98,32 @@ def figure_inputs(wildcards):
     )
 
 
+def evaluation_files(slide, ext):
+    """A slide's evaluate-job outputs, chunk by chunk: rows (csv) or curves (npz)."""
+    return [LAYOUT.evaluation_chunk(slide, chunk, ext) for chunk in slide_chunks(slide)]
+
+
+def slide_evaluation_tables(wildcards):
+    return evaluation_files(wildcards.slide, "csv")
+
+
+def slide_evaluation_curves(wildcards):
+    return evaluation_files(wildcards.slide, "npz")
+
+
+def evaluation_tables(wildcards):
+    """Every evaluate job's rows: slide by slide (sample-sheet order), chunk by chunk."""
+    return [table for slide in PLAN.slides for table in evaluation_files(slide, "csv")]
+
+
 def all_targets(wildcards):
     targets = [LAYOUT.summary()]
+    if PLAN.evaluating:
+        targets.append(LAYOUT.evaluation())
     for slide in PLAN.slides:
         targets += [LAYOUT.figure(slide, ext) for ext in ("pdf", "png")]
+        if PLAN.evaluating:
+            targets += [LAYOUT.evaluation_figure(slide, ext) for ext in ("pdf", "png")]
         targets += [
             LAYOUT.picture_dir(kind, slide, chunk)
             for chunk in slide_chunks(slide)

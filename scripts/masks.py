@@ -6,8 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
 from slidegrad.config import MethodSpec  # noqa: E402
 from slidegrad.jobs import run_mask_job  # noqa: E402
-from slidegrad.layout import Layout  # noqa: E402
-from slidegrad.scripting import run_job  # noqa: E402
+from slidegrad.scripting import run_job, runtime_options  # noqa: E402
 
 run_job(
     run_mask_job,
@@ -22,8 +21,5 @@ run_job(
     engine=snakemake.params.engine,
     load_options=snakemake.params.load_options,
     save_raw=snakemake.params.save_raw,
-    # change no output, so no rerun: from the config at run time
-    threads=snakemake.threads,
-    memory_budget_mb=snakemake.config["memory_budget_mb"],
-    lock_dir=Layout(snakemake.config["outdir"]).gpu_locks(),
+    **runtime_options(snakemake.config, snakemake.threads),  # change no output, so no rerun
 )

@@ -133,7 +133,7 @@ def test_randomisable_layers_order():
         ({"batch": np.zeros((2, 64, 64, 3), np.uint8)}, "^batch: expected preprocessed float tiles"),
         ({"batch": np.zeros((2, 5, 5, 3), np.float32)}, "^batch: tiles of 5×5 px are too small for SSIM"),
         ({"batch": np.full((1, 64, 64, 3), np.inf, np.float32)}, "^batch: holds NaN or inf"),
-        ({"model": object()}, "^model: model_randomisation needs a PyTorch model"),
+        ({"model": object()}, "^model: model_randomisation needs a PyTorch or Keras model"),
         ({"model": NoReset()}, "^model: the top-level module \\(NoReset\\) has parameters but no reset_parameters"),
         ({"model": nn.Sequential(nn.Flatten(), nn.ReLU())}, "^model: it has no layers with parameters"),
         ({"class_idx": 7}, "^class_idx: 7 is out of range"),

@@ -70,7 +70,10 @@ def test_validated_config_has_every_schema_default():
         if "default" in sub:
             assert key in config, key
         for inner, spec in sub.get("properties", {}).items():
-            if "default" in spec and key in config:
+            if spec.get("type") == "object" and key in config:  # a nested section: its own defaults
+                for leaf, leaf_spec in spec["properties"].items():
+                    assert config[key][inner][leaf] == leaf_spec["default"], (key, inner, leaf)
+            elif "default" in spec and key in config:
                 assert config[key][inner] == spec["default"], (key, inner)
     assert config["tiles_per_job"] == 64 and config["threads"] == 2 and config["outdir"] == "results"
 

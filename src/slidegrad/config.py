@@ -9,6 +9,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -163,3 +164,22 @@ def parse_selection(tiles: Any) -> dict[str, Any]:
     if mode == "random":
         selection.setdefault("seed", 0)
     return selection
+
+
+def check_evaluate(section: dict[str, Any], given: Any = None) -> list[str]:
+    """What the schema cannot say about ``evaluate:``: errors (raised) and warnings (returned, one line each).
+
+    ``section``: the validated section (defaults filled in); ``given``: the config's own, before that.
+    """
+    metrics, truth = section["metrics"], section["ground_truth"]
+    where = "config field 'evaluate.ground_truth'"
+    if "pointing" in metrics:
+        check(truth is not None, f"{where}: metric 'pointing' needs one: 'dab' or a folder of {{slide}}/{{tile}}.png masks")
+    if truth is not None and truth != "dab":
+        check(Path(truth).is_dir(), f"{where}: folder '{truth}' does not exist (expected 'dab' or a folder of masks)")
+    warnings = []
+    if not metrics and set(given or {}) - {"metrics"}:
+        warnings.append("config field 'evaluate': settings given but 'metrics' is empty; the maps are not evaluated")
+    elif truth is not None and "pointing" not in metrics:
+        warnings.append("config field 'evaluate.ground_truth': set, but 'pointing' is not in evaluate.metrics; unused")
+    return warnings

@@ -74,7 +74,7 @@ def _framework_sees_gpu(framework: str) -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def _claim_device(device: str, lock_dir: str | None, framework: str) -> tuple[str, Any]:
+def claim_device(device: str, lock_dir: str | None, framework: str) -> tuple[str, Any]:
     """The device this job runs on: its own GPU when it runs on CUDA (see :mod:`slidegrad.devices`);
     ``auto`` is the CPU where the framework can use no GPU (e.g. a GPU it was given is not CUDA's)."""
     from .devices import job_device
@@ -203,7 +203,7 @@ def _choose(
 
     set_threads(model_path, threads)
     model = load_model(model_path, **params["model_options"])
-    chosen, _lock = _claim_device(device, lock_dir, model.backend)
+    chosen, _lock = claim_device(device, lock_dir, model.backend)
     budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
     backend = SaliencyMap(model, device=chosen, memory_budget=budget).backend
     LOGGER.info("top_k: scoring %d tissue tiles with model '%s'", len(coords), model_path)
@@ -279,7 +279,7 @@ def run_mask_job(
         )
     batch = get_preprocess_fn(model)(images)
     budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
-    chosen, _lock = _claim_device(device, lock_dir, model.backend)
+    chosen, _lock = claim_device(device, lock_dir, model.backend)
     sal = SaliencyMap(model, class_idx=class_idx, device=chosen, engine=engine, memory_budget=budget)
     layer = sal.backend.gradcam_layer(method.params.get("layer")) if method.name == "gradcam" else None
     LOGGER.info("%s (%s engine%s) on %s: %s", method.id, engine, f", layer {layer}" if layer else "", chunk, method.params)

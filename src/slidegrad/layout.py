@@ -16,6 +16,8 @@ class Layout:
     * ``masks/{slide}/{chunk}/{method}/{tile}.npy`` + ``{tile}.json`` sidecar;
     * ``overlays/…`` and ``heatmaps/{slide}/{chunk}/{method}/{tile}.png``;
     * ``figures/{slide}.{pdf,png}``, ``summary.csv``;
+    * with ``evaluate.metrics``: ``evaluation/{slide}/{chunk}.csv`` + ``.npz`` (curves),
+      ``evaluation.csv`` and ``figures/evaluation/{slide}.{pdf,png}``;
     * ``logs/{rule}/….log`` and ``benchmarks/{rule}/….tsv``, one per job.
     """
 
@@ -40,6 +42,16 @@ class Layout:
     def figure(self, slide: str, ext: str) -> str:
         return f"{self.outdir}/figures/{slide}.{ext}"
 
+    def evaluation_chunk(self, slide: str, chunk: str, ext: str = "csv") -> str:
+        """An evaluate job's rows (``csv``) or curves (``npz``)."""
+        return f"{self.outdir}/evaluation/{slide}/{chunk}.{ext}"
+
+    def evaluation(self) -> str:
+        return f"{self.outdir}/evaluation.csv"
+
+    def evaluation_figure(self, slide: str, ext: str) -> str:
+        return f"{self.outdir}/figures/evaluation/{slide}.{ext}"
+
     def log(self, job: str) -> str:
         """A job's log, ``job`` like ``masks/{slide}/{chunk}/{method}``."""
         return f"{self.outdir}/logs/{job}.log"
@@ -54,5 +66,5 @@ class Layout:
 
     def folders(self) -> list[str]:
         """``outdir`` and the folders the jobs write directly inside it."""
-        subs = ("tiles", "masks", "overlays", "heatmaps", "figures", "logs", "benchmarks")
+        subs = ("tiles", "masks", "overlays", "heatmaps", "evaluation", "figures", "logs", "benchmarks")
         return [self.outdir] + [f"{self.outdir}/{sub}" for sub in subs]

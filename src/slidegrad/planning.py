@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DYNAMIC_MODES, MethodSpec, parse_methods, parse_selection, validate_config
+from .config import DYNAMIC_MODES, MethodSpec, check_evaluate, parse_methods, parse_selection, validate_config
 from .errors import InputError, check
 from .layout import Layout
 from .model import detect_backend, read_params, require_param
@@ -80,6 +80,17 @@ class Plan:
         if self.selection["mode"] == "top_k":
             params["model_options"] = model_options(config)
         return params
+
+    @property
+    def evaluating(self) -> bool:
+        """Whether the run evaluates its maps (``evaluate.metrics`` is not empty)."""
+        return bool(self.config["evaluate"]["metrics"])
+
+    def evaluate_params(self) -> dict[str, Any]:
+        """An evaluate job's settings (the ``evaluate`` section) and methods (their native engine's
+        parameters, as JSON): all of it changes its output."""
+        methods = {m.id: m.for_engine("native").to_json() for m in self.methods}
+        return {"settings": self.config["evaluate"], "methods": methods}
 
     def mask_method(self, method_id: str) -> str:
         """A mask job's method as JSON: only the parameters that change its engine's result."""
@@ -252,6 +263,7 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
     ``open_slides``: check a table's grid ``col,row`` against each slide now (once per run; a
     cluster job step, which rebuilds the plan, passes False).
     """
+    given_evaluate = config.get("evaluate") if isinstance(config, dict) else None
     config = validate_config(config)
     methods = parse_methods(config["methods"])
     selection = parse_selection(config["tiles"])
@@ -265,6 +277,7 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
     slides = read_samples(samples_path) if samples_path else {}
     locations = None
     warnings = geometry_mismatches(config["tile_px"], config["tile_um"], config["model"]["path"])
+    warnings += check_evaluate(config["evaluate"], given_evaluate)
     if mode in ("table", "tfrecords"):
         locations = read_tile_locations(selection["path"], samples_path, slides)
         unused = [name for name in slides if name not in locations.by_slide]

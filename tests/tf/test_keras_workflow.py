@@ -31,6 +31,7 @@ def test_keras_demo_matches_torch_demo(tmp_path):
         "methods": METHODS + [{"name": "gradcam"}],
         "demo": {"epochs": 1},
         "threads": 1,
+        "evaluate": {"metrics": ["deletion", "insertion", "sanity"], "steps": 10},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(base))
     keras = {
@@ -57,3 +58,16 @@ def test_keras_demo_matches_torch_demo(tmp_path):
         assert (meta_t["backend"], meta_k["backend"]) == ("torch", "tensorflow")
         np.testing.assert_allclose(meta_k["probabilities"], meta_t["probabilities"], atol=1e-5)
     assert (tmp_path / "results/keras/figures/demo_a.pdf").exists()
+
+    # the evaluation stage on Keras: same weights, so the same curves; its own randomised models
+    def evaluation(outdir: str) -> dict:
+        with open(tmp_path / outdir / "evaluation.csv") as handle:
+            return {(r["tile"], r["method"]): r for r in csv.DictReader(handle)}
+
+    torch_rows, keras_rows = evaluation("results"), evaluation("results/keras")
+    assert set(torch_rows) == set(keras_rows) and len(keras_rows) == 2 * 4
+    for key, row in keras_rows.items():
+        for column in ("deletion_auc", "deletion_chance", "insertion_auc", "insertion_chance"):
+            assert abs(float(row[column]) - float(torch_rows[key][column])) <= 1e-4, (key, column)
+        assert -1 <= float(row["sanity_spearman"]) <= 1 and row["sanity_passes"] in ("true", "false")
+    assert (tmp_path / "results/keras/figures/evaluation/demo_b.png").exists()

@@ -133,6 +133,101 @@ def resolve_device(device: str | None) -> str:
     return "/CPU:0"
 
 
+# -- model randomisation (slidegrad.evaluate.sanity) ---------------------------------
+_INITIALISER_ALIASES = {"kernel": ("kernel_initializer", "depthwise_initializer")}  # DepthwiseConv2D's kernel
+
+
+def randomisation_copy(model: Any) -> Any:
+    """A copy of a Keras model with its own weights (``clone_model`` + ``set_weights``): re-initialising
+    it never touches ``model``.  A model without Keras layers, or one Keras cannot clone, is refused."""
+    check(
+        not isinstance(model, _SignatureModel),
+        "model: this SavedModel has no Keras layers (loaded by its serving signature); model_randomisation "
+        "needs a Keras model (save it as a .keras file)",
+    )
+    keras = _keras_for(model)
+    check(
+        isinstance(model, keras.Model),
+        f"model: model_randomisation needs a keras.Model, got {type(model).__name__}",
+    )
+    try:
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+    except Exception as err:  # noqa: BLE001 - Keras raises many types for models it cannot clone
+        raise InputError(
+            f"model: cannot copy {type(model).__name__} for model_randomisation "
+            f"(keras.models.clone_model: {first_line(err, SHORT)})"
+        ) from None
+    return clone
+
+
+def _sublayers(layer: Any) -> list[Any]:
+    flatten = getattr(layer, "_flatten_layers", None)  # Keras 3 and tf_keras: direct sublayers
+    if callable(flatten):
+        return list(flatten(include_self=False, recursive=False))
+    return list(getattr(layer, "layers", []))
+
+
+def _own_weights(layer: Any) -> list[Any]:
+    """The variables ``layer`` itself holds (not through a sublayer)."""
+    nested = {id(w) for sub in _sublayers(layer) for w in sub.weights}
+    return [w for w in layer.weights if id(w) not in nested]
+
+
+def _weight_name(variable: Any) -> str:
+    """``kernel`` for Keras 3's ``kernel`` and tf_keras's ``conv0/kernel:0``."""
+    return str(variable.name).rsplit("/", 1)[-1].split(":")[0]
+
+
+def randomisable_layers(model: Any) -> list[tuple[str, Any]]:
+    """``(name, layer)`` of the layers holding weights, last first (the randomisation order).
+
+    Nested models and layers are flattened depth-first (a layer before its sublayers, as torch's
+    ``named_modules``; then reversed); a nested layer's name is its path, ``outer/inner``.  Each
+    weight must have the layer's initialiser (``<weight>_initializer``, e.g. ``kernel_initializer``,
+    BatchNorm's ``moving_variance_initializer``); a layer with one that has none is an :class:`InputError`.
+    """
+    layers: list[tuple[str, Any]] = []
+
+    def visit(layer: Any, prefix: str) -> None:
+        for sub in _sublayers(layer):
+            name = f"{prefix}{sub.name}"
+            if _own_weights(sub):
+                layers.append((name, sub))
+            visit(sub, f"{name}/")
+
+    visit(model, "")
+    for name, layer in layers:
+        for variable in _own_weights(layer):
+            _initialiser(layer, variable, name)
+    check(bool(layers), "model: it has no layers with weights to randomise")
+    return layers[::-1]
+
+
+def _initialiser(layer: Any, variable: Any, name: str) -> Any:
+    weight = _weight_name(variable)
+    for attr in _INITIALISER_ALIASES.get(weight, (f"{weight}_initializer",)):
+        init = getattr(layer, attr, None)
+        if callable(init):
+            return init
+    raise InputError(
+        f"model: layer {name!r} ({type(layer).__name__}) has weight {weight!r} but no {weight}_initializer; "
+        "model_randomisation cannot re-initialise it"
+    )
+
+
+def reinitialise(layer: Any, seed: int) -> None:
+    """Draw ``layer``'s own weights afresh from its initialisers, each seeded from ``seed`` (and the
+    weight's index in the layer): deterministic, and no global random state changes."""
+    for index, variable in enumerate(_own_weights(layer)):
+        init = _initialiser(layer, variable, layer.name)
+        config = init.get_config() if callable(getattr(init, "get_config", None)) else {}
+        if "seed" in config:  # a random initialiser: a seeded twin of it
+            config["seed"] = int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)
+            init = type(init).from_config(config)
+        variable.assign(tf.cast(init(tuple(variable.shape), dtype=variable.dtype), variable.dtype))
+
+
 class TensorFlowBackend:
     """Wraps a Keras model (channels-last) behind the backend contract."""
 

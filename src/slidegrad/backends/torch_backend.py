@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import inspect
 import itertools
@@ -410,6 +411,33 @@ def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
     """``module.to(device)``, skipped where every parameter and buffer is there already (cheap per call)."""
     tensors = itertools.chain(module.parameters(), module.buffers())
     return module if all(t.device == device for t in tensors) else module.to(device)
+
+
+# -- model randomisation (slidegrad.evaluate.sanity) ---------------------------------
+def randomisation_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` (its own parameters): re-initialising it never touches ``module``."""
+    return copy.deepcopy(module)
+
+
+def randomisable_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the modules holding parameters, last registered first (the randomisation
+    order; ``named_modules`` names).  One without ``reset_parameters()`` is an :class:`InputError`."""
+    layers = [(name, m) for name, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    for name, m in layers:
+        check(
+            callable(getattr(m, "reset_parameters", None)),
+            f"model: {f'layer {name!r}' if name else 'the top-level module'} ({type(m).__name__}) has parameters "
+            "but no reset_parameters(); model_randomisation cannot re-initialise it",
+        )
+    check(bool(layers), "model: it has no layers with parameters to randomise")
+    return layers[::-1]
+
+
+def reinitialise(layer: nn.Module, seed: int) -> None:
+    """``layer.reset_parameters()`` right after ``torch.manual_seed(seed)``; the global torch RNG is restored."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        layer.reset_parameters()
 
 
 class TorchBackend:

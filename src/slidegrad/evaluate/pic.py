@@ -161,6 +161,9 @@ def _scoring_model(model: Any, preprocess: Callable | None, memory_budget: int |
 
     if isinstance(model, (str, Path)):
         model = load_model(model)
+    sal = model if isinstance(model, _saliency.SaliencyMap) else None  # reuse its backend, device and engine
+    if sal is not None:
+        model = sal.model
     if preprocess is None:
         check(
             isinstance(model, LoadedModel),
@@ -169,7 +172,8 @@ def _scoring_model(model: Any, preprocess: Callable | None, memory_budget: int |
         )
         preprocess = get_preprocess_fn(model)
     check(callable(preprocess), f"preprocess: expected a function, got {type(preprocess).__name__}")
-    sal = _saliency.SaliencyMap(model, memory_budget=memory_budget)
+    if sal is None:
+        sal = _saliency.SaliencyMap(model, memory_budget=memory_budget)
     return sal, preprocess
 
 
@@ -246,7 +250,8 @@ def pic_metric(
     """SIC or AIC of every tile, as PAIR's ``compute_pic_metric`` per tile, scored in batches.
 
     ``model``: a :class:`~slidegrad.model.LoadedModel` or a model path (its
-    preprocessing is used), or a bare model with ``preprocess=``.
+    preprocessing is used), a :class:`~slidegrad.SaliencyMap` of one (its device
+    and budget are reused), or a bare model with ``preprocess=``.
     ``tiles``: uint8 ``(N, H, W, 3)``; ``saliency``: ``(N, H, W)``, higher is
     more important (take ``abs`` first if that is meant).
     ``class_idx``: the class scored, an int (or outcome label) or one per tile;

@@ -1,12 +1,23 @@
 """Model-randomisation sanity check (Adebayo et al. 2018, "Sanity checks for saliency maps"; MPRT).
 
 A saliency method that explains the *model* must give different maps once the
-model's weights are destroyed.  :func:`model_randomisation` re-initialises a deep
-copy of the model cascading from the last layer down (the modules holding
-parameters, in reverse registration order, each with its ``reset_parameters()``
-right after ``torch.manual_seed(seed + step)``; the global torch RNG is restored
-afterwards) and, after each step, compares the method's map of the same tiles
-with the trained model's map:
+model's weights are destroyed.  :func:`model_randomisation` re-initialises a copy
+of the model cascading from the last layer down and, after each step, compares
+the method's map of the same tiles with the trained model's map.  The framework
+part lives in the backends (``randomisation_copy``, ``randomisable_layers``,
+``reinitialise`` in :mod:`slidegrad.backends.torch_backend` and
+:mod:`~slidegrad.backends.tf_backend`):
+
+- PyTorch: a deep copy; the modules holding parameters, in reverse registration
+  order, each with its ``reset_parameters()`` right after
+  ``torch.manual_seed(seed + step)`` (the global torch RNG is restored afterwards);
+- Keras (3, or tf_keras): ``clone_model`` + ``set_weights``; the layers holding
+  weights (nested models flattened, ``outer/inner`` names), last first, each weight
+  drawn from the layer's own initialiser (``kernel_initializer``, ...), seeded from
+  ``seed + step`` (no global random state changes).  A SavedModel loaded by its
+  serving signature has no layers and is refused.
+
+The similarities:
 
 - ``spearman``: Spearman rank correlation (``scipy.stats.spearmanr``) of the
   absolute raw attribution, per pixel (gradient methods: ``|a|`` summed over
@@ -18,13 +29,10 @@ The class explained by every randomised model is the trained model's class
 for that tile (the call's ``class_idx``, else the trained model's argmax),
 never the randomised model's argmax.  The user's model is never modified (the
 copy holds a second set of weights; L layers cost L + 1 attribution passes).
-
-PyTorch models only: Keras models are refused (one-line :class:`InputError`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any
 
@@ -79,19 +87,27 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def randomisable_layers(module: Any) -> list[tuple[str, Any]]:
-    """``(name, module)`` of the modules holding parameters, last registered first (the randomisation order).
+    """``(name, layer)`` of a torch module's or Keras model's layers holding weights, last first (the
+    randomisation order); a layer its backend cannot re-initialise is an :class:`InputError`."""
+    return _framework(module).randomisable_layers(module)
 
-    Every such module must have ``reset_parameters()``; one without is an :class:`InputError`.
-    """
-    layers = [(name, m) for name, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    for name, m in layers:
-        check(
-            callable(getattr(m, "reset_parameters", None)),
-            f"model: {f'layer {name!r}' if name else 'the top-level module'} ({type(m).__name__}) has parameters "
-            "but no reset_parameters(); model_randomisation cannot re-initialise it",
-        )
-    check(bool(layers), "model: it has no layers with parameters to randomise")
-    return layers[::-1]
+
+def _framework(module: Any) -> Any:
+    """The backend module (torch or TensorFlow) of a bare model, importing only that framework."""
+    from ..backends import _is_keras_model, _is_torch_module
+
+    if _is_torch_module(module):
+        from ..backends import torch_backend
+
+        return torch_backend
+    if _is_keras_model(module):
+        from ..backends import tf_backend
+
+        return tf_backend
+    raise InputError(
+        "model: model_randomisation needs a PyTorch or Keras model (torch.nn.Module, keras.Model or a "
+        f"LoadedModel of one), got {type(module).__name__}"
+    )
 
 
 def model_randomisation(
@@ -103,17 +119,20 @@ def model_randomisation(
     *,
     device: str = "auto",
     memory_budget: int | None = None,
+    method_options: dict[str, Any] | None = None,
     **method_params: Any,
 ) -> dict[str, Any]:
     """Cascading model-randomisation test of ``method`` on preprocessed tiles.
 
-    ``model``: a :class:`~slidegrad.model.LoadedModel` or a ``torch.nn.Module`` (never modified).
+    ``model``: a :class:`~slidegrad.model.LoadedModel`, a ``torch.nn.Module`` or a ``keras.Model``
+    (never modified).
     ``batch``: preprocessed channels-last float tiles, ``(N, H, W, 3)`` (or one ``(H, W, 3)``).
     ``class_idx``: the class explained, as in :meth:`SaliencyMap.get` (``None``: each tile's
     predicted class under the trained model).  ``seed``: layer ``step`` (0 = the last layer)
-    is re-initialised right after ``torch.manual_seed(seed + step)``.  ``device`` /
-    ``memory_budget``: as for :class:`~slidegrad.saliency.SaliencyMap`.  ``method_params``:
-    the method's parameters (and ``smooth=``), as for :meth:`SaliencyMap.get`.
+    is re-initialised with seed ``seed + step`` (torch: right after ``torch.manual_seed(seed + step)``).
+    ``device`` / ``memory_budget``: as for :class:`~slidegrad.saliency.SaliencyMap`.  ``method_params``:
+    the method's parameters (and ``smooth=``), as for :meth:`SaliencyMap.get`; ``method_options``:
+    more of them as a dict, e.g. a smooth method's own ``seed`` (which ``seed=`` here does not set).
 
     Returns a dict:
 
@@ -129,13 +148,12 @@ def model_randomisation(
 
     spec = get_method(method)
     check(is_int(seed), f"seed: expected an int, got {seed!r}")
+    method_params = {**(method_options or {}), **method_params}
     batch = _check_batch(batch)
     module = model.module if isinstance(model, LoadedModel) else model
-    _check_torch(module)
-    import torch
-
-    randomised_module = copy.deepcopy(module)  # before any backend touches the user's model
-    layers = randomisable_layers(randomised_module)
+    framework = _framework(module)
+    randomised_module = framework.randomisation_copy(module)  # before any backend touches the user's model
+    layers = framework.randomisable_layers(randomised_module)
     if isinstance(model, LoadedModel):
         randomised: Any = dataclasses.replace(model, module=randomised_module)
     else:
@@ -148,9 +166,7 @@ def model_randomisation(
     spearman = np.zeros((len(batch), len(layers)))
     ssim = np.zeros((len(batch), len(layers)))
     for step, (_name, layer) in enumerate(layers):
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed + step)
-            layer.reset_parameters()
+        framework.reinitialise(layer, seed + step)
         sal = SaliencyMap(randomised, device=device, memory_budget=memory_budget)
         masks_r, raws_r = sal.attributions(batch, spec.name, class_idx=classes, **method_params)
         spearman[:, step], ssim[:, step] = map_similarity(raws, masks, raws_r, masks_r)
@@ -165,18 +181,6 @@ def model_randomisation(
         "classes": np.asarray(classes),
         "masks": masks,
     }
-
-
-def _check_torch(module: Any) -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(module, torch.nn.Module):
-        return
-    raise InputError(
-        f"model: model_randomisation needs a PyTorch model (torch.nn.Module or a LoadedModel of one), "
-        f"got {type(module).__name__}"
-    )
 
 
 def _check_batch(batch: Any) -> np.ndarray:

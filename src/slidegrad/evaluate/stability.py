@@ -61,6 +61,7 @@ def max_sensitivity(
     seed: int = 0,
     class_idx: Any = None,
     on: str = "raw",
+    method_options: dict[str, Any] | None = None,
     **params: Any,
 ) -> np.ndarray:
     """Max-sensitivity of ``method``'s maps: ``(N,)`` float64 (a float for one ``(H, W, 3)`` tile).
@@ -71,7 +72,8 @@ def max_sensitivity(
     ``seed``: the noise's seed (:func:`perturbations`).  ``class_idx``: as for
     :meth:`SaliencyMap.get`, resolved once on the unperturbed tiles.  ``on``: ``"raw"``
     (default) or ``"mask"`` (see the module docstring).  ``params``: the method's parameters
-    (and ``smooth=``).
+    (and ``smooth=``); ``method_options``: more of them as a dict, e.g. a smooth method's own
+    ``seed`` (which ``seed=`` here does not set).
 
     All tiles and their ``n`` perturbed copies, ``N·(n + 1)`` images, go to one
     :meth:`SaliencyMap.attributions` call (held in host memory at once).
@@ -83,6 +85,7 @@ def max_sensitivity(
         f"saliency_map: expected a slidegrad SaliencyMap, got {type(saliency_map).__name__}",
     )
     spec = get_method(method)
+    params = {**(method_options or {}), **params}
     check(is_int(n) and n >= 1, f"n: expected a positive int, got {n!r}")
     check(is_int(seed), f"seed: expected an int, got {seed!r}")
     check(on in ("raw", "mask"), f"on: expected 'raw' or 'mask', got {on!r}")

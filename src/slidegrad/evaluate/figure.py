@@ -1,0 +1,154 @@
+"""One evaluation figure per slide: the curves, then a method × metric panel.
+
+Top: the mean deletion and insertion curves of each method over the slide's
+tiles, one row per explained class (up to :data:`MAX_CLASS_ROWS` classes; a
+white baseline, say, removes a "negative" class's evidence no more than the
+tile's own glass does, so pooling classes would blur the picture) (probability of the explained class against the fraction of pixels
+removed / restored), with the random-order curve (chance) dashed in black.
+A faithful map's deletion curve falls below chance; its insertion curve rises above.
+
+Bottom: one panel per metric; each method's tiles as grey dots, their mean as a
+coloured dot with a bar of ± one standard deviation, and the metric's chance
+level (mean over the tiles) or the sanity check's threshold as a dashed line.
+The arrow in a panel's title says which direction is better.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.figure
+import numpy as np
+
+from ..plot import plt
+
+# column, panel title, its reference column (chance) or a fixed reference value
+PANELS: tuple[tuple[str, str, str | float | None], ...] = (
+    ("deletion_auc", "deletion AUC ↓", "deletion_chance"),
+    ("insertion_auc", "insertion AUC ↑", "insertion_chance"),
+    ("sic", "SIC AUC ↑", "sic_chance"),
+    ("aic", "AIC AUC ↑", "aic_chance"),
+    ("pointing_ratio", "pointing ratio ↑", "pointing_chance"),
+    ("sanity_spearman", "sanity: Spearman vs random model ↓", 0.5),
+    ("max_sensitivity", "max-sensitivity ↓", None),
+)
+MAX_CLASS_ROWS = 4  # curves per explained class up to this many classes, else all tiles together
+CURVE_TITLES = {"deletion": "deletion", "insertion": "insertion"}
+CURVE_XLABELS = {"deletion": "fraction of pixels removed", "insertion": "fraction of pixels restored"}
+
+
+def _values(rows: Sequence[dict[str, str]], method: str, column: str) -> np.ndarray:
+    out = [float(r[column]) if r.get(column) not in (None, "") else np.nan for r in rows if r["method"] == method]
+    return np.asarray(out, np.float64)
+
+
+def _mean_sd(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return np.nan, np.nan
+    return float(finite.mean()), float(finite.std())
+
+
+def _curve_panel(ax, kind: str, curves, rows, label: str | None, method_ids, method_titles, colours) -> None:
+    """Mean curves of the tiles whose explained class is ``label`` (``None``: all tiles)."""
+    chance_parts = []
+    for method, title, colour in zip(method_ids, method_titles, colours):
+        curve = curves.get(f"{method}:{kind}")
+        if curve is None:
+            continue
+        if label is not None:
+            curve = curve[np.array([r["class_label"] == label for r in rows if r["method"] == method])]
+        x = np.linspace(0.0, 1.0, curve.shape[1])
+        auc = float(((curve[:, :-1] + curve[:, 1:]) / 2).mean(axis=1).mean())
+        ax.plot(x, curve.mean(axis=0), color=colour, lw=1.3, label=f"{title} ({auc:.2f})")
+        chance = curves[f"{method}:{kind}_chance"]
+        if label is not None:
+            chance = chance[np.array([r["class_label"] == label for r in rows if r["method"] == method])]
+        chance_parts.append(chance)
+    if chance_parts:
+        chance = np.concatenate(chance_parts)
+        x = np.linspace(0.0, 1.0, chance.shape[1])
+        auc = float(((chance[:, :-1] + chance[:, 1:]) / 2).mean(axis=1).mean())
+        ax.plot(x, chance.mean(axis=0), color="black", lw=1.6, ls="--", label=f"random order ({auc:.2f})")
+        if all(np.ptp(line.get_ydata()) < 1e-3 for line in ax.get_lines()):  # visibly flat
+            ax.text(0.6, 0.78, "flat: the baseline does not remove\nthis class's evidence; no information",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.3")  # fmt: skip
+    n_tiles = len(chance_parts[0]) if chance_parts else 0
+    who = f"class {label}" if label is not None else "all classes"
+    ax.set_title(f"{CURVE_TITLES[kind]}: {who}, {n_tiles} tiles (legend: mean AUC)", fontsize=8)
+    ax.set_xlabel(CURVE_XLABELS[kind], fontsize=7)
+    ax.set_ylabel("probability of the explained class", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.tick_params(labelsize=6)
+    ax.grid(alpha=0.3, lw=0.5)
+    ax.legend(fontsize=5.5, loc="best", frameon=False)
+
+
+def _metric_panel(ax, rows, column: str, title: str, reference, method_ids, method_titles, colours, first: bool):
+    ys = np.arange(len(method_ids))[::-1]
+    rng = np.random.default_rng(0)  # jitter of the tile dots only
+    for y, method, colour in zip(ys, method_ids, colours):
+        values = _values(rows, method, column)
+        finite = values[np.isfinite(values)]
+        ax.scatter(finite, y + rng.uniform(-0.18, 0.18, finite.size), s=4, color="0.6", lw=0, zorder=1)
+        mean, sd = _mean_sd(values)
+        if np.isfinite(mean):
+            ax.errorbar(mean, y, xerr=sd, fmt="o", ms=4, color=colour, ecolor=colour, elinewidth=1.2, capsize=2, zorder=2)
+    if isinstance(reference, str):
+        chance = _mean_sd(np.concatenate([_values(rows, m, reference) for m in method_ids]))[0]
+        if np.isfinite(chance):
+            ax.axvline(chance, color="black", ls="--", lw=1, label="chance")
+    elif reference is not None:
+        ax.axvline(reference, color="black", ls="--", lw=1, label="threshold")
+    ax.set_yticks(ys)
+    if first:
+        ax.set_yticklabels(method_titles, fontsize=6.5)
+    else:
+        ax.tick_params(axis="y", labelleft=False)
+    ax.set_ylim(-0.6, len(method_ids) - 0.4)
+    ax.set_title(title, fontsize=7.5)
+    ax.tick_params(axis="x", labelsize=6)
+    ax.grid(axis="x", alpha=0.3, lw=0.5)
+    if reference is not None:
+        ax.legend(fontsize=5.5, loc="best", frameon=False)
+
+
+def evaluation_figure(
+    rows: Sequence[dict[str, str]],
+    curves: dict[str, np.ndarray],
+    method_ids: Sequence[str],
+    method_titles: Sequence[str],
+    title: str = "",
+) -> matplotlib.figure.Figure:
+    """The figure for one slide.
+
+    ``rows``: its ``evaluation.csv`` rows (strings, as read); ``curves``: ``"{method}:{kind}"`` →
+    ``(N, steps + 1)`` curves, ``kind`` in deletion, insertion, deletion_chance, insertion_chance
+    (absent when neither metric ran); ``method_ids`` / ``method_titles``: the methods, in order.
+    """
+    columns = set(rows[0]) if rows else set()
+    panels = [p for p in PANELS if p[0] in columns]
+    kinds = [k for k in CURVE_TITLES if any(key.endswith(f":{k}") for key in curves)]
+    colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(method_ids))]
+    n_cols = max(len(panels), 1)
+    width = max(2.3 * n_cols + 1.0, 7.0)
+    labels = sorted({r["class_label"] for r in rows})
+    curve_rows: list[str | None] = labels if 1 < len(labels) <= MAX_CLASS_ROWS else [None]
+    heights = ([2.6 * len(curve_rows)] if kinds else []) + ([0.32 * len(method_ids) + 0.9] if panels else [])
+    fig = plt.figure(figsize=(width, sum(heights) + 0.5), layout="constrained")
+    parts = fig.subfigures(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0] if heights else []
+    index = 0
+    if kinds:
+        axes = parts[index].subplots(len(curve_rows), len(kinds), squeeze=False)
+        for row_axes, label in zip(axes, curve_rows):
+            for ax, kind in zip(row_axes, kinds):
+                _curve_panel(ax, kind, curves, rows, label, method_ids, method_titles, colours)
+        index += 1
+    if panels:
+        axes = parts[index].subplots(1, len(panels), squeeze=False, sharey=True)[0]
+        for i, (ax, (column, panel_title, reference)) in enumerate(zip(axes, panels)):
+            _metric_panel(ax, rows, column, panel_title, reference, method_ids, method_titles, colours, i == 0)
+    if title:
+        fig.suptitle(f"{title}: faithfulness of the maps ({len(rows) // max(len(method_ids), 1)} tiles)", fontsize=9)
+    return fig
