@@ -17,9 +17,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: install
 	$(BIN)/snakemake --cores all
+	$(BIN)/snakemake --report results/report.html
 	@echo "Figures: $$(ls results/figures/*.pdf | tr '\n' ' ')"
 	@echo "Summary table: results/summary.csv; job logs: results/logs/"
 	@echo "Evaluation: results/evaluation.csv; figures: $$(ls results/figures/evaluation/*.pdf | tr '\n' ' ')"
+	@echo "Overviews: $$(ls results/figures/overview/*.pdf | tr '\n' ' ')"
+	@echo "Report: results/report.html; methods paragraph: results/methods.md"
 
 # Three pytest processes: torch and TensorFlow never share one (tests/tf runs alone), and
 # the SLURM test runs last: once SLURM is installed, every snakemake start asks its

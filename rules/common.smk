@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from slidegrad.devices import visible_gpu_count
 from slidegrad.errors import InputError
 from slidegrad.layout import Layout
+from slidegrad.methods_text import CAPTIONS as CAPTION_TEXTS
 from slidegrad.planning import build_plan, mask_gpus, model_options
 from slidegrad.tables import CHUNK_NAME, SLIDE_NAME, table_chunks
 
@@ -33,6 +34,8 @@ LAYOUT = Layout(OUT)
 MODE = PLAN.selection["mode"]
 MASK_ENV = f"../envs/{PLAN.backend}.yaml"
 DEMO_VARIANTS = ["a", "b"]
+FORMATS = config["figure"]["formats"]
+CAPTIONS = list(CAPTION_TEXTS)
 MASK_GPU = mask_gpus(config, visible_gpu_count())
 
 
@@ -41,6 +44,7 @@ wildcard_constraints:
     chunk=CHUNK_NAME,
     method="|".join(PLAN.method_ids),
     variant="|".join(DEMO_VARIANTS),
+    ext="|".join(FORMATS),
 
 
 def slide_chunks(slide):
@@ -89,13 +93,56 @@ def summary_inputs(wildcards):
     return tables + [d for slide in PLAN.slides for d in slide_masks(slide)]
 
 
+def caption(name):
+    """A report caption the methods_text job writes (absolute: it lies under outdir, not beside the rules)."""
+    return str(Path(LAYOUT.caption(name)).resolve())
+
+
+def report_figures(pattern, name, category):
+    """A figure's files, one per figure.formats (``pattern`` has ``{ext}``); the first of png, svg, pdf
+    goes into the report, with the caption ``name``, one subcategory per slide."""
+    shown = next(ext for ext in ("png", "svg", "pdf") if ext in FORMATS)
+    files = []
+    for ext in FORMATS:
+        path = pattern.replace("{ext}", ext)
+        if ext == shown:
+            path = report(
+                path,
+                caption=caption(name),
+                category=category,
+                subcategory="{slide}",
+                labels={"slide": "{slide}"},
+            )
+        files.append(path)
+    return files
+
+
 def figure_inputs(wildcards):
-    """The slide's tile table and tiles, and the masks of the chunks its first figure_max_tiles rows lie in."""
-    n_chunks = math.ceil(config["figure_max_tiles"] / config["tiles_per_job"])
+    """The slide's tile table and tiles, and the masks of the chunks its first figure.max_tiles rows lie in."""
+    n_chunks = math.ceil(config["figure"]["max_tiles"] / config["tiles_per_job"])
     slide = wildcards.slide
     return [LAYOUT.tile_table(slide), LAYOUT.tile_dir(slide)] + slide_masks(
         slide, n_chunks
     )
+
+
+def overview_inputs(wildcards):
+    """The slide, its tile table and every mask of it (the mosaics and the boxes' classes)."""
+    slide = wildcards.slide
+    return {
+        "slide": PLAN.slides[slide].path,
+        "table": LAYOUT.tile_table(slide),
+        "masks": slide_masks(slide),
+    }
+
+
+def slide_path(wildcards):
+    return PLAN.slides[wildcards.slide].path
+
+
+def slide_mpp(wildcards):
+    """The sample sheet's µm/px for the slide (None: the slide's own)."""
+    return PLAN.slides[wildcards.slide].mpp
 
 
 def evaluation_files(slide, ext):
@@ -117,13 +164,15 @@ def evaluation_tables(wildcards):
 
 
 def all_targets(wildcards):
-    targets = [LAYOUT.summary()]
+    targets = [LAYOUT.summary("csv"), LAYOUT.methods_text()]
     if PLAN.evaluating:
         targets.append(LAYOUT.evaluation())
     for slide in PLAN.slides:
-        targets += [LAYOUT.figure(slide, ext) for ext in ("pdf", "png")]
+        targets += [LAYOUT.figure(slide, ext) for ext in FORMATS]
+        if MODE != "tfrecords":  # a TFRecord holds tiles, no slide to draw
+            targets += [LAYOUT.overview(slide, ext) for ext in FORMATS]
         if PLAN.evaluating:
-            targets += [LAYOUT.evaluation_figure(slide, ext) for ext in ("pdf", "png")]
+            targets += [LAYOUT.evaluation_figure(slide, ext) for ext in FORMATS]
         targets += [
             LAYOUT.picture_dir(kind, slide, chunk)
             for chunk in slide_chunks(slide)

@@ -37,7 +37,12 @@ rule evaluation_table:
     input:
         evaluation_tables,
     output:
-        LAYOUT.evaluation(),
+        report(
+            LAYOUT.evaluation(),
+            caption=caption("evaluation"),
+            category="Tables",
+            labels={"table": "evaluation"},
+        ),
     log:
         LAYOUT.log("evaluation"),
     benchmark:
@@ -53,8 +58,11 @@ rule evaluation_figure:
         tables=slide_evaluation_tables,
         curves=slide_evaluation_curves,
     output:
-        pdf=LAYOUT.evaluation_figure("{slide}", "pdf"),
-        png=LAYOUT.evaluation_figure("{slide}", "png"),
+        report_figures(
+            LAYOUT.evaluation_figure("{slide}", "{ext}"),
+            "evaluation_figure",
+            "Evaluation",
+        ),
     log:
         LAYOUT.log("figures/evaluation/{slide}"),
     benchmark:
@@ -64,5 +72,6 @@ rule evaluation_figure:
     params:
         method_ids=PLAN.method_ids,
         method_titles=[m.title for m in PLAN.methods],
+        dpi=config["figure"]["dpi"],
     script:
         "../scripts/evaluation_figure.py"

@@ -52,5 +52,7 @@ rule overlays:
         "../envs/base.yaml"
     params:
         method_ids=PLAN.method_ids,
+        cmap=config["figure"]["cmap"],
+        alpha=config["figure"]["alpha"],
     script:
         "../scripts/overlays.py"

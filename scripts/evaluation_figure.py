@@ -14,5 +14,6 @@ run_job(
     chunk_curves=list(snakemake.input.curves),
     method_ids=snakemake.params.method_ids,
     method_titles=snakemake.params.method_titles,
-    out_paths=[snakemake.output.pdf, snakemake.output.png],
+    out_paths=list(snakemake.output),
+    dpi=snakemake.params.dpi,
 )

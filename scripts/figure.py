@@ -15,5 +15,9 @@ run_job(
     method_ids=snakemake.params.method_ids,
     method_titles=snakemake.params.method_titles,
     max_tiles=snakemake.params.max_tiles,
-    out_paths=[snakemake.output.pdf, snakemake.output.png],
+    out_paths=list(snakemake.output),
+    overlay=snakemake.params.overlay,
+    cmap=snakemake.params.cmap,
+    alpha=snakemake.params.alpha,
+    dpi=snakemake.params.dpi,
 )

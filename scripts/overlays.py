@@ -15,4 +15,6 @@ run_job(
     mask_dirs=dict(zip(snakemake.params.method_ids, snakemake.input.masks)),
     overlay_dir=snakemake.output.overlays,
     heatmap_dir=snakemake.output.heatmaps,
+    cmap=snakemake.params.cmap,
+    alpha=snakemake.params.alpha,
 )

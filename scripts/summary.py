@@ -1,4 +1,4 @@
-"""results/summary.csv: one row per slide × tile × method."""
+"""results/summary.csv (and .parquet): one row per slide × tile × method."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
@@ -12,5 +12,6 @@ run_job(
     table_paths=snakemake.params.tables,
     outdir=snakemake.config["outdir"],
     method_ids=snakemake.params.method_ids,
-    out_path=snakemake.output[0],
+    out_path=snakemake.output.csv,
+    parquet_path=snakemake.output.parquet,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,13 +98,37 @@ def result_files(root: Path, sub: str = "") -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file() and not any(p.is_relative_to(d) for d in logs)}
 
 
+_NO_SCONTROL: Path | None = None
+
+
+def local_snakemake_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a local (not SLURM) snakemake run in a test: ``PATH`` starts with a folder
+    whose ``scontrol`` fails at once.
+
+    Where SLURM's client is installed, the SLURM executor plugin runs ``scontrol show config`` when
+    snakemake imports it, at every start, and that waits ~9 s for a controller that is down (see
+    the README's SLURM section); a local run never needs the answer.  tests/slurm uses the real one.
+    """
+    global _NO_SCONTROL
+    if _NO_SCONTROL is None:
+        import tempfile
+
+        _NO_SCONTROL = Path(tempfile.mkdtemp(prefix="slidegrad-no-scontrol-"))
+        stub = _NO_SCONTROL / "scontrol"
+        stub.write_text("#!/bin/sh\necho 'scontrol: disabled for local test runs' >&2\nexit 1\n")
+        stub.chmod(0o755)
+    env = dict(os.environ if base is None else base)
+    env["PATH"] = f"{_NO_SCONTROL}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile in ``workdir`` (which holds config.yaml)."""
+    """Run the project's Snakefile in ``workdir`` (which holds config.yaml), locally."""
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
         "--cores", "2", "--show-failed-logs", *args,
     ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir, env=local_snakemake_env())
 
 
 @pytest.fixture(scope="session")

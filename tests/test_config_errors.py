@@ -247,7 +247,8 @@ def test_csvs_with_a_byte_order_mark(tmp_path, slide_path, model_dir):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # 3 tiles, 2 per job → 2 chunks × 2 methods
     assert job_counts(result.stdout) == {
-        "all": "1", "figure": "1", "summary": "1", "tiles": "1", "masks": "4", "overlays": "2", "total": "10",
+        "all": "1", "figure": "1", "summary": "1", "tiles": "1", "masks": "4", "overlays": "2", "overview": "1",
+        "methods_text": "1", "total": "12",
     }  # fmt: skip
 
 

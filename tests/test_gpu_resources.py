@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, local_snakemake_env
 from .test_workflow import make_project
 
 TILES = [{"slide": "s1", "x": 128 * i, "y": 0} for i in range(4)]
@@ -26,7 +26,7 @@ def mask_gpus(root, env_gpus: str | None, *args: str) -> list[int]:
     if env_gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = env_gpus
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root), "-n", *args]
-    result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, cwd=root, env=local_snakemake_env(env), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     blocks = result.stdout.split("rule masks:")[1:]
     return [int(re.search(r"resources: .*\bgpu=(\d+)", block).group(1)) for block in blocks]

@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import REPO
+from .conftest import REPO, local_snakemake_env
 
 
 def test_snakemake_lint_is_clean():
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint", "--cores", "1"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "snakemake", "--lint", "--cores", "1"], cwd=REPO, capture_output=True, text=True,
+        env=local_snakemake_env(),
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

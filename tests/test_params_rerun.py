@@ -22,7 +22,7 @@ BASE = {
     "tile_selection": {"mode": "grid", "roi": [0, 0, 512, 384], "min_tissue": 0.2},
     "methods": METHODS,
     "tiles_per_job": 4,
-    "figure_max_tiles": 4,
+    "figure": {"max_tiles": 4},
     "tile_px": 64,
     "tile_um": 64,
     "threads": 1,
@@ -83,15 +83,27 @@ def test_a_change_that_changes_no_output_reruns_nothing(finished, change):
 
 
 @pytest.mark.workflow
-def test_figure_max_tiles_reruns_only_the_figure(finished):
-    jobs, _ = dry_run(finished, {"figure_max_tiles": 2})
-    assert jobs == [("all", ""), ("figure", "slide=s1")]
+@pytest.mark.parametrize(
+    ("change", "rules"),
+    [
+        ({"figure.max_tiles": 2}, ["figure"]),
+        ({"figure.dpi": 150}, ["figure", "overview"]),
+        ({"figure.cmap": "magma"}, ["figure", "methods_text", "overlays", "overview"]),
+    ],
+    ids=["max_tiles", "dpi", "cmap"],
+)
+def test_figure_options_rerun_only_what_draws_with_them(finished, change, rules):
+    jobs, _ = dry_run(finished, change)
+    per_slide = [(rule, "slide=s1") for rule in rules if rule in ("figure", "overview")]
+    chunked = [("overlays", f"slide=s1, chunk={c}") for c in chunks(finished) if "overlays" in rules]
+    other = [(rule, "") for rule in rules if rule == "methods_text"]
+    assert jobs == sorted([("all", ""), *per_slide, *chunked, *other])
 
 
 @pytest.mark.workflow
 def test_a_method_parameter_reruns_only_that_method(finished):
     jobs, _ = dry_run(finished, {"methods.1.x_steps": 5})
-    expected = [("all", ""), ("figure", "slide=s1"), ("summary", "")]
+    expected = [("all", ""), ("figure", "slide=s1"), ("methods_text", ""), ("overview", "slide=s1"), ("summary", "")]
     for chunk in chunks(finished):
         expected += [("masks", f"slide=s1, chunk={chunk}, method=integrated_gradients")]
         expected += [("overlays", f"slide=s1, chunk={chunk}")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, run_snakemake
+from .conftest import REPO, local_snakemake_env, run_snakemake
 from .test_workflow import make_project
 
 METHODS = ["vanilla", {"name": "integrated_gradients", "x_steps": 8}, "gradcam"]
@@ -40,7 +40,10 @@ def executed(output: str, rule: str) -> int:
 def test_killed_run_resumes_with_only_the_missing_jobs(tmp_path, slide_path, model_dir, sig):
     root = make_project(tmp_path / "run", slide_path, model_dir, TILES, methods=METHODS, tiles_per_job=2)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root), "--cores", "1"]
-    run = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=local_snakemake_env(),
+    )
     deadline = time.time() + 300
     while len(mask_dirs(root)) < 3 and run.poll() is None and time.time() < deadline:
         time.sleep(0.2)

@@ -220,3 +220,70 @@ def test_tfrecords_location_not_in_the_file(tfrecord_project):
     assert "Traceback" not in output
     assert not result_files(project)
 
+
+
+# -- top_k min_distance ----------------------------------------------------------------
+# p(positive) on a 4 × 4 grid of 10 px tiles (rows y, columns x); a tile counts for class 1 where p > 0.5
+SCORE_GRID = np.array(
+    [[0.10, 0.20, 0.30, 0.40], [0.95, 0.99, 0.98, 0.60], [0.90, 0.97, 0.45, 0.70], [0.05, 0.80, 0.85, 0.75]]
+)
+
+
+def score_grid() -> tuple[list[tuple[int, int]], np.ndarray]:
+    coords = [(10 * col, 10 * row) for row in range(4) for col in range(4)]
+    p = SCORE_GRID.ravel()
+    return coords, np.stack([1 - p, p], axis=1)
+
+
+def chosen(rows: list[dict]) -> list[tuple[int, int, int]]:
+    """(col, row, class) of top_k rows on the 10 px grid."""
+    return [(r["x"] // 10, r["y"] // 10, r["class_idx"]) for r in rows]
+
+
+def test_top_k_min_distance_is_greedy_in_score_order():
+    coords, probs = score_grid()
+    plain = tiling.top_k_tiles(coords, probs, 2)
+    assert chosen(plain) == [(0, 3, 0), (0, 0, 0), (1, 1, 1), (2, 1, 1)]
+    # by hand, all classes in one score order (ties row-major), at least 2 tile widths (Chebyshev) apart:
+    # (1,1) .99 taken; (2,1) .98, (1,2) .97, (0,1) .95 touch it; (0,3) .95 [class 0] taken; (0,0), (0,2) touch
+    # (1,1); (2,3) .85 taken, class 1 is full; (1,0), (2,0) touch (1,1); (3,0) .60 [class 0] taken
+    spread = tiling.top_k_tiles(coords, probs, 2, min_distance=2, tile_width=10)
+    assert chosen(spread) == [(0, 3, 0), (3, 0, 0), (1, 1, 1), (2, 3, 1)]
+    assert [r["score"] for r in spread] == pytest.approx([0.95, 0.60, 0.99, 0.85])
+    # 1 tile width with tiles as wide as the grid step: neighbours are allowed, as with 0
+    assert tiling.top_k_tiles(coords, probs, 2, min_distance=1, tile_width=10) == plain
+    assert tiling.top_k_tiles(coords, probs, 2, min_distance=0) == plain
+    # tiles twice as wide as the grid step (stride_div 2): min_distance 1 keeps chosen tiles from overlapping
+    overlapping = tiling.top_k_tiles(coords, probs, 2, min_distance=1, tile_width=20)
+    assert overlapping == spread
+
+
+def test_top_k_min_distance_leaving_too_few_warns_and_keeps_what_there_is():
+    coords, probs = score_grid()
+    with pytest.warns(UserWarning, match=r"min_distance=3 tile widths leaves fewer than k=2 tiles of class '0' \(0 of 6\), '1' \(1 of 10\)"):  # fmt: skip
+        rows = tiling.top_k_tiles(coords, probs, 2, min_distance=3, tile_width=10)
+    assert chosen(rows) == [(1, 1, 1)]  # nothing else lies 3 tiles from (1,1) on a 4 × 4 grid
+    for bad, width in ((-1, 10), (1.5, 10), (True, 10), (2, None), (2, 0)):
+        with pytest.raises(sg.InputError, match="min_distance") as err:
+            tiling.top_k_tiles(coords, probs, 2, min_distance=bad, tile_width=width)
+        assert "\n" not in str(err.value)
+
+
+def test_top_k_min_distance_through_the_tiles_job(tmp_path, canvas, monkeypatch):
+    project = selection_project(tmp_path, canvas["slide"], canvas["model"], {"mode": "top_k", "k": 3, "min_distance": 2})
+    with pytest.warns(UserWarning, match="fewer than k=3"):  # the model predicts no positive tissue tile here
+        rows = select(project, monkeypatch)
+    plain, probs, coords = direct_top_k(canvas["slide"], canvas["model"], 3)
+    # the greedy rule, written out: every tile for its predicted class, best first, 2 tiles (2 * TILE px) apart
+    predicted = probs.argmax(axis=1)
+    order = sorted(range(len(coords)), key=lambda i: (-probs[i, predicted[i]], coords[i][1], coords[i][0]))
+    taken: list[int] = []
+    for i in order:
+        full = sum(predicted[j] == predicted[i] for j in taken) >= 3
+        near = any(max(abs(coords[i][0] - coords[j][0]), abs(coords[i][1] - coords[j][1])) < 2 * TILE for j in taken)
+        if not full and not near:
+            taken.append(i)
+    expected = [(coords[i][0], coords[i][1], int(predicted[i])) for c in (0, 1) for i in taken if predicted[i] == c]
+    assert [(int(r["x"]), int(r["y"]), int(r["class_idx"])) for r in rows] == expected != plain
+    xy = [(int(r["x"]), int(r["y"])) for r in rows]
+    assert all(max(abs(a[0] - b[0]), abs(a[1] - b[1])) >= 2 * TILE for a in xy for b in xy if a != b)

@@ -148,9 +148,10 @@ def test_dry_run_job_count(tmp_path, slide_path, model_dir):
     assert result.returncode == 0, result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     # one tiles job per slide; s1: 3 tiles → chunks of 2 → 2 chunks; s2: 1 chunk.
-    # A mask job per chunk × 7 methods, an overlay job per chunk.
+    # A mask job per chunk × 7 methods, an overlay job per chunk; a figure and an overview per slide.
     assert counts == {
-        "all": "1", "figure": "2", "summary": "1", "tiles": "2", "masks": "21", "overlays": "3", "total": "30",
+        "all": "1", "figure": "2", "summary": "1", "tiles": "2", "masks": "21", "overlays": "3", "overview": "2",
+        "methods_text": "1", "total": "33",
     }  # fmt: skip
 
 
@@ -187,7 +188,7 @@ def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
             tile = sg.jobs.read_png(root / f"results/tiles/s1/{name}.png")
             np.testing.assert_array_equal(overlay, sg.plot.overlay(tile, mask))
             heatmap = sg.jobs.read_png(str(chunk).format("heatmaps", spec.id, name, ".png"))
-            np.testing.assert_array_equal(heatmap, sg.plot.inferno(mask)[..., :3])
+            np.testing.assert_array_equal(heatmap, sg.plot.colormap(mask)[..., :3])
 
     # a mask job's result equals the library called directly
     image = sg.jobs.read_png(root / "results/tiles/s1/x640_y384.png")

@@ -24,7 +24,7 @@ MODE_FIELDS = {
     "tfrecords": {"required": ["path", "directory"], "optional": []},
     "grid": {"required": [], "optional": ["roi", "min_tissue"]},
     "random": {"required": ["n"], "optional": ["seed", "roi", "min_tissue"]},
-    "top_k": {"required": ["k"], "optional": ["roi", "min_tissue"]},
+    "top_k": {"required": ["k"], "optional": ["roi", "min_tissue", "min_distance"]},
 }
 
 
@@ -109,6 +109,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     Method entries are checked first by :func:`parse_methods`, whose lines say what a
     parameter expects.
     """
+    check(
+        "figure_max_tiles" not in config,
+        "config field 'figure_max_tiles': moved to 'figure.max_tiles' (the figure: section holds every figure option)",
+    )
     if isinstance(config.get("methods"), list):
         parse_methods(config["methods"], lenient=True)
     schema = load_schema()
@@ -183,3 +187,18 @@ def check_evaluate(section: dict[str, Any], given: Any = None) -> list[str]:
     elif truth is not None and "pointing" not in metrics:
         warnings.append("config field 'evaluate.ground_truth': set, but 'pointing' is not in evaluate.metrics; unused")
     return warnings
+
+
+def figure_methods(config: dict[str, Any], methods: list[MethodSpec]) -> list[MethodSpec]:
+    """The methods the figures show as columns: ``figure.methods`` (ids, in that order), else every method."""
+    chosen = config["figure"]["methods"]
+    if chosen is None:
+        return list(methods)
+    by_id = {m.id: m for m in methods}
+    unknown = [m for m in chosen if m not in by_id]
+    check(
+        not unknown,
+        f"config field 'figure.methods': {', '.join(map(repr, unknown))} not among the run's method ids "
+        f"({', '.join(by_id)})",
+    )
+    return [by_id[m] for m in chosen]

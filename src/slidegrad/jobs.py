@@ -182,7 +182,11 @@ def _choose(
     memory_budget_mb: int | None,
     lock_dir: str | None,
 ) -> list[Tile]:
-    """grid / random / top_k: tissue tiles of the slide (inside its roi), as the mode picks them."""
+    """grid / random / top_k: tissue tiles of the slide (inside its roi), as the mode picks them.
+
+    top_k: ``params["k"]`` per class; ``params["min_distance"]`` (absent or 0: none) spreads the chosen
+    tiles of the slide, all classes together, at least that many tile widths apart (see
+    :func:`slidegrad.tiling.top_k_tiles`).  Too few tiles is a warning (in the job's log)."""
     from . import tiling
 
     slide, roi = params["slide"], params["roi"]
@@ -215,7 +219,12 @@ def _choose(
     if bad.size:
         names = [Tile(slide, *coords[i]).name for i in bad]
         raise nonfinite_tiles(model_path, "outputs are", slide, names)
-    rows = tiling.top_k_tiles(coords, probs, params["k"], labels=model.outcome_labels)
+    min_distance = params.get("min_distance") or 0
+    if min_distance:
+        LOGGER.info("top_k: chosen tiles at least %d tile widths (%d px) apart", min_distance, min_distance * wsi.extract_px)
+    rows = tiling.top_k_tiles(  # too few tiles: a UserWarning, on stderr = the job's log
+        coords, probs, params["k"], labels=model.outcome_labels, min_distance=min_distance, tile_width=wsi.extract_px
+    )
     return [Tile(slide, r["x"], r["y"], r["class_idx"], r["label"], r["score"]) for r in rows]
 
 
@@ -321,12 +330,22 @@ def run_mask_job(
 
 # -- overlays ------------------------------------------------------------------------
 def write_overlays(
-    table_path: str, chunk: str, tile_dir: str, mask_dirs: dict[str, str], overlay_dir: str, heatmap_dir: str
+    table_path: str,
+    chunk: str,
+    tile_dir: str,
+    mask_dirs: dict[str, str],
+    overlay_dir: str,
+    heatmap_dir: str,
+    cmap: str | None = None,
+    alpha: float | None = None,
 ) -> None:
-    """Per tile of ``chunk`` and method: ``plot.overlay`` (Oranges at alpha 0.6) and the ``plot.inferno``
-    heatmap, as ``{overlay_dir,heatmap_dir}/{method}/{tile}.png``; ``mask_dirs`` maps method id → mask folder."""
+    """Per tile of ``chunk`` and method: ``plot.overlay(tile, mask, cmap, alpha)`` and the mask in ``cmap``
+    (the heatmap), as ``{overlay_dir,heatmap_dir}/{method}/{tile}.png``; ``mask_dirs`` maps method id → mask
+    folder.  ``None``: the library's defaults (``plot.OVERLAY_CMAP``, ``plot.OVERLAY_ALPHA``)."""
     from . import plot
 
+    cmap = plot.check_cmap(plot.OVERLAY_CMAP if cmap is None else cmap)
+    alpha = plot.check_alpha(plot.OVERLAY_ALPHA if alpha is None else alpha)
     rows = read_tile_table(table_path, chunk)
     for method_id, mask_dir in mask_dirs.items():
         for folder in (overlay_dir, heatmap_dir):
@@ -334,10 +353,13 @@ def write_overlays(
         for row in rows:
             name = row["tile"]
             mask = np.load(Path(mask_dir) / f"{name}.npy")
-            overlay = plot.overlay(read_png(Path(tile_dir) / f"{name}.png"), mask)
+            overlay = plot.overlay(read_png(Path(tile_dir) / f"{name}.png"), mask, cmap=cmap, alpha=alpha)
             write_png(Path(overlay_dir) / method_id / f"{name}.png", overlay)
-            write_png(Path(heatmap_dir) / method_id / f"{name}.png", plot.inferno(mask))
-    LOGGER.info("%s: overlays and heatmaps of %d tiles × %d methods", chunk, len(rows), len(mask_dirs))
+            write_png(Path(heatmap_dir) / method_id / f"{name}.png", plot.colormap(mask, cmap))
+    LOGGER.info(
+        "%s: overlays (%s at alpha %g) and heatmaps of %d tiles × %d methods", chunk, cmap, alpha, len(rows),
+        len(mask_dirs),
+    )  # fmt: skip
 
 
 # -- summary -------------------------------------------------------------------------
@@ -364,35 +386,120 @@ def mask_file(layout: Layout, row: dict[str, str], method_id: str, ext: str = ".
     return Path(layout.mask_dir(row["slide"], row["chunk"], method_id)) / f"{row['tile']}{ext}"
 
 
-def write_summary(table_paths: Sequence[str], outdir: str, method_ids: Sequence[str], out_path: str) -> None:
+def summary_columns(labels: Sequence[str]) -> list[str]:
+    """:data:`SUMMARY_COLUMNS` with one ``p_<label>`` column per class label inserted after ``probability``."""
+    at = SUMMARY_COLUMNS.index("probability") + 1
+    return [*SUMMARY_COLUMNS[:at], *(f"p_{label}" for label in labels), *SUMMARY_COLUMNS[at:]]
+
+
+# Parquet types of the summary's columns (the rest are strings); p_<label> columns are float64.
+SUMMARY_INTS = ("x", "y", "class_idx", "tile_px", "level", "extract_px")
+SUMMARY_FLOATS = ("probability", "mask_mean", "mask_max", "top10_mass", "selection_score", "mpp")
+
+
+def write_summary(
+    table_paths: Sequence[str],
+    outdir: str,
+    method_ids: Sequence[str],
+    out_path: str,
+    parquet_path: str | None = None,
+) -> None:
     """One CSV row per (slide, tile, method), in tile-table then method order, with each mask's provenance.
 
-    Numbers are written with 6 decimals, so reruns are byte-identical.
+    Columns: :func:`summary_columns` — the fixed :data:`SUMMARY_COLUMNS` and, after ``probability``, the
+    model's probability of every class as ``p_<label>`` (``outcome_labels`` of the sidecars, which must
+    agree).  Numbers are written with 6 decimals, so reruns are byte-identical.  ``parquet_path``: the
+    same table as Parquet too, numbers as numbers (``SUMMARY_INTS`` nullable Int64, ``SUMMARY_FLOATS``
+    and ``p_`` float64, empty number cells null; the rest strings as in the CSV), parsed from the CSV's
+    text so both hold the same values.
     """
     layout = Layout(outdir)
     rows = []
+    labels: list[str] | None = None
+    labels_from = ""
     for table_path in table_paths:
         for tile in read_tile_table(table_path):
             for method_id in method_ids:
                 mask_path = mask_file(layout, tile, method_id)
-                meta = json.loads(mask_file(layout, tile, method_id, ".json").read_text())
+                sidecar = mask_file(layout, tile, method_id, ".json")
+                meta = json.loads(sidecar.read_text())
+                these = [str(label) for label in meta["outcome_labels"]]
+                if labels is None:
+                    labels, labels_from = these, str(sidecar)
+                check(
+                    these == labels,
+                    f"summary: mask sidecars disagree on the class labels: '{labels_from}' has {labels}, "
+                    f"'{sidecar}' has {these}",
+                )
+                probabilities = [float(v) for v in meta["probabilities"]]
+                check(
+                    len(probabilities) == len(labels),
+                    f"summary: mask sidecar '{sidecar}': {len(probabilities)} probabilities for {len(labels)} labels",
+                )
                 row = {
                     "slide": tile["slide"], "tile": tile["tile"], "x": tile["x"], "y": tile["y"],
                     "method": meta["method"], "class_idx": meta["class_idx"], "class_label": meta["class_label"],
-                    "probability": meta["probability"], **mask_stats(np.load(mask_path)),
+                    "probability": meta["probability"], **{f"p_{k}": v for k, v in zip(labels, probabilities)},
+                    **mask_stats(np.load(mask_path)),
                     "selected_for": tile["label"], "selection_score": tile["score"], "mask": str(mask_path),
                     "model_sha256": meta["model_sha256"], "method_params": json.dumps(meta["params"], sort_keys=True),
                     **{key: "" if meta.get(key) is None else str(meta[key]) for key in PROVENANCE_COLUMNS},
                 }  # fmt: skip
                 rows.append({k: _fmt(v) for k, v in row.items()})
-    write_csv(out_path, SUMMARY_COLUMNS, rows)
+    columns = summary_columns(labels or [])
+    check(len(set(columns)) == len(columns), f"summary: class labels {labels} give columns that clash")
+    write_csv(out_path, columns, rows)
+    if parquet_path is not None:
+        write_parquet(parquet_path, summary_frame(rows, columns))
     LOGGER.info("summary: %d rows", len(rows))
+
+
+def summary_frame(rows: Sequence[dict[str, str]], columns: Sequence[str]) -> Any:
+    """The summary's text rows as a typed pandas DataFrame (see :func:`write_summary`)."""
+    import pandas as pd
+
+    data = {}
+    for column in columns:
+        values = [row.get(column, "") for row in rows]
+        if column in SUMMARY_INTS:
+            data[column] = pd.array([int(v) if v != "" else None for v in values], dtype="Int64")
+        elif column in SUMMARY_FLOATS or column.startswith("p_"):
+            data[column] = pd.array([float(v) if v != "" else np.nan for v in values], dtype="float64")
+        else:
+            data[column] = pd.array(values, dtype=object)
+    return pd.DataFrame(data, columns=list(columns))
+
+
+def write_parquet(path: str | Path, frame: Any) -> None:
+    """``frame`` as a Parquet file (atomic), without the pandas index; no timestamps, so reruns are byte-identical."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .files import atomic_write
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)  # its pandas metadata: Int64 columns read back as Int64
+    with atomic_write(path, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd", write_statistics=True)
 
 
 # -- figure --------------------------------------------------------------------------
 def figure_rows(table_path: str, max_tiles: int) -> list[dict[str, str]]:
     """The tile-table rows a slide's figure shows: its first ``max_tiles``."""
     return read_tile_table(table_path)[:max_tiles]
+
+
+def tile_um_per_px(row: dict[str, str]) -> float | None:
+    """µm per pixel of a tile-table row's tile: ``tile_um / tile_px``, or with a magnification
+    ``tile_um`` (``"20x"``) ``extract_px · mpp / tile_px``; ``None`` where the geometry does not say."""
+    geometry = row_geometry(row)
+    tile_px, tile_um = geometry["tile_px"], geometry["tile_um"]
+    if not tile_px:
+        return None
+    if isinstance(tile_um, (int, float)) and tile_um > 0:
+        return float(tile_um) / tile_px
+    if geometry["extract_px"] and geometry["mpp"]:
+        return geometry["extract_px"] * geometry["mpp"] / tile_px
+    return None
 
 
 def write_figure(
@@ -403,13 +510,23 @@ def write_figure(
     method_titles: Sequence[str],
     max_tiles: int,
     out_paths: Sequence[str],
-) -> None:
+    overlay: bool = False,
+    cmap: str | None = None,
+    alpha: float | None = None,
+    dpi: int = 300,
+) -> Any:
     """The slide's figure: tiles in rows (the first ``max_tiles``), original + one column per method.
 
     Row labels give the tile, the explained class's name (``outcome_labels``) and its probability.
+    Method panels show the mask in ``cmap`` or, with ``overlay``, over the tile (``plot.overlay`` at
+    ``alpha``); ``None``: ``plot.OVERLAY_CMAP`` / ``plot.OVERLAY_ALPHA``.  The first tile panel has a µm
+    scale bar where the tile table gives the geometry (:func:`tile_um_per_px`).  ``out_paths``: .pdf,
+    .png and/or .svg files (``dpi`` for rasters), byte-identical on reruns.  Returns the figure.
     """
     from . import plot
 
+    cmap = plot.check_cmap(plot.OVERLAY_CMAP if cmap is None else cmap)
+    alpha = plot.check_alpha(plot.OVERLAY_ALPHA if alpha is None else alpha)
     layout = Layout(outdir)
     rows = figure_rows(table_path, max_tiles)
     images = [read_png(Path(layout.tile_dir(slide)) / f"{r['tile']}.png") for r in rows]
@@ -420,8 +537,12 @@ def write_figure(
     for row in rows:
         meta = json.loads(mask_file(layout, row, method_ids[0], ".json").read_text())
         labels.append(f"{row['tile']}\n{meta['class_label']}\np = {meta['probability']:.3f}")
-    fig = plot.comparison_figure(images, masks, labels, title=f"slide {slide}")
+    fig = plot.comparison_figure(
+        images, masks, labels, title=f"slide {slide}", cmap=cmap, overlay=overlay, alpha=alpha,
+        um_per_px=[tile_um_per_px(r) for r in rows],
+    )  # fmt: skip
     for path in out_paths:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        plot.save_figure(fig, path)
+        plot.save_figure(fig, path, dpi=dpi)
     LOGGER.info("figure of slide %s: %d tiles × %d methods", slide, len(rows), len(method_ids))
+    return fig

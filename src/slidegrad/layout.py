@@ -15,7 +15,8 @@ class Layout:
     * ``tiles/{slide}.csv`` (the tile table) and ``tiles/{slide}/{tile}.png``;
     * ``masks/{slide}/{chunk}/{method}/{tile}.npy`` + ``{tile}.json`` sidecar;
     * ``overlays/…`` and ``heatmaps/{slide}/{chunk}/{method}/{tile}.png``;
-    * ``figures/{slide}.{pdf,png}``, ``summary.csv``;
+    * ``figures/{slide}.{pdf,png,svg}``, ``figures/overview/{slide}.…``, ``summary.csv`` + ``.parquet``;
+    * ``methods.md`` and ``report/*.rst`` (the report's captions);
     * with ``evaluate.metrics``: ``evaluation/{slide}/{chunk}.csv`` + ``.npz`` (curves),
       ``evaluation.csv`` and ``figures/evaluation/{slide}.{pdf,png}``;
     * ``logs/{rule}/….log`` and ``benchmarks/{rule}/….tsv``, one per job.
@@ -36,8 +37,21 @@ class Layout:
         """``kind`` is ``overlays`` or ``heatmaps``: one folder per method inside."""
         return f"{self.outdir}/{kind}/{slide}/{chunk}"
 
-    def summary(self) -> str:
-        return f"{self.outdir}/summary.csv"
+    def summary(self, ext: str = "csv") -> str:
+        """``summary.csv``, or the same table as ``summary.parquet``."""
+        return f"{self.outdir}/summary.{ext}"
+
+    def overview(self, slide: str, ext: str) -> str:
+        """A slide's overview: thumbnail, tissue outline, tile boxes (and saliency mosaics)."""
+        return f"{self.outdir}/figures/overview/{slide}.{ext}"
+
+    def methods_text(self) -> str:
+        """The methods paragraph for a paper, from the run's own parameters and versions."""
+        return f"{self.outdir}/methods.md"
+
+    def caption(self, name: str) -> str:
+        """A report caption (reStructuredText, Jinja-templated by Snakemake), written by the methods job."""
+        return f"{self.outdir}/report/{name}.rst"
 
     def figure(self, slide: str, ext: str) -> str:
         return f"{self.outdir}/figures/{slide}.{ext}"
@@ -66,5 +80,5 @@ class Layout:
 
     def folders(self) -> list[str]:
         """``outdir`` and the folders the jobs write directly inside it."""
-        subs = ("tiles", "masks", "overlays", "heatmaps", "evaluation", "figures", "logs", "benchmarks")
+        subs = ("tiles", "masks", "overlays", "heatmaps", "evaluation", "figures", "report", "logs", "benchmarks")
         return [self.outdir] + [f"{self.outdir}/{sub}" for sub in subs]

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DYNAMIC_MODES, MethodSpec, check_evaluate, parse_methods, parse_selection, validate_config
+from .config import (
+    DYNAMIC_MODES,
+    MethodSpec,
+    check_evaluate,
+    figure_methods,
+    parse_methods,
+    parse_selection,
+    validate_config,
+)
 from .errors import InputError, check
 from .layout import Layout
 from .model import detect_backend, read_params, require_param
@@ -68,7 +76,7 @@ class Plan:
             "tiles_per_job": config["tiles_per_job"],
         }
         if self.dynamic:
-            keys = [k for k in ("min_tissue", "n", "seed", "k") if k in self.selection]
+            keys = [k for k in ("min_tissue", "n", "seed", "k", "min_distance") if k in self.selection]
             params.update({k: self.selection[k] for k in keys})
             roi = info.roi or self.selection["roi"]
             params["roi"] = list(roi) if roi else None
@@ -80,6 +88,11 @@ class Plan:
         if self.selection["mode"] == "top_k":
             params["model_options"] = model_options(config)
         return params
+
+    @property
+    def figure_methods(self) -> list[MethodSpec]:
+        """The figures' method columns (``figure.methods``, else every method)."""
+        return figure_methods(self.config, self.methods)
 
     @property
     def evaluating(self) -> bool:
@@ -289,6 +302,7 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
         if mode == "tfrecords":
             slides = tfrecord_slides(list(locations.by_slide), selection["directory"], slides)
         slides = {name: slides[name] for name in locations.by_slide}
+    figure_methods(config, methods)  # figure.methods names the run's methods
     config["model"]["class_idx"] = check_class_idx(config)  # the mask jobs get the index
     plan = Plan(config, model_backend(config), slides, methods, selection, locations, warnings)
     if open_slides:

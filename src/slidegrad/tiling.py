@@ -246,6 +246,8 @@ def top_k_tiles(
     probs: np.ndarray,
     k: int,
     labels: Sequence[str] | None = None,
+    min_distance: int = 0,
+    tile_width: int | None = None,
 ) -> list[dict[str, Any]]:
     """The ``k`` most confident tiles of each class, one row per tile.
 
@@ -256,6 +258,17 @@ def top_k_tiles(
     ``y``, then smaller ``x``).  Rows come class by class (0, 1, …), each
     ``{"x", "y", "class_idx": c, "label": labels[c] (or str(c)), "score": probs[i, c]}``.
     A class with fewer than ``k`` predicted tiles keeps those it has, with a warning.
+
+    ``min_distance`` (an integer >= 0, in tile widths; ``tile_width``: the tiles'
+    level-0 side, ``WSI.extract_px``) spreads the chosen tiles of the slide, of
+    all classes together: no two are closer than ``min_distance`` tile widths,
+    in Chebyshev distance ``max(|dx|, |dy|) / tile_width`` between their corners.
+    1 keeps chosen tiles from overlapping (with ``stride_div`` > 1); 2 leaves at
+    least one tile width between them.  Greedy: all tiles, each scored for its
+    predicted class, go highest score first (ties row-major) and a tile is
+    skipped when its class has ``k`` already or it lies closer than the distance
+    to a tile chosen before it.  A class left with fewer than ``k`` keeps those,
+    with a warning.  0 (the default) is the plain per-class top ``k``.
     """
     coords = list(coords)
     probs = np.asarray(probs)
@@ -267,6 +280,10 @@ def top_k_tiles(
         raise InputError("top_k_tiles: probs must be finite numbers")
     if not is_int(k) or k < 1:
         raise InputError(f"top_k_tiles: k must be an integer >= 1, got {k!r}")
+    if not is_int(min_distance) or min_distance < 0:
+        raise InputError(f"top_k_tiles: min_distance must be an integer >= 0 (tile widths), got {min_distance!r}")
+    if min_distance and (not is_int(tile_width) or tile_width < 1):
+        raise InputError(f"top_k_tiles: min_distance needs tile_width, the tiles' level-0 side in px, got {tile_width!r}")
     for i, c in enumerate(coords):
         if not isinstance(c, (tuple, list, np.ndarray)) or len(c) != 2 or not all(is_int(v) for v in c):
             raise InputError(f"top_k_tiles: coords[{i}] = {c!r} is not an (x, y) pair of integers")
@@ -275,23 +292,60 @@ def top_k_tiles(
         labels = [str(label) for label in labels]
         if len(labels) != n_classes:
             raise InputError(f"top_k_tiles: {len(labels)} labels for {n_classes} classes")
+    names = [labels[c] if labels is not None else str(c) for c in range(n_classes)]
     predicted = probs.argmax(axis=1)
+    members = {c: [i for i in range(len(coords)) if predicted[i] == c] for c in range(n_classes)}
+    for c in members:
+        members[c].sort(key=lambda i: (-float(probs[i, c]), int(coords[i][1]), int(coords[i][0])))
+    if min_distance:
+        chosen = _spread(coords, probs, predicted, k, int(min_distance) * int(tile_width))
+        picked = {c: [i for i in chosen if predicted[i] == c] for c in range(n_classes)}
+    else:
+        picked = {c: members[c][:k] for c in range(n_classes)}
     rows: list[dict[str, Any]] = []
-    short = []
     for c in range(n_classes):
-        label = labels[c] if labels is not None else str(c)
-        members = [i for i in range(len(coords)) if predicted[i] == c]
-        members.sort(key=lambda i: (-float(probs[i, c]), int(coords[i][1]), int(coords[i][0])))
-        if len(members) < k:
-            short.append(f"'{label}' ({len(members)})")
-        for i in members[:k]:
+        for i in picked[c]:
             rows.append(
-                {"x": int(coords[i][0]), "y": int(coords[i][1]), "class_idx": c, "label": label,
+                {"x": int(coords[i][0]), "y": int(coords[i][1]), "class_idx": c, "label": names[c],
                  "score": float(probs[i, c])}  # fmt: skip
             )
+    short = [f"'{names[c]}' ({len(members[c])})" for c in range(n_classes) if len(members[c]) < k]
     if short:
         warnings.warn(
             f"top_k_tiles: fewer than k={k} tiles are predicted as class {', '.join(short)}; keeping those",
             stacklevel=2,
         )
+    spread_short = [
+        f"'{names[c]}' ({len(picked[c])} of {len(members[c])})"
+        for c in range(n_classes)
+        if len(picked[c]) < min(k, len(members[c]))
+    ]
+    if spread_short:
+        warnings.warn(
+            f"top_k_tiles: min_distance={min_distance} tile widths leaves fewer than k={k} tiles of class "
+            f"{', '.join(spread_short)}; keeping those",
+            stacklevel=2,
+        )
     return rows
+
+
+def _spread(
+    coords: Sequence[tuple[int, int]], probs: np.ndarray, predicted: np.ndarray, k: int, min_px: int
+) -> list[int]:
+    """Greedy choice for :func:`top_k_tiles` with a least distance: tile indices in choice order."""
+    xy = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    score = probs[np.arange(len(coords)), predicted]
+    order = sorted(range(len(coords)), key=lambda i: (-float(score[i]), int(xy[i, 1]), int(xy[i, 0])))
+    taken = {c: 0 for c in range(probs.shape[1])}
+    chosen: list[int] = []
+    for i in order:
+        c = int(predicted[i])
+        if taken[c] >= k:
+            continue
+        if chosen and int(np.abs(xy[chosen] - xy[i]).max(axis=1).min()) < min_px:
+            continue
+        chosen.append(i)
+        taken[c] += 1
+        if all(n >= k for n in taken.values()):
+            break
+    return chosen

@@ -245,8 +245,12 @@ def write_evaluation_figure(
     method_ids: Sequence[str],
     method_titles: Sequence[str],
     out_paths: Sequence[str],
+    dpi: int = 300,
 ) -> None:
-    """The slide's evaluation figure (PDF + PNG): see :func:`slidegrad.evaluate.figure.evaluation_figure`."""
+    """The slide's evaluation figure, to each of ``out_paths`` (.pdf, .png or .svg; png at ``dpi``).
+
+    See :func:`slidegrad.evaluate.figure.evaluation_figure`.
+    """
     from .. import plot
     from .figure import evaluation_figure
 
@@ -261,5 +265,5 @@ def write_evaluation_figure(
     fig = evaluation_figure(rows, stacked, list(method_ids), list(method_titles), title=f"slide {slide}")
     for path in out_paths:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        plot.save_figure(fig, path)
+        plot.save_figure(fig, path, dpi=dpi)
     LOGGER.info("evaluation figure of slide %s: %d rows", slide, len(rows))

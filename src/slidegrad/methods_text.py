@@ -1,0 +1,250 @@
+"""A methods paragraph for a paper, and the Snakemake report's captions, from what a run really did.
+
+Everything comes from the run's outputs, not from the config: the mask sidecars
+(each method's parameters as run, the engine, device, Grad-CAM layer, model hash,
+tile geometry and software versions, via ``summary.csv``'s ``mask`` column), plus
+the settings the outputs cannot tell (the evaluation's, the figures' colour map).
+
+:func:`write_methods` writes ``methods.md`` (Markdown) and one reStructuredText
+caption per report entry; Snakemake renders each caption with Jinja, so a caption
+may say ``{{ snakemake.wildcards.slide }}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import check
+from .files import write_text
+from .methods import title
+
+CITATIONS = {
+    "vanilla": "Simonyan et al. 2014",
+    "integrated_gradients": "Sundararajan et al. 2017",
+    "guided_integrated_gradients": "Kapishnikov et al. 2021",
+    "blur_integrated_gradients": "Xu et al. 2020",
+    "xrai": "Kapishnikov et al. 2019",
+    "xrai_fast": "Kapishnikov et al. 2019",
+    "gradcam": "Selvaraju et al. 2017",
+    "smooth": "Smilkov et al. 2017",
+}
+NAMES = {
+    "vanilla": "vanilla gradients",
+    "integrated_gradients": "integrated gradients",
+    "guided_integrated_gradients": "guided integrated gradients",
+    "blur_integrated_gradients": "blur integrated gradients",
+    "xrai": "XRAI",
+    "xrai_fast": "fast XRAI",
+    "gradcam": "Grad-CAM",
+}
+PHRASES = {
+    "x_steps": "{} integration steps",
+    "steps": "{} steps",
+    "max_dist": "max_dist {}",
+    "fraction": "fraction {}",
+    "max_sigma": "blur up to σ = {} px",
+    "grad_step": "gradient step {}",
+    "sqrt": {True: "square-root-spaced σ", False: "linearly spaced σ"},
+    "nsamples": "{} noisy samples",
+    "stdev_spread": "noise σ = {} × the input range",
+    "magnitude": {True: "squared gradients", False: "signed gradients"},
+    "seed": "seed {}",
+}
+BASELINES = {
+    "integrated_gradients": "black baseline",
+    "guided_integrated_gradients": "black baseline",
+    "xrai": "integrated gradients from a black and a white baseline",
+    "xrai_fast": "integrated gradients from a black and a white baseline",
+}
+HIDDEN = {"batch_size", "layer"}  # change no result / reported from the sidecar's gradcam_layer instead
+REFERENCES = {
+    "Simonyan et al. 2014": "Simonyan, Vedaldi & Zisserman, Deep inside convolutional networks, ICLR Workshop 2014",
+    "Sundararajan et al. 2017": "Sundararajan, Taly & Yan, Axiomatic attribution for deep networks, ICML 2017",
+    "Kapishnikov et al. 2021": "Kapishnikov et al., Guided integrated gradients, CVPR 2021",
+    "Xu et al. 2020": "Xu, Venugopalan & Sundararajan, Attribution in scale and space, CVPR 2020",
+    "Kapishnikov et al. 2019": "Kapishnikov et al., XRAI: better attributions through regions, ICCV 2019",
+    "Selvaraju et al. 2017": "Selvaraju et al., Grad-CAM, ICCV 2017",
+    "Smilkov et al. 2017": "Smilkov et al., SmoothGrad: removing noise by adding noise, arXiv:1706.03825",
+    "Petsiuk et al. 2018": "Petsiuk, Das & Saenko, RISE, BMVC 2018",
+    "Adebayo et al. 2018": "Adebayo et al., Sanity checks for saliency maps, NeurIPS 2018",
+    "Yeh et al. 2019": "Yeh et al., On the (in)fidelity and sensitivity of explanations, NeurIPS 2019",
+}
+
+
+def _joined(values: Sequence[str]) -> str:
+    values = list(dict.fromkeys(values))
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def _detail(key: str, value: Any) -> str:
+    phrase = PHRASES.get(key, key + " {}")
+    if isinstance(phrase, dict):
+        return phrase[bool(value)]
+    return phrase.format(json.dumps(value) if isinstance(value, bool) else value)
+
+
+def method_phrase(meta: dict[str, Any]) -> tuple[str, list[str]]:
+    """One method as run (from its sidecar): ``(phrase, citations)``."""
+    name, smooth, params = meta["method_name"], meta["smooth"], meta["params"]
+    cites = [CITATIONS[name]] if name in CITATIONS else []
+    details = [_detail(k, v) for k, v in sorted(params.items()) if k not in HIDDEN]
+    if name in BASELINES:
+        details.insert(0, BASELINES[name])
+    if meta.get("gradcam_layer"):
+        details.insert(0, f"layer {meta['gradcam_layer']}")
+    phrase = NAMES.get(name, name)
+    if smooth:
+        phrase = f"SmoothGrad of {phrase}"
+        cites.append(CITATIONS["smooth"])
+    inside = "; ".join(part for part in ("; ".join(cites), ", ".join(details)) if part)
+    return (f"{phrase} ({inside})" if inside else phrase), cites
+
+
+def _rows(summary_path: str) -> list[dict[str, str]]:
+    with open(summary_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    check(bool(rows), f"summary '{summary_path}': no rows; nothing to describe")
+    return rows
+
+
+def _sidecars(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """The first sidecar of each method id, in summary order."""
+    metas: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["method"] not in metas:
+            path = Path(row["mask"]).with_suffix(".json")
+            check(path.is_file(), f"summary: mask sidecar '{path}' not found")
+            metas[row["method"]] = json.loads(path.read_text())
+    return metas
+
+
+def methods_paragraphs(
+    summary_path: str, class_idx: Any = None, evaluate: dict[str, Any] | None = None
+) -> tuple[list[str], list[str]]:
+    """``(paragraphs, references)`` describing the run whose ``summary.csv`` is at ``summary_path``.
+
+    ``class_idx``: the config's (``None``: each tile's predicted class was explained);
+    ``evaluate``: the config's ``evaluate`` section (its metrics, if any, get a paragraph).
+    """
+    rows = _rows(summary_path)
+    metas = _sidecars(rows)
+    first = next(iter(metas.values()))
+    n_tiles = len({(r["slide"], r["tile"]) for r in rows})
+    n_slides = len({r["slide"] for r in rows})
+    framework = {"torch": "PyTorch", "tensorflow": "TensorFlow"}.get(first["framework"], first["framework"])
+    geometry = _joined([
+        f"{r['tile_px']} × {r['tile_px']} px covering {r['tile_um']} µm"
+        + (f" (read at pyramid level {r['level']} of slides at {r['mpp']} µm/px)" if r["mpp"] else "")
+        for r in rows
+    ])  # fmt: skip
+    explained = (
+        "each tile's predicted class" if class_idx is None else f"class {first['outcome_labels'][int(class_idx)]}"
+    )
+    phrases, cites = [], []
+    for meta in metas.values():
+        phrase, method_cites = method_phrase(meta)
+        phrases.append(phrase)
+        cites += method_cites
+    engines = _joined([f"{r['engine']} engine on {r['device']}" for r in rows])
+    saliency = (
+        f"Saliency maps were computed with slidegrad {first['slidegrad_version']} (PAIR saliency "
+        f"{first['pair_version']}, {framework} {first['framework_version']}) for {n_tiles} tiles from "
+        f"{n_slides} slide{'s' if n_slides > 1 else ''}. Tiles were {geometry}. The classifier "
+        f"(SHA-256 {first['model_sha256']}; classes {_joined(first['outcome_labels'])}) was explained for "
+        f"{explained}. Methods: {'; '.join(phrases)}. Maps were computed by slidegrad's {engines}. "
+        "Gradient maps sum the absolute attribution over colour channels and are scaled to [minimum, "
+        "99th percentile]; XRAI maps are scaled the same way; Grad-CAM maps are rectified and divided by "
+        "their maximum; all maps are clipped to [0, 1]."
+    )
+    paragraphs = [saliency]
+    metrics = list((evaluate or {}).get("metrics") or [])
+    if metrics:
+        paragraphs.append(_evaluation_paragraph(metrics, evaluate or {}))
+        cites += [c for m, c in (("deletion", "Petsiuk et al. 2018"), ("insertion", "Petsiuk et al. 2018"),
+                                 ("pic", "Kapishnikov et al. 2019"), ("sanity", "Adebayo et al. 2018"),
+                                 ("stability", "Yeh et al. 2019")) if m in metrics]  # fmt: skip
+    references = [REFERENCES[c] for c in dict.fromkeys(cites) if c in REFERENCES]
+    return paragraphs, references
+
+
+def _evaluation_paragraph(metrics: list[str], settings: dict[str, Any]) -> str:
+    parts = []
+    if "deletion" in metrics or "insertion" in metrics:
+        baseline = settings.get("baseline", "white")
+        if baseline == "blur":
+            baseline = f"blur (σ = {settings.get('sigma')} px)"
+        kinds = " and ".join(k for k in ("deletion", "insertion") if k in metrics)
+        parts.append(
+            f"{kinds} curves (Petsiuk et al. 2018; {settings.get('steps')} steps, {baseline} baseline, softmax "
+            "probability of the explained class, AUC by the trapezoid rule), each against the same curve in a "
+            f"seeded random pixel order (seed {settings.get('seed')})"
+        )
+    if "pic" in metrics:
+        parts.append("SIC and AIC (Kapishnikov et al. 2019, PAIR's thresholds), against a seeded random map")
+    if "pointing" in metrics:
+        truth = settings.get("ground_truth")
+        what = f"DAB (rgb2hed > {settings.get('dab_threshold')})" if truth == "dab" else "the given masks"
+        parts.append(
+            f"the share of each map's top {100 * settings.get('top', 0.1):g}% of pixels inside {what}, over the tile's "
+            "share (pointing ratio; 1 is chance)"
+        )
+    if "sanity" in metrics:
+        parts.append(
+            "a cascading model-randomisation test (Adebayo et al. 2018; Spearman correlation of |attribution| "
+            "with the fully randomised model's, passing below 0.5)"
+        )
+    if "stability" in metrics:
+        radius = (settings.get("perturbations") or {}).get("radius")
+        parts.append(
+            f"max-sensitivity (Yeh et al. 2019; {(settings.get('perturbations') or {}).get('n')} uniform "
+            f"perturbations of radius {radius if radius is not None else '0.02 × the input range'})"
+        )
+    return "Faithfulness of every map was measured by " + "; ".join(parts) + "."
+
+
+def _rst(text: str) -> str:
+    """Plain text as reStructuredText (no markup, no Jinja)."""
+    for char in "\\*_`|":
+        text = text.replace(char, "\\" + char)
+    return text.replace("{{", "{ {").replace("{%", "{ %")
+
+
+CAPTIONS = {
+    "figure": "Saliency maps of slide **{{ snakemake.wildcards.slide }}**: its first tiles in rows (tile, "
+    "explained class and its probability), the tile with a µm scale bar, then one column per method "
+    "({view}, colour map {cmap}, maps in [0, 1]).",
+    "overview": "Overview of slide **{{ snakemake.wildcards.slide }}**: thumbnail with the tissue outline and "
+    "every explained tile's box, coloured by its predicted class (opacity: probability); in grid, random "
+    "and top_k modes, each method's maps stitched at their tiles' places.",
+    "evaluation_figure": "Faithfulness of the maps of slide **{{ snakemake.wildcards.slide }}**: mean "
+    "deletion and insertion curves per method against a random pixel order (dashed), per explained class, "
+    "and per metric each method's tiles, mean ± SD and the chance level.",
+    "evaluation": "One row per slide × tile × method: each metric and its chance level.",
+    "summary": "One row per slide × tile × method: explained class and class probabilities, mask "
+    "statistics, parameters and provenance.",
+}
+
+
+def write_methods(
+    summary_path: str,
+    out_markdown: str,
+    caption_paths: dict[str, str],
+    class_idx: Any = None,
+    evaluate: dict[str, Any] | None = None,
+    figure: dict[str, Any] | None = None,
+) -> None:
+    """``methods.md`` and the report captions (``caption_paths``: caption name → path; names in :data:`CAPTIONS`)."""
+    paragraphs, references = methods_paragraphs(summary_path, class_idx, evaluate)
+    markdown = "# Methods\n\n" + "\n\n".join(paragraphs) + "\n\n## References\n\n"
+    markdown += "".join(f"- {ref}\n" for ref in references)
+    write_text(out_markdown, markdown)
+    figure = figure or {}
+    view = f"overlays at opacity {figure.get('alpha')}" if figure.get("overlay") else "heatmaps"
+    body = "\n\n".join(_rst(p) for p in paragraphs)
+    refs = "\n".join(f"- {_rst(ref)}" for ref in references)
+    for name, path in caption_paths.items():
+        lead = CAPTIONS[name].replace("{view}", view).replace("{cmap}", str(figure.get("cmap", "inferno")))
+        write_text(path, f"{lead}\n\n{body}\n\nReferences:\n\n{refs}\n")
