@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .config import MethodSpec
-from .errors import check, nonfinite_tiles
+from .errors import InputError, check, first_line, nonfinite_tiles
 from .files import write_csv, write_text
 from .layout import Layout
 from .planning import geometry_mismatches, resolve_geometry
@@ -208,7 +209,7 @@ def _choose(
     set_threads(model_path, threads)
     model = load_model(model_path, **params["model_options"])
     chosen, _lock = claim_device(device, lock_dir, model.backend)
-    budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
+    budget = budget_bytes(memory_budget_mb)
     backend = SaliencyMap(model, device=chosen, memory_budget=budget).backend
     LOGGER.info("top_k: scoring %d tissue tiles with model '%s'", len(coords), model_path)
     start = time.monotonic()
@@ -245,6 +246,51 @@ def set_threads(model_path: str, threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def budget_bytes(memory_budget_mb: int | None) -> int | None:
+    """The config's ``memory_budget_mb`` in bytes (``None``: the engine's default)."""
+    return memory_budget_mb * (1 << 20) if memory_budget_mb else None
+
+
+@dataclass
+class ChunkInput:
+    """What a model job over one chunk starts from: the loaded model, the chunk's tile-table rows,
+    their tile names and PNG paths, and the tiles, uint8 ``(N, H, W, 3)``."""
+
+    model: Any
+    rows: list[dict[str, str]]
+    names: list[str]
+    tile_pngs: list[Path]
+    images: np.ndarray
+
+
+def load_chunk(
+    model_path: str,
+    table_path: str,
+    chunk: str,
+    tile_dir: str,
+    load_options: dict[str, Any] | None = None,
+    threads: int | None = None,
+) -> ChunkInput:
+    """Pin ``threads``, load the model once and read ``chunk``'s tiles; a chunk with no tiles, or tiles
+    of another size than the model's ``tile_px``, is an :class:`InputError`."""
+    from .model import load_model
+
+    if threads:
+        set_threads(model_path, threads)
+    model = load_model(model_path, **(load_options or {}))
+    rows = read_tile_table(table_path, chunk)
+    names = [row["tile"] for row in rows]
+    check(bool(names), f"tile table '{table_path}': no tiles in {chunk}")
+    tile_pngs = [Path(tile_dir) / f"{name}.png" for name in names]
+    images = np.stack([read_png(p) for p in tile_pngs])
+    if model.tile_px is not None:
+        check(
+            images.shape[1] == model.tile_px,
+            f"model '{model_path}': expects {model.tile_px} px tiles, got {images.shape[1]} px tiles",
+        )
+    return ChunkInput(model, rows, names, tile_pngs, images)
+
+
 def run_mask_job(
     model_path: str,
     table_path: str,
@@ -270,24 +316,13 @@ def run_mask_job(
     Per tile: ``{tile}.npy`` (``(H, W)`` float32 in [0, 1]), ``{tile}.json`` (class, probabilities,
     method parameters, model hash, provenance) and, with ``save_raw``, ``{tile}.raw.npy``.
     """
-    from .model import get_preprocess_fn, load_model
+    from .model import get_preprocess_fn
     from .saliency import NonFiniteError, SaliencyMap
 
-    if threads:
-        set_threads(model_path, threads)
-    model = load_model(model_path, **(load_options or {}))
-    rows = read_tile_table(table_path, chunk)
-    names = [row["tile"] for row in rows]
-    check(bool(names), f"tile table '{table_path}': no tiles in {chunk}")
-    tile_pngs = [Path(tile_dir) / f"{name}.png" for name in names]
-    images = np.stack([read_png(p) for p in tile_pngs])
-    if model.tile_px is not None:
-        check(
-            images.shape[1] == model.tile_px,
-            f"model '{model_path}': expects {model.tile_px} px tiles, got {images.shape[1]} px tiles",
-        )
+    job = load_chunk(model_path, table_path, chunk, tile_dir, load_options, threads)
+    model, rows, names, tile_pngs, images = job.model, job.rows, job.names, job.tile_pngs, job.images
     batch = get_preprocess_fn(model)(images)
-    budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
+    budget = budget_bytes(memory_budget_mb)
     chosen, _lock = claim_device(device, lock_dir, model.backend)
     sal = SaliencyMap(model, class_idx=class_idx, device=chosen, engine=engine, memory_budget=budget)
     layer = sal.backend.gradcam_layer(method.params.get("layer")) if method.name == "gradcam" else None
@@ -375,10 +410,28 @@ def mask_stats(mask: np.ndarray) -> dict[str, float]:
     }
 
 
-def _fmt(value: Any) -> str:
+def format_cell(value: Any) -> str:
+    """A CSV cell: empty for None, ``true``/``false`` for booleans, 6 decimals for floats (reruns are
+    byte-identical), else ``str``."""
     if value is None:
         return ""
-    return f"{value:.6f}" if isinstance(value, float) else str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    return f"{float(value):.6f}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def read_sidecar(path: str | Path, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """A mask's ``.json`` sidecar; a missing file, bad JSON or a missing one of ``keys`` is an
+    :class:`InputError` naming the file."""
+    path = Path(path)
+    check(path.is_file(), f"mask sidecar '{path}': file not found (did the masks job run?)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"mask sidecar '{path}': not valid JSON ({first_line(err)})") from None
+    missing = [k for k in keys if k not in meta] if isinstance(meta, dict) else ["all"]
+    check(not missing, f"mask sidecar '{path}': missing key(s) {', '.join(missing)}")
+    return meta
 
 
 def mask_file(layout: Layout, row: dict[str, str], method_id: str, ext: str = ".npy") -> Path:
@@ -422,7 +475,7 @@ def write_summary(
             for method_id in method_ids:
                 mask_path = mask_file(layout, tile, method_id)
                 sidecar = mask_file(layout, tile, method_id, ".json")
-                meta = json.loads(sidecar.read_text())
+                meta = read_sidecar(sidecar)
                 these = [str(label) for label in meta["outcome_labels"]]
                 if labels is None:
                     labels, labels_from = these, str(sidecar)
@@ -445,7 +498,7 @@ def write_summary(
                     "model_sha256": meta["model_sha256"], "method_params": json.dumps(meta["params"], sort_keys=True),
                     **{key: "" if meta.get(key) is None else str(meta[key]) for key in PROVENANCE_COLUMNS},
                 }  # fmt: skip
-                rows.append({k: _fmt(v) for k, v in row.items()})
+                rows.append({k: format_cell(v) for k, v in row.items()})
     columns = summary_columns(labels or [])
     check(len(set(columns)) == len(columns), f"summary: class labels {labels} give columns that clash")
     write_csv(out_path, columns, rows)
@@ -535,14 +588,12 @@ def write_figure(
     }
     labels = []
     for row in rows:
-        meta = json.loads(mask_file(layout, row, method_ids[0], ".json").read_text())
+        meta = read_sidecar(mask_file(layout, row, method_ids[0], ".json"))
         labels.append(f"{row['tile']}\n{meta['class_label']}\np = {meta['probability']:.3f}")
     fig = plot.comparison_figure(
         images, masks, labels, title=f"slide {slide}", cmap=cmap, overlay=overlay, alpha=alpha,
         um_per_px=[tile_um_per_px(r) for r in rows],
     )  # fmt: skip
-    for path in out_paths:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        plot.save_figure(fig, path, dpi=dpi)
+    plot.save_figures(fig, out_paths, dpi=dpi)
     LOGGER.info("figure of slide %s: %d tiles × %d methods", slide, len(rows), len(method_ids))
     return fig

@@ -19,7 +19,6 @@ from typing import Any, Sequence
 
 from .errors import check
 from .files import write_text
-from .methods import title
 
 CITATIONS = {
     "vanilla": "Simonyan et al. 2014",
@@ -112,12 +111,12 @@ def _rows(summary_path: str) -> list[dict[str, str]]:
 
 def _sidecars(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
     """The first sidecar of each method id, in summary order."""
+    from .jobs import read_sidecar  # not at import: the Snakefile imports this module for CAPTIONS
+
     metas: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["method"] not in metas:
-            path = Path(row["mask"]).with_suffix(".json")
-            check(path.is_file(), f"summary: mask sidecar '{path}' not found")
-            metas[row["method"]] = json.loads(path.read_text())
+            metas[row["method"]] = read_sidecar(Path(row["mask"]).with_suffix(".json"))
     return metas
 
 

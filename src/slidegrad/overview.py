@@ -21,7 +21,6 @@ is drawn at exactly those data coordinates.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -300,17 +299,6 @@ def overview_figure(
 
 
 # -- the job ---------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any]:
-    check(path.is_file(), f"mask sidecar '{path}': file not found (did the masks job run?)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"mask sidecar '{path}': not valid JSON ({first_line(err)})") from None
-    missing = [k for k in ("class_label", "probability") if k not in meta] if isinstance(meta, dict) else ["all"]
-    check(not missing, f"mask sidecar '{path}': missing key(s) {', '.join(missing)}")
-    return meta
-
-
 def _read_mask(path: Path) -> np.ndarray:
     check(path.is_file(), f"mask '{path}': file not found (did the masks job run?)")
     try:
@@ -355,7 +343,7 @@ def write_overview(
     import matplotlib.pyplot as plt
 
     from . import plot
-    from .jobs import mask_file
+    from .jobs import mask_file, read_sidecar
     from .slide import WSI
     from .tiling import tissue_mask
 
@@ -370,7 +358,8 @@ def write_overview(
         geometry["tile_px"] is not None and geometry["tile_um"] is not None,
         f"tile table '{table_path}': no 'tile_px'/'tile_um' geometry",
     )
-    metas = [_read_json(mask_file(layout, row, method_ids[0], ".json")) for row in rows]
+    keys = ("class_label", "probability")
+    metas = [read_sidecar(mask_file(layout, row, method_ids[0], ".json"), keys) for row in rows]
     for method_id in method_ids[1:] if mosaic else ():  # every file checked before the slide is read
         for row in rows:
             path = mask_file(layout, row, method_id)
@@ -405,9 +394,7 @@ def write_overview(
         title=_title(slide, rows, geometry, level0_mpp), mosaics=mosaics, cmap=cmap,
     )  # fmt: skip
     try:
-        for path in out_paths:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            plot.save_figure(fig, path, dpi=dpi)
+        plot.save_figures(fig, out_paths, dpi=dpi)
     finally:
         plt.close(fig)
     LOGGER.info("overview of slide %s: %d tiles, %d mosaic panels", slide, len(rows), len(mosaics))

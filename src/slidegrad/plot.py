@@ -203,3 +203,10 @@ def save_figure(fig: matplotlib.figure.Figure, path: str | Path, dpi: int = 300)
     metadata = {".pdf": {"CreationDate": None}, ".png": {"Software": None}, ".svg": {"Date": None}}[suffix]
     with matplotlib.rc_context({"svg.hashsalt": "slidegrad"}):  # svg ids: else random per save
         fig.savefig(path, dpi=dpi, metadata=metadata)
+
+
+def save_figures(fig: matplotlib.figure.Figure, paths: Sequence[str | Path], dpi: int = 300) -> None:
+    """:func:`save_figure` to each of ``paths`` (a figure in several formats), creating their folders."""
+    for path in paths:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_figure(fig, path, dpi=dpi)

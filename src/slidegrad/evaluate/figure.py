@@ -21,6 +21,7 @@ import matplotlib.figure
 import numpy as np
 
 from ..plot import plt
+from .perturbation import curve_auc
 
 # column, panel title, its reference column (chance) or a fixed reference value
 PANELS: tuple[tuple[str, str, str | float | None], ...] = (
@@ -56,19 +57,18 @@ def _curve_panel(ax, kind: str, curves, rows, label: str | None, method_ids, met
         curve = curves.get(f"{method}:{kind}")
         if curve is None:
             continue
-        if label is not None:
-            curve = curve[np.array([r["class_label"] == label for r in rows if r["method"] == method])]
-        x = np.linspace(0.0, 1.0, curve.shape[1])
-        auc = float(((curve[:, :-1] + curve[:, 1:]) / 2).mean(axis=1).mean())
-        ax.plot(x, curve.mean(axis=0), color=colour, lw=1.3, label=f"{title} ({auc:.2f})")
         chance = curves[f"{method}:{kind}_chance"]
         if label is not None:
-            chance = chance[np.array([r["class_label"] == label for r in rows if r["method"] == method])]
+            shown = np.array([r["class_label"] == label for r in rows if r["method"] == method])
+            curve, chance = curve[shown], chance[shown]
+        auc = float(curve_auc(curve).mean())
+        x = np.linspace(0.0, 1.0, curve.shape[1])
+        ax.plot(x, curve.mean(axis=0), color=colour, lw=1.3, label=f"{title} ({auc:.2f})")
         chance_parts.append(chance)
     if chance_parts:
         chance = np.concatenate(chance_parts)
+        auc = float(curve_auc(chance).mean())
         x = np.linspace(0.0, 1.0, chance.shape[1])
-        auc = float(((chance[:, :-1] + chance[:, 1:]) / 2).mean(axis=1).mean())
         ax.plot(x, chance.mean(axis=0), color="black", lw=1.6, ls="--", label=f"random order ({auc:.2f})")
         if all(np.ptp(line.get_ydata()) < 1e-3 for line in ax.get_lines()):  # visibly flat
             ax.text(0.6, 0.78, "flat: the baseline does not remove\nthis class's evidence; no information",

@@ -22,7 +22,6 @@ per slide (:func:`write_evaluation_figure`).
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +30,7 @@ import numpy as np
 from ..config import MethodSpec
 from ..errors import check
 from ..files import atomic_write, write_csv
+from ..jobs import format_cell, read_sidecar
 from ..progress import LOGGER
 from ..tables import read_tile_table
 
@@ -50,14 +50,6 @@ CURVES = ("deletion", "insertion")
 def evaluation_columns(metrics: Sequence[str]) -> list[str]:
     """The columns of ``evaluation.csv`` for ``metrics`` (in :data:`METRICS` order)."""
     return [*ID_COLUMNS, *(c for m in METRICS if m in metrics for c in METRIC_COLUMNS[m])]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.6f}"
-    return str(value)
 
 
 # -- ground truth ---------------------------------------------------------------------------
@@ -178,19 +170,14 @@ def run_evaluation_job(
     JSON (the native engine's parameters); ``settings``: the config's ``evaluate`` section.
     Scores run through the native engine (batched, on ``device``, under ``memory_budget_mb``).
     """
-    from ..jobs import claim_device, read_png, set_threads
-    from ..model import load_model
+    from ..jobs import budget_bytes, claim_device, load_chunk
     from ..saliency import SaliencyMap
 
-    if threads:
-        set_threads(model_path, threads)
-    model = load_model(model_path, **(load_options or {}))
-    rows = read_tile_table(table_path, chunk)
-    check(bool(rows), f"tile table '{table_path}': no tiles in {chunk}")
-    slide, names = rows[0]["slide"], [row["tile"] for row in rows]
-    tiles = np.stack([read_png(Path(tile_dir) / f"{name}.png") for name in names])
+    job = load_chunk(model_path, table_path, chunk, tile_dir, load_options, threads)
+    model, names, tiles = job.model, job.names, job.images
+    slide = job.rows[0]["slide"]
     chosen, _lock = claim_device(device, lock_dir, model.backend)
-    budget = memory_budget_mb * (1 << 20) if memory_budget_mb else None
+    budget = budget_bytes(memory_budget_mb)
     sal = SaliencyMap(model, device=chosen, memory_budget=budget)
     truth = None
     if "pointing" in settings["metrics"]:
@@ -201,7 +188,7 @@ def run_evaluation_job(
     for method_id, mask_dir in mask_dirs.items():
         method = MethodSpec.from_json(methods[method_id])
         masks = np.stack([np.load(Path(mask_dir) / f"{name}.npy") for name in names])
-        metas = [json.loads((Path(mask_dir) / f"{name}.json").read_text()) for name in names]
+        metas = [read_sidecar(Path(mask_dir) / f"{name}.json") for name in names]
         classes = np.array([meta["class_idx"] for meta in metas], np.int64)
         LOGGER.info("%s on %s: %d tiles, metrics %s", method_id, chunk, len(names), ", ".join(settings["metrics"]))
         result = evaluator.evaluate(method, masks, classes, truth)
@@ -211,7 +198,7 @@ def run_evaluation_job(
             row = {"slide": slide, "tile": name, "method": method_id, "class_idx": meta["class_idx"]}
             row["class_label"] = meta["class_label"]
             row.update({key: values[i] for key, values in result["columns"].items()})
-            table_rows.append({key: _fmt(row[key]) for key in columns})
+            table_rows.append({key: format_cell(row[key]) for key in columns})
     with atomic_write(out_curves, "wb") as handle:
         np.savez(handle, **curve_arrays)
     write_csv(out_table, columns, table_rows)
@@ -263,7 +250,5 @@ def write_evaluation_figure(
                     curves.setdefault(key, []).append(data[key])
     stacked = {key: np.concatenate(parts) for key, parts in curves.items()}
     fig = evaluation_figure(rows, stacked, list(method_ids), list(method_titles), title=f"slide {slide}")
-    for path in out_paths:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        plot.save_figure(fig, path, dpi=dpi)
+    plot.save_figures(fig, out_paths, dpi=dpi)
     LOGGER.info("evaluation figure of slide %s: %d rows", slide, len(rows))

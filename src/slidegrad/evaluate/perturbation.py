@@ -183,7 +183,7 @@ def _curve_probabilities(
     return probs.reshape(n, 2, n_steps, probs.shape[-1])
 
 
-def _auc(curves: np.ndarray) -> np.ndarray:
+def curve_auc(curves: np.ndarray) -> np.ndarray:
     """Trapezoid rule over ``x_k = k / steps`` in [0, 1], per row."""
     steps = curves.shape[1] - 1
     return (curves[:, :-1] + curves[:, 1:]).sum(axis=1) / (2.0 * steps)
@@ -253,8 +253,8 @@ def deletion_insertion(
     picked = probs[np.arange(n), :, :, classes]  # (N, 2, steps + 1)
     deletion, insertion = picked[:, 0].astype(np.float64), picked[:, 1].astype(np.float64)
     return {
-        "deletion_auc": _auc(deletion),
-        "insertion_auc": _auc(insertion),
+        "deletion_auc": curve_auc(deletion),
+        "insertion_auc": curve_auc(insertion),
         "deletion_curve": deletion,
         "insertion_curve": insertion,
         "class_idx": classes,
