@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean envs
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-reference.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-reference.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -24,16 +25,23 @@ demo: install
 	@echo "Overviews: $$(ls results/figures/overview/*.pdf | tr '\n' ' ')"
 	@echo "Report: results/report.html; methods paragraph: results/methods.md"
 
-# Three pytest processes: torch and TensorFlow never share one (tests/tf runs alone), and
-# the SLURM test runs last: once SLURM is installed, every snakemake start asks its
-# controller for its config (the slurm executor plugin), which takes 9 s while it is down.
+# Four pytest processes: torch and TensorFlow never share one (tests/tf runs alone);
+# tests/envs builds a venv from each envs/*.yaml's pip section and runs its rules there
+# (about 4 min: 2 building the venvs, 2 running the jobs); the SLURM test runs last: once
+# SLURM is installed, every snakemake start asks its controller for its config (the slurm
+# executor plugin), which takes 9 s while it is down.
 # Each process runs even when an earlier one fails; the target fails if any did.
 test: install
 	@status=0; \
-	$(BIN)/python -m pytest -q --ignore=tests/tf --ignore=tests/slurm || status=1; \
+	$(BIN)/python -m pytest -q --ignore=tests/tf --ignore=tests/slurm --ignore=tests/envs || status=1; \
 	$(BIN)/python -m pytest -q tests/tf || status=1; \
+	$(BIN)/python -m pytest -q tests/envs || status=1; \
 	$(BIN)/python -m pytest -q tests/slurm || status=1; \
 	exit $$status
+
+# envs/*.yaml's pip sections from requirements.lock (src/slidegrad/envfiles.py; tests/test_envfiles.py checks them).
+envs: install
+	$(BIN)/python -m slidegrad.envfiles
 
 lint: install
 	$(BIN)/snakemake --lint

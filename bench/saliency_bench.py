@@ -97,13 +97,18 @@ def captum_runner(name: str, model: torch.nn.Module, x: torch.Tensor, target: to
     return None
 
 
-def bench_model(label: str, model: torch.nn.Module, tiles: np.ndarray, device: str, methods: list[str]) -> None:
+def bench_model(
+    label: str, model: torch.nn.Module, tiles: np.ndarray, device: str, methods: list[str], pair_tiles: int | None = None
+) -> None:
+    """``pair_tiles``: time PAIR's per-tile loop on the first that many tiles only (its cost is linear in
+    tiles; per-tile seconds are reported either way)."""
     dev = torch.device(device)
     model = model.to(dev).eval()
     x = sg.model.scale(tiles)
     n = len(x)
     per_image, best_batch = floor_per_image(model, x, dev)
-    print(f"\n== {label}: {n} tiles {x.shape[1]} px, device {device}; fwd+bwd floor {per_image * 1e3:.1f} ms/image (batch {best_batch})")
+    n_pair = min(n, pair_tiles or n)
+    print(f"\n== {label}: {n} tiles {x.shape[1]} px (PAIR: {n_pair}), device {device}; fwd+bwd floor {per_image * 1e3:.1f} ms/image (batch {best_batch})")
     print(f"{'method':30s} {'native s/tile':>13s} {'PAIR s/tile':>12s} {'Captum s/tile':>13s} {'floor s/tile':>12s} "
           f"{'native/floor':>12s} {'PAIR/native':>11s} {'Captum/native':>13s} {'peak MiB':>9s}")  # fmt: skip
     native = sg.SaliencyMap(model, class_idx=1, device=device, engine="native")
@@ -119,7 +124,8 @@ def bench_model(label: str, model: torch.nn.Module, tiles: np.ndarray, device: s
             torch.cuda.reset_peak_memory_stats(dev)
         t_native, _ = timed(lambda: native.get(x, method, smooth=smooth, **params))
         peak = (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else (rss_kib("VmHWM") - base) / 1024
-        t_pair, _ = timed(lambda: pair.get(x, method, smooth=smooth, **params))
+        t_pair, _ = timed(lambda: pair.get(x[:n_pair], method, smooth=smooth, **params))
+        t_pair *= n / n_pair  # as if on all n tiles
         runner = captum_runner(key, model, xt, target)
         t_captum = timed(runner)[0] if runner else float("nan")
         floor = passes * per_image
@@ -199,6 +205,7 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--pair-tiles", type=int, default=None, help="time PAIR on the first N tiles only")
     parser.add_argument("--single-reps", type=int, default=15, help="single-call section: interleaved reps (0: skip)")
     args = parser.parse_args()
     from skimage.data import immunohistochemistry
@@ -219,7 +226,7 @@ def main() -> None:
         if args.single_reps:
             bench_single_call(name, model, tiles[0], args.device, args.single_reps)
         if args.methods:
-            bench_model(name, model, tiles, args.device, args.methods)
+            bench_model(name, model, tiles, args.device, args.methods, args.pair_tiles)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

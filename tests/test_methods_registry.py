@@ -95,6 +95,8 @@ def meaning(expected: str) -> Param:
         return Param("bool")
     if "layer name" in text:
         return Param("layer")
+    if m := re.match(r"(?:a string, )?one of ([\w, ]+)", text):
+        return Param("choice", choices=tuple(c.strip() for c in m.group(1).split(",")))
     kind = "int" if "integer" in text else "float" if "number" in text else None
     assert kind, expected
     low = high = None

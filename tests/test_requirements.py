@@ -28,9 +28,14 @@ def local_paths(path: Path) -> list[str]:
     return [f"{path.name}:{n}: {text}" for n, text in requirement_lines(path) if LOCAL.search(text)]
 
 
-@pytest.mark.parametrize("name", ["requirements.lock", "requirements.txt"])
+@pytest.mark.parametrize("name", ["requirements.lock", "requirements.txt", "requirements-reference.txt"])
 def test_no_local_paths(name):
     assert local_paths(REPO / name) == []
+
+
+def test_reference_lines_are_name_and_version():
+    lines = requirement_lines(REPO / "requirements-reference.txt")
+    assert [text for _, text in lines if not PIN.match(text)] == [] and ("slideflow==3.0.2" in dict(lines).values())
 
 
 def test_every_lock_line_is_name_and_version():

@@ -19,8 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from . import __version__
 from .config import MethodSpec
-from .errors import InputError, check, first_line, nonfinite_tiles
+from .errors import InputError, check, first_line, listed, nonfinite_tiles
 from .files import write_csv, write_text
 from .layout import Layout
 from .planning import geometry_mismatches, resolve_geometry
@@ -33,7 +34,7 @@ PROVENANCE_COLUMNS = [
 ]  # fmt: skip
 SUMMARY_COLUMNS = [
     "slide", "tile", "x", "y", "method", "class_idx", "class_label", "probability",
-    "mask_mean", "mask_max", "top10_mass", "selected_for", "selection_score", "mask", "model_sha256",
+    "mask_mean", "mask_max", "top10_mass", "completeness_error", "selected_for", "selection_score", "mask", "model_sha256",
     "method_params", *PROVENANCE_COLUMNS,
 ]  # fmt: skip
 
@@ -57,7 +58,7 @@ def software_versions(framework: str) -> dict[str, str]:
             return ""
 
     return {
-        "slidegrad_version": version("slidegrad"),
+        "slidegrad_version": __version__,  # the code that ran (a conda run imports it from src/, uninstalled)
         "framework": framework,
         "framework_version": version(framework),
         "pair_version": version("saliency"),
@@ -205,6 +206,7 @@ def _choose(
         return [Tile(slide, x, y) for x, y in coords]
     from .model import get_preprocess_fn, load_model
     from .saliency import SaliencyMap
+    from .stain import BlankTileError
 
     set_threads(model_path, threads)
     model = load_model(model_path, **params["model_options"])
@@ -213,7 +215,13 @@ def _choose(
     backend = SaliencyMap(model, device=chosen, memory_budget=budget).backend
     LOGGER.info("top_k: scoring %d tissue tiles with model '%s'", len(coords), model_path)
     start = time.monotonic()
-    probs = tiling.score_tiles(backend, wsi, coords, get_preprocess_fn(model), memory_budget=budget)
+    try:
+        probs = tiling.score_tiles(backend, wsi, coords, get_preprocess_fn(model), memory_budget=budget)
+    except BlankTileError:
+        raise InputError(
+            f"top_k on slide '{wsi.path}': stain normalizer {model.normalizer.method!r} cannot normalise some "
+            "tissue tiles (blank: no stain or no contrast); raise tiles.min_tissue"
+        ) from None
     seconds = time.monotonic() - start
     LOGGER.info("top_k: scored %d tiles in %.1f s (%.3f s/tile)", len(coords), seconds, seconds / len(coords))
     bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
@@ -291,6 +299,21 @@ def load_chunk(
     return ChunkInput(model, rows, names, tile_pngs, images)
 
 
+def model_input(model: Any, model_path: str, images: np.ndarray, slide: str, names: Sequence[str]) -> np.ndarray:
+    """Tiles as the model sees them: its stain normaliser (if any), then its preprocessing → float32
+    ``(N, H, W, 3)``.  A tile the normaliser cannot normalise is one InputError line naming it."""
+    from .model import get_preprocess_fn
+    from .stain import BlankTileError
+
+    try:
+        return get_preprocess_fn(model)(images)
+    except BlankTileError as err:
+        raise InputError(
+            f"model '{model_path}': stain normalizer {model.normalizer.method!r} cannot normalise slide '{slide}' "
+            f"tile(s) {listed([names[i] for i in err.indices])}: blank (no stain or no contrast)"
+        ) from None
+
+
 def run_mask_job(
     model_path: str,
     table_path: str,
@@ -316,12 +339,14 @@ def run_mask_job(
     Per tile: ``{tile}.npy`` (``(H, W)`` float32 in [0, 1]), ``{tile}.json`` (class, probabilities,
     method parameters, model hash, provenance) and, with ``save_raw``, ``{tile}.raw.npy``.
     """
-    from .model import get_preprocess_fn
+    from .completeness import completeness_errors
     from .saliency import NonFiniteError, SaliencyMap
 
     job = load_chunk(model_path, table_path, chunk, tile_dir, load_options, threads)
     model, rows, names, tile_pngs, images = job.model, job.rows, job.names, job.tile_pngs, job.images
-    batch = get_preprocess_fn(model)(images)
+    batch = model_input(model, model_path, images, rows[0]["slide"], names)
+    if model.normalizer is not None:
+        LOGGER.info("stain normalizer %s, then %s preprocessing", model.normalizer.describe(), model.preprocessing)
     budget = budget_bytes(memory_budget_mb)
     chosen, _lock = claim_device(device, lock_dir, model.backend)
     sal = SaliencyMap(model, class_idx=class_idx, device=chosen, engine=engine, memory_budget=budget)
@@ -336,7 +361,13 @@ def run_mask_job(
         )
     except NonFiniteError as err:
         raise nonfinite_tiles(model_path, err.what, rows[0]["slide"], [names[i] for i in err.indices]) from None
+    item_batch = getattr(sal.engine, "item_batch", None)  # the native engine's budgeted batch; PAIR: one tile
+    forward_batch = item_batch(tuple(batch.shape[1:]), len(batch)) if item_batch else 1
+    completeness = completeness_errors(
+        sal.backend, batch, classes, raws, method.name, method.params, method.smooth, forward_batch
+    )
     provenance = {"engine": engine, "device": chosen, "gradcam_layer": layer, **software_versions(model.backend)}
+    provenance["stain_normalizer"] = model.normalizer.record() if model.normalizer else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i, (row, name) in enumerate(zip(rows, names)):
@@ -357,6 +388,7 @@ def run_mask_job(
             "probabilities": [float(p) for p in probabilities[i]],
             "outcome_labels": model.outcome_labels,
             "model_sha256": model.sha256,
+            "completeness_error": completeness[i],
             **row_geometry(row),
             **provenance,
         }
@@ -447,7 +479,9 @@ def summary_columns(labels: Sequence[str]) -> list[str]:
 
 # Parquet types of the summary's columns (the rest are strings); p_<label> columns are float64.
 SUMMARY_INTS = ("x", "y", "class_idx", "tile_px", "level", "extract_px")
-SUMMARY_FLOATS = ("probability", "mask_mean", "mask_max", "top10_mass", "selection_score", "mpp")
+SUMMARY_FLOATS = (
+    "probability", "mask_mean", "mask_max", "top10_mass", "completeness_error", "selection_score", "mpp",
+)  # fmt: skip
 
 
 def write_summary(
@@ -493,7 +527,7 @@ def write_summary(
                     "slide": tile["slide"], "tile": tile["tile"], "x": tile["x"], "y": tile["y"],
                     "method": meta["method"], "class_idx": meta["class_idx"], "class_label": meta["class_label"],
                     "probability": meta["probability"], **{f"p_{k}": v for k, v in zip(labels, probabilities)},
-                    **mask_stats(np.load(mask_path)),
+                    **mask_stats(np.load(mask_path)), "completeness_error": meta.get("completeness_error"),
                     "selected_for": tile["label"], "selection_score": tile["score"], "mask": str(mask_path),
                     "model_sha256": meta["model_sha256"], "method_params": json.dumps(meta["params"], sort_keys=True),
                     **{key: "" if meta.get(key) is None else str(meta[key]) for key in PROVENANCE_COLUMNS},

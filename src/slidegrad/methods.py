@@ -79,9 +79,9 @@ class Method:
 class Param:
     """A method parameter's type and range.
 
-    ``kind``: ``int``, ``float`` (an int is accepted too), ``bool`` or ``layer`` (a
-    string or ``None``); bools are never numbers.  ``low``/``high`` bound numbers,
-    inclusively unless ``low_open``/``high_open``.  ``engine``: the only engine whose
+    ``kind``: ``int``, ``float`` (an int is accepted too), ``bool``, ``layer`` (a
+    string or ``None``) or ``choice`` (one of the strings ``choices``); bools are never
+    numbers.  ``low``/``high`` bound numbers, inclusively unless ``low_open``/``high_open``.  ``engine``: the only engine whose
     result it can change (``None``: every engine).
     """
 
@@ -91,6 +91,7 @@ class Param:
     low_open: bool = False
     high_open: bool = False
     engine: str | None = None
+    choices: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """What is expected, e.g. ``an integer ≥ 1`` or ``a number > 0 and ≤ 1``."""
@@ -98,6 +99,8 @@ class Param:
             return "true or false"
         if self.kind == "layer":
             return "a layer name or null"
+        if self.kind == "choice":
+            return f"one of {', '.join(self.choices)}"
         bounds = [
             f"{sign} {bound}"
             for bound, sign in ((self.low, ">" if self.low_open else "≥"), (self.high, "<" if self.high_open else "≤"))
@@ -111,6 +114,8 @@ class Param:
             return isinstance(value, (bool, np.bool_))
         if self.kind == "layer":
             return value is None or isinstance(value, str)
+        if self.kind == "choice":
+            return isinstance(value, str) and value in self.choices
         real = isinstance(value, numbers.Real) and not isinstance(value, bool)
         number = is_int(value) or (self.kind == "float" and real)
         if not number or not math.isfinite(value):
@@ -121,10 +126,12 @@ class Param:
 
     def convert(self, value: Any) -> Any:
         """``value`` as a plain Python ``int``/``float``/``bool`` (JSON-safe), kept as is otherwise."""
-        return {"int": int, "float": float, "bool": bool}.get(self.kind, lambda v: v)(value)
+        return {"int": int, "float": float, "bool": bool, "choice": str}.get(self.kind, lambda v: v)(value)
 
     def schema(self) -> dict[str, Any]:
         """JSON schema (draft 2020-12) of a value: its type and bounds."""
+        if self.kind == "choice":
+            return {"type": "string", "enum": list(self.choices)}
         if self.kind in ("bool", "layer"):
             return {"type": "boolean" if self.kind == "bool" else ["string", "null"]}
         out: dict[str, Any] = {"type": "integer" if self.kind == "int" else "number"}
@@ -134,6 +141,10 @@ class Param:
             out["exclusiveMaximum" if self.high_open else "maximum"] = self.high
         return out
 
+
+INTEGRATION_RULES = ("riemann_trapezoid", "gauss_legendre")
+"""IG's quadrature rules: PAIR's ``linspace(0, 1, steps)`` mean (both ends, the default) or
+Gauss–Legendre nodes on [0, 1] (``steps`` nodes; exact on polynomials of degree ≤ 2·steps − 1)."""
 
 PARAMS: dict[str, Param] = {
     "x_steps": Param("int", 1),
@@ -149,6 +160,8 @@ PARAMS: dict[str, Param] = {
     "nsamples": Param("int", 1),
     "magnitude": Param("bool"),
     "seed": Param("int", 0, 2**32 - 1),
+    # the IG path's quadrature; the pair engine computes only riemann_trapezoid (and refuses the other)
+    "integration": Param("choice", choices=INTEGRATION_RULES),
 }
 """Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 
@@ -182,6 +195,7 @@ def register(method: Method) -> Method:
 
 _BLACK_IG = PairCall("IntegratedGradients", ("x_steps", "batch_size"), hook="black_baseline")
 _XRAI = PairCall("XRAI", ("batch_size",), hook="xrai_parameters")
+_XRAI_DEFAULTS = {"batch_size": 20, "steps": 100, "integration": "riemann_trapezoid"}
 for _method in (
     Method(
         "vanilla", "gradient", "Gradient",
@@ -191,7 +205,8 @@ for _method in (
     Method(
         "integrated_gradients", "gradient", "IG",
         "Integrated gradients from a black (zero) baseline.",
-        native="integrated_gradients", pair=_BLACK_IG, defaults={"x_steps": 25, "batch_size": 20},
+        native="integrated_gradients", pair=_BLACK_IG,
+        defaults={"x_steps": 25, "batch_size": 20, "integration": "riemann_trapezoid"},
     ),
     Method(
         "guided_integrated_gradients", "gradient", "Guided IG",
@@ -210,12 +225,12 @@ for _method in (
     Method(
         "xrai", "xrai", "XRAI",
         "XRAI (full algorithm): integrated gradients summed over Felzenszwalb regions, ranked greedily.",
-        native="xrai", pair=_XRAI, defaults={"batch_size": 20, "steps": 100}, smoothable=False, algorithm="full",
+        native="xrai", pair=_XRAI, defaults=dict(_XRAI_DEFAULTS), smoothable=False, algorithm="full",
     ),
     Method(
         "xrai_fast", "xrai", "XRAI (fast)",
         "XRAI, fast algorithm: regions ranked once by their mean attribution.",
-        native="xrai", pair=_XRAI, defaults={"batch_size": 20, "steps": 100}, smoothable=False, algorithm="fast",
+        native="xrai", pair=_XRAI, defaults=dict(_XRAI_DEFAULTS), smoothable=False, algorithm="fast",
     ),
     Method(
         "gradcam", "gradcam", "Grad-CAM",

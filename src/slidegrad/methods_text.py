@@ -51,6 +51,7 @@ PHRASES = {
     "stdev_spread": "noise σ = {} × the input range",
     "magnitude": {True: "squared gradients", False: "signed gradients"},
     "seed": "seed {}",
+    "integration": {"riemann_trapezoid": "", "gauss_legendre": "Gauss–Legendre quadrature"},  # default: unsaid
 }
 BASELINES = {
     "integrated_gradients": "black baseline",
@@ -81,7 +82,7 @@ def _joined(values: Sequence[str]) -> str:
 def _detail(key: str, value: Any) -> str:
     phrase = PHRASES.get(key, key + " {}")
     if isinstance(phrase, dict):
-        return phrase[bool(value)]
+        return phrase[value] if value in phrase else phrase[bool(value)]
     return phrase.format(json.dumps(value) if isinstance(value, bool) else value)
 
 
@@ -89,7 +90,7 @@ def method_phrase(meta: dict[str, Any]) -> tuple[str, list[str]]:
     """One method as run (from its sidecar): ``(phrase, citations)``."""
     name, smooth, params = meta["method_name"], meta["smooth"], meta["params"]
     cites = [CITATIONS[name]] if name in CITATIONS else []
-    details = [_detail(k, v) for k, v in sorted(params.items()) if k not in HIDDEN]
+    details = [d for d in (_detail(k, v) for k, v in sorted(params.items()) if k not in HIDDEN) if d]
     if name in BASELINES:
         details.insert(0, BASELINES[name])
     if meta.get("gradcam_layer"):
@@ -153,7 +154,8 @@ def methods_paragraphs(
         f"{first['pair_version']}, {framework} {first['framework_version']}) for {n_tiles} tiles from "
         f"{n_slides} slide{'s' if n_slides > 1 else ''}. Tiles were {geometry}. The classifier "
         f"(SHA-256 {first['model_sha256']}; classes {_joined(first['outcome_labels'])}) was explained for "
-        f"{explained}. Methods: {'; '.join(phrases)}. Maps were computed by slidegrad's {engines}. "
+        f"{explained}.{_stain_sentence(first.get('stain_normalizer'))} Methods: {'; '.join(phrases)}. "
+        f"Maps were computed by slidegrad's {engines}. "
         "Gradient maps sum the absolute attribution over colour channels and are scaled to [minimum, "
         "99th percentile]; XRAI maps are scaled the same way; Grad-CAM maps are rectified and divided by "
         "their maximum; all maps are clipped to [0, 1]."
@@ -167,6 +169,18 @@ def methods_paragraphs(
                                  ("stability", "Yeh et al. 2019")) if m in metrics]  # fmt: skip
     references = [REFERENCES[c] for c in dict.fromkeys(cites) if c in REFERENCES]
     return paragraphs, references
+
+
+def _stain_sentence(record: dict[str, Any] | None) -> str:
+    """`` Tiles were stain-normalised …`` (leading space) from a sidecar's ``stain_normalizer``; ``""`` without one."""
+    if not record:
+        return ""
+    name = "Macenko" if record["method"].startswith("macenko") else "Reinhard"
+    return (
+        f" Tiles were stain-normalised as in training ({name}, Slideflow's {record['method']}; fit: "
+        f"{record['fit_source']}) before preprocessing; attributions are with respect to the normalised tile "
+        "and are shown over the original."
+    )
 
 
 def _evaluation_paragraph(metrics: list[str], settings: dict[str, Any]) -> str:

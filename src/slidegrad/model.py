@@ -47,6 +47,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import stain
 from .errors import InputError, check, is_int
 from .model_files import (  # noqa: F401 - re-exported: slidegrad.model.LoadedModel, .PARAMS_FILE, ...
     EXPORT_FILE,
@@ -122,12 +123,7 @@ def read_params(path: str | Path) -> dict[str, Any]:
     )
     if "preprocessing" in params:
         check_preprocessing(params["preprocessing"], f"'{params_path}': field 'preprocessing'")
-    normalizer = (params.get("hp") or {}).get("normalizer")
-    check(
-        normalizer in (None, "", "none", "None"),
-        f"'{params_path}': stain normalizer {normalizer!r} (hp.normalizer) is not supported yet; "
-        "normalize tiles before training or use a model without one",
-    )
+    stain.from_params(params, str(params_path))  # hp.normalizer, hp.normalizer_source, norm_fit: one-line errors
     return params
 
 
@@ -170,6 +166,8 @@ def load_model(
     architecture_kwargs: dict[str, Any] | None = None,
     allow_pickle: bool = False,
     tile_px: int | None = None,
+    normalizer: str | None = None,
+    normalizer_fit: str | dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Load a model file or directory (see the module docstring) with its labels and tile geometry.
 
@@ -178,6 +176,9 @@ def load_model(
     whole pickled module (``torch.save(model)``) load; unpickling runs code from the file.
     ``tile_px``: the tiles' size where ``params.json`` gives none (the class count is probed
     on one such tile); it must agree with ``params.json``'s where both are given.
+    ``normalizer`` / ``normalizer_fit``: the stain normaliser (a Slideflow name, or ``"none"``) and its
+    fit (a preset ``v1``/``v2``/``v3`` or the values), overriding ``params.json``'s ``hp.normalizer``
+    and ``norm_fit`` (see :mod:`slidegrad.stain`).
     """
     path = Path(path)
     check(path.exists(), f"model '{path}': file not found")
@@ -223,6 +224,7 @@ def load_model(
         f"model '{path}': {n_outputs} outputs but {len(labels)} outcome_labels in {PARAMS_FILE}",
     )
     params_file = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+    normalizer_fn = stain.from_params(params, str(params_file), normalizer, normalizer_fit, backend)
     prep = preprocessing or params.get("preprocessing") or DEFAULT_PREPROCESSING[backend]
     check_preprocessing(prep, f"model '{path}': preprocessing")
     return LoadedModel(
@@ -235,6 +237,7 @@ def load_model(
         path=path,
         sha256=file_sha256(files + ([params_file] if params_file.exists() else [])),
         params=params,
+        normalizer=normalizer_fn,
     )
 
 
@@ -283,10 +286,37 @@ def check_preprocessing(name: Any, where: str) -> None:
     check(name in PREPROCESSORS, f"{where} is {name!r}; supported: {', '.join(PREPROCESSORS)}")
 
 
-def get_preprocess_fn(model: str | Path | LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
-    """The preprocessing function for a model (or model path): uint8 images → float32 channels-last."""
+class Preprocess:
+    """A model's input pipeline as Slideflow feeds it: the stain normaliser (if any), then the
+    preprocessing.  ``preprocess(tiles)``: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)`` → float32, same shape."""
+
+    def __init__(self, preprocessing: str, normalizer: stain.StainNormalizer | None = None) -> None:
+        self.preprocessing, self.normalizer = preprocessing, normalizer
+        self._prep = PREPROCESSORS[preprocessing]
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        return self._prep(self.normalize(img))
+
+    def normalize(self, img: np.ndarray) -> np.ndarray:
+        """The stain normaliser alone (uint8 → uint8; the identity without one)."""
+        return img if self.normalizer is None else self.normalizer(_check_image(img))
+
+    def __repr__(self) -> str:
+        norm = f"{self.normalizer.describe()} → " if self.normalizer else ""
+        return f"Preprocess({norm}{self.preprocessing})"
+
+
+def get_preprocess_fn(model: str | Path | LoadedModel, stain_normalize: bool = True) -> Preprocess:
+    """The input pipeline of a model (or model path): uint8 images → float32 channels-last.
+
+    It includes the model's stain normaliser (``params.json``'s ``hp.normalizer``, or
+    ``load_model(normalizer=...)``) unless ``stain_normalize=False``; ``.normalize`` applies that alone.
+    """
     if isinstance(model, LoadedModel):
-        return PREPROCESSORS[model.preprocessing]
+        return Preprocess(model.preprocessing, model.normalizer if stain_normalize else None)
     path = Path(model)
     params = read_params(path)
-    return PREPROCESSORS[params.get("preprocessing") or DEFAULT_PREPROCESSING[detect_backend(path, params)]]
+    params_file = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+    backend = detect_backend(path, params)
+    prep = params.get("preprocessing") or DEFAULT_PREPROCESSING[backend]
+    return Preprocess(prep, stain.from_params(params, str(params_file), backend=backend) if stain_normalize else None)

@@ -37,6 +37,7 @@ class LoadedModel:
     path: Path | None = None
     sha256: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    normalizer: Any = None  # slidegrad.stain.StainNormalizer applied before preprocessing, or None
 
     @property
     def n_classes(self) -> int:

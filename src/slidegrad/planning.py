@@ -25,6 +25,7 @@ from .config import (
 )
 from .errors import InputError, check
 from .layout import Layout
+from . import stain
 from .model import detect_backend, read_params, require_param
 from .tables import Slide, TileLocations, check_in_grid, chunk_labels, read_samples, read_tile_locations
 
@@ -146,7 +147,7 @@ def geometry_mismatches(tile_px: Any, tile_um: Any, model_path: str) -> list[str
 def model_options(config: dict[str, Any]) -> dict[str, Any]:
     """``load_model`` keywords from the config's ``model`` section, and its ``tile_px`` where set."""
     model = config["model"]
-    keys = ("preprocessing", "architecture", "architecture_kwargs", "allow_pickle")
+    keys = ("preprocessing", "architecture", "architecture_kwargs", "allow_pickle", "normalizer", "normalizer_fit")
     options = {key: model[key] for key in keys if model.get(key) is not None}
     if config.get("tile_px") is not None:
         options["tile_px"] = config["tile_px"]
@@ -160,6 +161,20 @@ def mask_gpus(config: dict[str, Any], visible_gpus: int) -> int:
         return int(config["mask_resources"]["gpu"])
     device = config["device"]
     return int(device == "cuda" or (device == "auto" and visible_gpus > 0))
+
+
+def check_normalizer(config: dict[str, Any]) -> None:
+    """``model.normalizer`` / ``model.normalizer_fit`` against the model's ``params.json`` (when the model
+    exists; until then, on their own): one InputError line before any job runs."""
+    from .model_files import PARAMS_FILE
+
+    model = config["model"]
+    method, fit, path = model.get("normalizer"), model.get("normalizer_fit"), Path(model["path"])
+    if path.exists():
+        params_file = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+        stain.from_params(read_params(path), str(params_file), method, fit)
+    elif method is not None:
+        stain.from_params({"hp": {"normalizer": method}}, "config", method, fit)
 
 
 def check_class_idx(config: dict[str, Any]) -> int | str | None:
@@ -303,6 +318,7 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
             slides = tfrecord_slides(list(locations.by_slide), selection["directory"], slides)
         slides = {name: slides[name] for name in locations.by_slide}
     figure_methods(config, methods)  # figure.methods names the run's methods
+    check_normalizer(config)
     config["model"]["class_idx"] = check_class_idx(config)  # the mask jobs get the index
     plan = Plan(config, model_backend(config), slides, methods, selection, locations, warnings)
     if open_slides:

@@ -162,7 +162,7 @@ class SaliencyMap:
         return sorted(set(super().__dir__()) | set(METHODS))
 
 
-_ANNOTATIONS = {"int": int, "float": float, "bool": bool, "layer": str | None}
+_ANNOTATIONS = {"int": int, "float": float, "bool": bool, "layer": str | None, "choice": str}
 
 
 def method_wrapper(method: Method) -> Callable[..., np.ndarray]:

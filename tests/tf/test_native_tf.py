@@ -34,3 +34,17 @@ def test_budget_splits_batches_on_tensorflow(model, ihc_tiles):
         sg.model.scale(ihc_tiles), x_steps=6
     )
     assert_masks_close(masks, roomy)  # other batch splits: conv kernels may differ
+
+
+def test_gauss_legendre_ig_and_its_completeness_on_keras(model, ihc_tiles):
+    import numpy as np
+
+    from slidegrad.completeness import completeness_errors
+
+    x = sg.model.scale(ihc_tiles[:2])
+    sal = sg.SaliencyMap(model, class_idx=1)
+    _, reference = sal.attributions(x, "integrated_gradients", x_steps=128)
+    _, gauss = sal.attributions(x, "integrated_gradients", x_steps=16, integration="gauss_legendre")
+    assert all(np.corrcoef(r.ravel(), g.ravel())[0, 1] > 0.99 for r, g in zip(reference, gauss))
+    errors = completeness_errors(sal.backend, x, np.ones(2, int), gauss, "integrated_gradients", {})
+    assert all(e is not None and e < 0.05 for e in errors), errors

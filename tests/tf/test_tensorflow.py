@@ -75,13 +75,14 @@ def test_slideflow_model_directory(tmp_path, batch):
     (tmp_path / "sf" / "params.json").write_text(json.dumps(params))
     model = sg.load_model(tmp_path / "sf")
     assert model.outcome_labels == ["normal", "tumour"] and model.tile_px == 64
-    assert sg.get_preprocess_fn(tmp_path / "sf") is sg.model.standardize
+    preprocess = sg.get_preprocess_fn(tmp_path / "sf")
+    assert preprocess.preprocessing == "standardize" and preprocess.normalizer is None
     sal = sg.SaliencyMap(model)
     assert sal.backend.outputs_probabilities  # softmax head: probabilities are the outputs
     np.testing.assert_allclose(sal.backend.probabilities(batch).sum(1), 1, rtol=1e-6)
-    params["hp"]["normalizer"] = "macenko"
+    params["hp"]["normalizer"] = "vahadane"
     (tmp_path / "sf" / "params.json").write_text(json.dumps(params))
-    with pytest.raises(sg.InputError, match="stain normalizer 'macenko' \\(hp.normalizer\\) is not supported yet"):
+    with pytest.raises(sg.InputError, match="hp.normalizer: stain normalizer 'vahadane' is not supported \\(.*SPAMS"):
         sg.load_model(tmp_path / "sf")
 
 

@@ -698,8 +698,21 @@ class TorchOps:
 
     @staticmethod
     def segment_sum(t: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+        """``(n, ...)``: row ``i`` is the sum of the rows of ``t`` whose ``index`` is ``i``.
+
+        On CUDA a one-hot matmul (deterministic, so reruns are byte-identical; ``index_add_`` is
+        documented as nondeterministic there); elsewhere ``index_add_`` (sums in row order).
+        """
+        if t.device.type == "cuda":
+            return TorchOps.onehot_segment_sum(t, index, n)
         out = torch.zeros((n, *t.shape[1:]), dtype=t.dtype, device=t.device)
         return out.index_add_(0, index, t)
+
+    @staticmethod
+    def onehot_segment_sum(t: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+        """:meth:`segment_sum` as ``one_hot(index)ᵀ @ t``: no atomics, the same sums on every run."""
+        onehot = (index[None, :] == torch.arange(n, device=t.device)[:, None]).to(t.dtype)
+        return (onehot @ t.reshape(t.shape[0], -1)).reshape((n, *t.shape[1:]))
 
     @staticmethod
     def reshape(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -17,6 +17,7 @@ import saliency.core as pair
 from saliency.core import guided_ig as _pair_guided_ig
 
 from ..backends import Backend
+from ..errors import check
 from ..methods import Method
 from .base import ProgressCallback, Request
 
@@ -83,6 +84,11 @@ def _mask_call(method: Method, params: dict[str, Any], image: np.ndarray) -> tup
 def attribute(backend: Backend, image: np.ndarray, class_idx: int, request: Request) -> np.ndarray:
     """Raw attribution of one ``(H, W, C)`` image: ``(H, W, C)`` for gradient methods, ``(H, W)`` otherwise."""
     method, params = request.method, request.params
+    rule = params.get("integration", "riemann_trapezoid")
+    check(
+        rule == "riemann_trapezoid",
+        f"method {method.name}: parameter 'integration' must be riemann_trapezoid with the pair engine, got {rule!r}",
+    )
     image = np.asarray(image, dtype=np.float32)
     saliency_obj, kwargs = _mask_call(method, params, image)
     call = call_model_function(backend, params.get("layer"))

@@ -121,7 +121,10 @@ class _Scorer:
         )
         self.saliency = sal
         self.backend = sal.backend
-        self.preprocess: Callable[[np.ndarray], np.ndarray] = get_preprocess_fn(sal.model)
+        # Tiles are perturbed as the model sees them: stain-normalised once (``normalize``), then
+        # each perturbed tile only preprocessed (normalising it again would refit to the perturbation).
+        self.normalize: Callable[[np.ndarray], np.ndarray] = get_preprocess_fn(sal.model).normalize
+        self.preprocess: Callable[[np.ndarray], np.ndarray] = get_preprocess_fn(sal.model, stain_normalize=False)
         reuse = sal.engine_name == "native" and (memory_budget is None or memory_budget == sal.engine.memory_budget)
         self.engine = sal.engine.engine if reuse else NativeEngine(sal.backend, memory_budget)
 
@@ -241,6 +244,7 @@ def deletion_insertion(
         orders = [rng.permutation(h * w) for _ in range(n)]
 
     score = _Scorer(model, device, memory_budget)
+    tiles = score.normalize(tiles)
     classes = _resolve_classes(class_idx, n, score.backend.class_count(score.preprocess(tiles[:1])))
     ranks = np.empty((n, h * w), np.int64)
     for i, o in enumerate(orders):

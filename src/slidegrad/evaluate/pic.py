@@ -156,6 +156,8 @@ def _entropy(image: np.ndarray) -> int:
 
 
 def _scoring_model(model: Any, preprocess: Callable | None, memory_budget: int | None):
+    """The SaliencyMap that scores, the stain normaliser applied once to the tiles (the identity
+    without one) and the preprocessing of each blurred tile."""
     from .. import saliency as _saliency
     from ..model import LoadedModel, get_preprocess_fn, load_model
 
@@ -170,11 +172,17 @@ def _scoring_model(model: Any, preprocess: Callable | None, memory_budget: int |
             "preprocess: a bare model needs preprocess= (uint8 (N, H, W, 3) to float32); "
             "or pass a LoadedModel (sg.load_model)",
         )
-        preprocess = get_preprocess_fn(model)
+        normalize, preprocess = get_preprocess_fn(model).normalize, get_preprocess_fn(model, stain_normalize=False)
+    else:
+        normalize = _unchanged
     check(callable(preprocess), f"preprocess: expected a function, got {type(preprocess).__name__}")
     if sal is None:
         sal = _saliency.SaliencyMap(model, memory_budget=memory_budget)
-    return sal, preprocess
+    return sal, normalize, preprocess
+
+
+def _unchanged(tiles: np.ndarray) -> np.ndarray:
+    return tiles
 
 
 def _check_args(tiles, saliency, random_mask, thresholds, min_pred_value, keep_monotonous, num_data_points, metric):
@@ -271,7 +279,8 @@ def pic_metric(
     n, h, w = tiles.shape[:3]
     if random_mask is None:
         random_mask = random_masks(n, h, w, random_mask_fraction, seed)
-    sal, preprocess = _scoring_model(model, preprocess, memory_budget)
+    sal, normalize, preprocess = _scoring_model(model, preprocess, memory_budget)
+    tiles = normalize(tiles)  # blur the model's input, as the masks explain it
     classes = None
     if class_idx is not None:  # checked before the (slow) blurring
         classes = sal.resolve_classes(np.asarray(preprocess(tiles), np.float32), class_idx)
