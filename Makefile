@@ -25,19 +25,12 @@ demo: install
 	@echo "Overviews: $$(ls results/figures/overview/*.pdf | tr '\n' ' ')"
 	@echo "Report: results/report.html; methods paragraph: results/methods.md"
 
-# Four pytest processes: torch and TensorFlow never share one (tests/tf runs alone);
-# tests/envs builds a venv from each envs/*.yaml's pip section and runs its rules there
-# (about 4 min: 2 building the venvs, 2 running the jobs); the SLURM test runs last: once
-# SLURM is installed, every snakemake start asks its controller for its config (the slurm
-# executor plugin), which takes 9 s while it is down.
-# Each process runs even when an earlier one fails; the target fails if any did.
+# Four pytest processes in two lanes side by side (tests/run_suites.sh): the main suite, and
+# tests/envs (builds a venv from each envs/*.yaml's pip section and runs its rules there), then
+# tests/tf (torch and TensorFlow never share one process), then tests/slurm (a real one-node
+# SLURM). Each process runs even when an earlier one fails; the target fails if any did.
 test: install
-	@status=0; \
-	$(BIN)/python -m pytest -q --ignore=tests/tf --ignore=tests/slurm --ignore=tests/envs || status=1; \
-	$(BIN)/python -m pytest -q tests/tf || status=1; \
-	$(BIN)/python -m pytest -q tests/envs || status=1; \
-	$(BIN)/python -m pytest -q tests/slurm || status=1; \
-	exit $$status
+	PY=$(BIN)/python bash tests/run_suites.sh
 
 # envs/*.yaml's pip sections from requirements.lock (src/slidegrad/envfiles.py; tests/test_envfiles.py checks them).
 envs: install

@@ -8,7 +8,11 @@ rule, DAB OD > 0.05 in ≥ 25% of pixels).  Per rule (``riemann_trapezoid``, PAI
 ``gauss_legendre``) and step count: the completeness error
 ``|Σ attr − (f(x) − f(0))| / |f(x) − f(0)|`` (median and max over tiles) and the
 correlation of the raw map to PAIR's rule at 256 steps (min over tiles).  PAIR's IG
-default is 25 passes; a third of that is 8.  Not a test: nothing asserts.
+default is 25 passes; a third of that is 8.  Then adaptive steps (``tolerance``): each
+tile starts at the given steps and doubles until its completeness error is ≤ the
+tolerance (at most ``max_steps``); ``passes`` counts every gradient pass a tile took
+(mean and max over tiles), plus two forward passes per tile for the scores.
+Not a test: nothing asserts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from slidegrad.torch_nets import ResNet18  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "resources/demo"
 STEPS = (2, 4, 6, 8, 12, 16, 25, 32, 64)
+ADAPTIVE = (("gauss_legendre", 4), ("gauss_legendre", 6), ("gauss_legendre", 8), ("riemann_trapezoid", 8))
+TOLERANCE, MAX_STEPS = 0.01, 64
 RULES = ("riemann_trapezoid", "gauss_legendre")
 
 
@@ -76,22 +82,40 @@ def train_resnet18(tiles: np.ndarray, labels: np.ndarray, epochs: int) -> torch.
     return model.eval()
 
 
-def table(label: str, model: torch.nn.Module, x: np.ndarray) -> None:
+def table(label: str, model: torch.nn.Module, x: np.ndarray, fixed: bool = True) -> None:
     sal = sg.SaliencyMap(model)
     classes = sal.resolve_classes(x)
     _, reference = sal.attributions(x, "integrated_gradients", class_idx=classes, x_steps=256)
     ref_err = completeness_errors(sal.backend, x, classes, reference, "integrated_gradients", {})
     print(f"\n== {label}: {len(x)} tiles {x.shape[1]} px; reference riemann_trapezoid 256 steps, completeness "
           f"error median {np.median(ref_err):.2e} max {max(ref_err):.2e}")  # fmt: skip
-    print(f"{'steps':>5s} | {'rule':18s} | {'compl. err median':>17s} {'max':>9s} | {'corr to ref (min)':>17s} | {'s/tile':>7s}")
-    for steps in STEPS:
+
+    def row(steps: str, rule: str, **params) -> None:
+        start = time.perf_counter()
+        _, raws = sal.attributions(x, "integrated_gradients", class_idx=classes, integration=rule, **params)
+        seconds = (time.perf_counter() - start) / len(x)
+        errors = np.array(completeness_errors(sal.backend, x, classes, raws, "integrated_gradients", {}), float)
+        corr = min(float(np.corrcoef(r.ravel(), a.ravel())[0, 1]) for r, a in zip(reference, raws))
+        print(f"{steps:>10s} | {rule:18s} | {np.median(errors):17.2e} {errors.max():9.2e} | {corr:17.5f} | {seconds:7.3f}")
+
+    print(f"{'steps':>10s} | {'rule':18s} | {'compl. err median':>17s} {'max':>9s} | {'corr to ref (min)':>17s} | {'s/tile':>7s}")
+    for steps in STEPS if fixed else ():
         for rule in RULES:
-            start = time.perf_counter()
-            _, raws = sal.attributions(x, "integrated_gradients", class_idx=classes, x_steps=steps, integration=rule)
-            seconds = (time.perf_counter() - start) / len(x)
-            errors = np.array(completeness_errors(sal.backend, x, classes, raws, "integrated_gradients", {}), float)
-            corr = min(float(np.corrcoef(r.ravel(), a.ravel())[0, 1]) for r, a in zip(reference, raws))
-            print(f"{steps:5d} | {rule:18s} | {np.median(errors):17.2e} {errors.max():9.2e} | {corr:17.5f} | {seconds:7.3f}")
+            row(str(steps), rule, x_steps=steps)
+    print(f"adaptive: tolerance {TOLERANCE}, max_steps {MAX_STEPS}; steps: start → gradient passes per tile, mean/max")
+    for rule, start in ADAPTIVE:
+        row(f"{start}→", rule, x_steps=start, tolerance=TOLERANCE, max_steps=MAX_STEPS)
+        passes = [schedule_passes(start, final, MAX_STEPS) for final in sal.engine.tile_steps]
+        print(f"{'':>10s}   passes per tile: mean {np.mean(passes):.1f}, max {max(passes)}; final steps {sal.engine.tile_steps}")
+
+
+def schedule_passes(start: int, final: int, max_steps: int) -> int:
+    """Gradient passes a tile took to reach ``final`` steps by doubling from ``start`` (capped at ``max_steps``)."""
+    total, steps = start, start
+    while steps < final:
+        steps = min(2 * steps, max_steps)
+        total += steps
+    return total
 
 
 def main() -> None:
@@ -100,12 +124,13 @@ def main() -> None:
     parser.add_argument("--train-tiles", type=int, default=384)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--models", nargs="*", default=["demo", "resnet18"], choices=["demo", "resnet18"])
+    parser.add_argument("--adaptive-only", action="store_true", help="skip the fixed-steps rows")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, numpy {np.__version__}")
     if "demo" in args.models:
         demo = sg.load_model(DEMO / "model")
         tiles = demo_tiles(128, args.tiles, seed=1)
-        table("demo model (SmallCNN, trained)", demo.module, sg.get_preprocess_fn(demo)(tiles))
+        table("demo model (SmallCNN, trained)", demo.module, sg.get_preprocess_fn(demo)(tiles), not args.adaptive_only)
     if "resnet18" not in args.models:
         return
 
@@ -117,7 +142,7 @@ def main() -> None:
     resnet = train_resnet18(train, labels, args.epochs)
     print(f"  trained in {time.perf_counter() - start:.0f} s")
     test = demo_tiles(64, args.tiles, seed=3)
-    table("ResNet-18 (trained a few epochs, 64 px)", resnet, sg.model.scale(test))
+    table("ResNet-18 (trained a few epochs, 64 px)", resnet, sg.model.scale(test), not args.adaptive_only)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
 """Benchmark: native engine vs PAIR (per tile, as Slideflow calls it) vs Captum, against the model's floor.
 
     .venv/bin/python bench/saliency_bench.py [--model resnet18|demo|both] [--tiles 8] [--device cpu]
+        [--methods ...] [--pair-tiles N] [--single-reps 15] [--interleaved-reps 3]
 
 Per method it prints seconds per tile for each implementation, the floor (model
 passes per tile × the best per-image fwd+bwd time measured in this run), the
 ratios, and the native engine's peak memory (host RSS high-water mark on CPU,
 ``max_memory_allocated`` on CUDA).  Not a test: nothing here asserts a time.
+
+Where native time goes: ``batch floor`` times plain fwd+bwd passes at exactly the
+batch sizes the native engine used (right after it, so the same machine state), and
+``host %`` is the share of native time outside the model's passes (noise, blurs,
+region selection, copies).  ``native/floor`` ≈ ``batch floor/floor`` (the batch sizes
+the tiles and the budget allow) × ``native/batch floor`` (the engine's own cost).
 
 First, a single-call section: one tile per call, vanilla and Grad-CAM, native
 (a fresh ``SaliencyMap`` per call, as Slideflow code does, and a reused one)
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -61,22 +69,55 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
+def fwd_bwd_seconds(model: torch.nn.Module, x: np.ndarray, device: torch.device, size: int, reps: int = 3) -> float:
+    """Best of ``reps`` plain fwd+bwd passes over a batch of ``size`` (input in the engine's layout).
+
+    Each pass gets a fresh input tensor (scaled copies of the tiles), as the engine's passes do.
+    """
+    batch = torch.from_numpy(np.resize(x, (size, *x.shape[1:]))).permute(0, 3, 1, 2).to(device)
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    batch = batch.contiguous(memory_format=layout)
+    times = []
+    for rep in range(reps):
+        inputs = (batch * (1.0 - 0.01 * rep)).requires_grad_(True)
+        start = time.perf_counter()
+        out = model(inputs)
+        torch.autograd.grad(out[:, 0].sum(), inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def floor_per_image(model: torch.nn.Module, x: np.ndarray, device: torch.device) -> tuple[float, int]:
     """Best per-image fwd+bwd time over batch sizes (and that batch size)."""
-    best = (float("inf"), 1)
-    for size in (1, 8, 16, 25, 32):
-        batch = torch.from_numpy(np.resize(x, (size, *x.shape[1:]))).permute(0, 3, 1, 2).to(device)
-        times = []
-        for _ in range(3):
-            inputs = batch.clone().requires_grad_(True)
+    return min((fwd_bwd_seconds(model, x, device, size) / size, size) for size in (1, 4, 8, 16, 25, 32))
+
+
+class PassTimer:
+    """Times the native engine's model passes (``TorchOps.grad``, ``TorchBackend.conv_gradients``) and their batch sizes."""
+
+    def __init__(self, native: sg.SaliencyMap) -> None:
+        self.seconds, self.sizes = 0.0, Counter()
+        for owner, name in ((type(native.backend.ops), "grad"), (type(native.backend), "conv_gradients")):
+            original = getattr(owner, name)
+            setattr(owner, name, self._timed(getattr(original, "untimed", original)))  # one timer at a time
+
+    def _timed(self, fn):
+        def wrapper(this, x, *args, **kwargs):
             start = time.perf_counter()
-            out = model(inputs)
-            torch.autograd.grad(out[:, 0].sum(), inputs)
-            if device.type == "cuda":
+            out = fn(this, x, *args, **kwargs)
+            if isinstance(x, torch.Tensor) and x.device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) / size)
-        best = min(best, (min(times), size))
-    return best
+            self.seconds += time.perf_counter() - start
+            self.sizes[int(x.shape[0])] += 1
+            return out
+
+        wrapper.untimed = fn
+        return wrapper
+
+    def reset(self) -> None:
+        self.seconds, self.sizes = 0.0, Counter()
 
 
 def captum_runner(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor):
@@ -110,27 +151,65 @@ def bench_model(
     n_pair = min(n, pair_tiles or n)
     print(f"\n== {label}: {n} tiles {x.shape[1]} px (PAIR: {n_pair}), device {device}; fwd+bwd floor {per_image * 1e3:.1f} ms/image (batch {best_batch})")
     print(f"{'method':30s} {'native s/tile':>13s} {'PAIR s/tile':>12s} {'Captum s/tile':>13s} {'floor s/tile':>12s} "
-          f"{'native/floor':>12s} {'PAIR/native':>11s} {'Captum/native':>13s} {'peak MiB':>9s}")  # fmt: skip
+          f"{'native/floor':>12s} {'PAIR/native':>11s} {'Captum/native':>13s} {'peak MiB':>9s} "
+          f"{'batch floor':>11s} {'native/batch floor':>18s} {'host %':>6s}  batches")  # fmt: skip
     native = sg.SaliencyMap(model, class_idx=1, device=device, engine="native")
+    passes_timer = PassTimer(native)
     pair = sg.SaliencyMap(model, class_idx=1, device=device, engine="pair")
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).to(dev)
     target = torch.ones(n, dtype=torch.long, device=dev)
-    native.get(x[:1], "vanilla")  # warm-up
+    native.get(x, "vanilla")  # warm-up, and the engine's one probe of the model's activation size at this batch
+    notes: list[str] = []
+    drift = [per_image]  # the floor's batch re-timed after each method: this machine's spread over the run
     for key in methods:
         method, params, smooth, passes = METHODS[key]
         rss_peak_reset()
         base = rss_kib("VmRSS")
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
+        passes_timer.reset()
         t_native, _ = timed(lambda: native.get(x, method, smooth=smooth, **params))
         peak = (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else (rss_kib("VmHWM") - base) / 1024
+        used = dict(passes_timer.sizes)
+        batch_floor = sum(count * fwd_bwd_seconds(model, x, dev, size, reps=2) for size, count in used.items()) / n
+        host = 100 * (1 - passes_timer.seconds / t_native)
         t_pair, _ = timed(lambda: pair.get(x[:n_pair], method, smooth=smooth, **params))
         t_pair *= n / n_pair  # as if on all n tiles
         runner = captum_runner(key, model, xt, target)
         t_captum = timed(runner)[0] if runner else float("nan")
         floor = passes * per_image
+        drift.append(fwd_bwd_seconds(model, x, dev, best_batch) / best_batch)
+        if method == "xrai":  # its host work apart from the passes: segmentation, alone and serial
+            from slidegrad.engines import xrai_regions
+
+            t_seg = timed(lambda: [xrai_regions.segments(image) for image in x])[0] / n
+            notes.append(f"{key}: Felzenszwalb segmentation alone {t_seg:.3f} s/tile (one thread)")
         print(f"{key:30s} {t_native / n:13.3f} {t_pair / n:12.3f} {t_captum / n:13.3f} {floor:12.3f} "
-              f"{t_native / n / floor:12.2f} {t_pair / t_native:11.2f} {t_captum / t_native:13.2f} {peak:9.0f}")  # fmt: skip
+              f"{t_native / n / floor:12.2f} {t_pair / t_native:11.2f} {t_captum / t_native:13.2f} {peak:9.0f} "
+              f"{batch_floor:11.3f} {t_native / n / batch_floor:18.2f} {host:6.1f}  {used}")  # fmt: skip
+    for note in notes:
+        print(note)
+    print(f"floor re-timed after each method (batch {best_batch}): {min(drift) * 1e3:.1f}–{max(drift) * 1e3:.1f} ms/image "
+          f"(spread {max(drift) / min(drift) - 1:.0%}); the ratios use the first, {per_image * 1e3:.1f}")  # fmt: skip
+
+
+def bench_interleaved(label: str, model: torch.nn.Module, tiles: np.ndarray, device: str, reps: int) -> None:
+    """Native IG against plain fwd+bwd passes at the same batch sizes, interleaved ``reps`` times.
+
+    Shows how far the engine's own passes are from the model's, apart from this machine's drift.
+    """
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    x = sg.model.scale(tiles)
+    native = sg.SaliencyMap(model, class_idx=1, device=device, engine="native")
+    timer = PassTimer(native)
+    native.get(x, "integrated_gradients")  # warm-up, and the batch sizes it uses
+    sizes = dict(timer.sizes)
+    print(f"\n== interleaved, {label}: native IG ({len(x)} tiles, 25 steps) and plain passes at its batches {sizes}")
+    for rep in range(reps):
+        plain = sum(count * fwd_bwd_seconds(model, x, dev, size, reps=1) for size, count in sizes.items())
+        t_native = timed(lambda: native.get(x, "integrated_gradients"))[0]
+        print(f"rep {rep + 1}: native {t_native:.2f} s, plain passes {plain:.2f} s, native/plain {t_native / plain:.2f}")
 
 
 def plain_pair_call(model: torch.nn.Module, device: torch.device):
@@ -207,6 +286,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--pair-tiles", type=int, default=None, help="time PAIR on the first N tiles only")
     parser.add_argument("--single-reps", type=int, default=15, help="single-call section: interleaved reps (0: skip)")
+    parser.add_argument("--interleaved-reps", type=int, default=3, help="native IG vs plain passes, interleaved (0: skip)")
     args = parser.parse_args()
     from skimage.data import immunohistochemistry
 
@@ -227,6 +307,8 @@ def main() -> None:
             bench_single_call(name, model, tiles[0], args.device, args.single_reps)
         if args.methods:
             bench_model(name, model, tiles, args.device, args.methods, args.pair_tiles)
+        if args.interleaved_reps:
+            bench_interleaved(name, model, tiles, args.device, args.interleaved_reps)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -115,6 +115,7 @@ def test_mask_sidecar_and_summary_report_completeness(tmp_path, ihc):
     specs = [
         MethodSpec("ig_gl", "integrated_gradients", False, {"x_steps": 8, "batch_size": 20, "integration": "gauss_legendre"}),
         MethodSpec("vanilla", "vanilla", False, {}),
+        MethodSpec("ig_adaptive", "integrated_gradients", False, {"x_steps": 2, "batch_size": 20, "tolerance": 1e-9, "max_steps": 8}),
     ]
     for spec in specs:
         out = layout.mask_dir("s1", "chunk0000", spec.id)
@@ -122,6 +123,7 @@ def test_mask_sidecar_and_summary_report_completeness(tmp_path, ihc):
     metas = [json.loads((p).read_text()) for p in sorted((tmp_path / "out").rglob("*.json"))]
     by_method = {m["method"]: m["completeness_error"] for m in metas}
     assert by_method["vanilla"] is None and 0 <= by_method["ig_gl"] < 0.5
+    assert {m["method"]: m.get("ig_steps") for m in metas} == {"ig_gl": None, "vanilla": None, "ig_adaptive": 8}
     jobs.write_summary([str(table)], str(tmp_path / "out"), ["ig_gl", "vanilla"], str(tmp_path / "summary.csv"))
     with open(tmp_path / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -137,6 +139,10 @@ def test_methods_paragraph_names_gauss_legendre_only():
     riemann, _ = method_phrase({**meta, "params": {**meta["params"], "integration": "riemann_trapezoid"}})
     assert "black baseline, Gauss–Legendre quadrature, 8 integration steps" in gauss
     assert riemann == method_phrase(meta)[0] == "integrated gradients (Sundararajan et al. 2017; black baseline, 8 integration steps)"
+    fixed, _ = method_phrase({**meta, "params": {**meta["params"], "tolerance": 0.0, "max_steps": 128}})
+    adaptive, _ = method_phrase({**meta, "params": {**meta["params"], "tolerance": 0.01, "max_steps": 128}})
+    assert fixed == riemann
+    assert "at most 128 steps, steps doubled per tile until its completeness error ≤ 0.01, 8 integration steps" in adaptive
 
 
 def test_cuda_segment_sum_path_equals_index_add():
@@ -151,3 +157,37 @@ def test_cuda_segment_sum_path_equals_index_add():
         got = TorchOps.onehot_segment_sum(t, index, 4)
         assert got.dtype == dtype and got.shape == expected.shape
         torch.testing.assert_close(got, expected)
+
+
+def test_adaptive_steps_rerun_only_the_tiles_above_the_tolerance(ihc_tiles):
+    model = make_tiny_cnn(seed=3)
+    x = sg.model.scale(ihc_tiles[:4])
+    classes = np.ones(4, int)
+    sal = sg.SaliencyMap(model, class_idx=1)
+    _, fixed = sal.attributions(x, "integrated_gradients", x_steps=2, integration="gauss_legendre")
+    before = completeness_errors(sal.backend, x, classes, fixed, "integrated_gradients", {})
+    tolerance = float(np.median(before))  # some tiles meet it at 2 steps, some do not
+    _, adaptive = sal.attributions(
+        x, "integrated_gradients", x_steps=2, integration="gauss_legendre", tolerance=tolerance, max_steps=64
+    )
+    steps = sal.engine.tile_steps
+    after = completeness_errors(sal.backend, x, classes, adaptive, "integrated_gradients", {})
+    for i in range(4):
+        if before[i] <= tolerance:  # met it: left as computed with 2 steps
+            assert steps[i] == 2
+            np.testing.assert_array_equal(adaptive[i], fixed[i])
+        else:  # doubled until it met the tolerance (or reached max_steps)
+            assert steps[i] > 2 and (after[i] <= tolerance or steps[i] == 64), (i, steps[i], after[i])
+            assert after[i] < before[i]
+    assert sorted(set(steps)) != [2], steps
+
+
+def test_adaptive_steps_stop_at_max_steps_and_pair_refuses_them(ihc_tiles, tiny_cnn):
+    x = sg.model.scale(ihc_tiles[:2])
+    sal = sg.SaliencyMap(make_tiny_cnn(seed=3), class_idx=1)
+    sal.attributions(x, "integrated_gradients", x_steps=3, tolerance=1e-12, max_steps=10)
+    assert sal.engine.tile_steps == [10, 10]  # 3 → 6 → 10: capped
+    with pytest.raises(sg.InputError, match=r"'tolerance' \(adaptive steps\) must be 0 with the pair engine, got 0.01"):
+        sg.SaliencyMap(tiny_cnn, engine="pair").integrated_gradients(x[:1], tolerance=0.01)
+    with pytest.raises(sg.InputError, match=r"parameter 'tolerance' must be a number ≥ 0"):
+        sal.integrated_gradients(x[:1], tolerance=-1)

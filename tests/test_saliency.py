@@ -74,16 +74,19 @@ def test_class_idx_per_call_overrides_object_and_default_is_predicted(tiny_cnn, 
 
 def test_vanilla_raw_is_the_class_logit_gradient(tiny_cnn, batch):
     _, raws = sg.SaliencyMap(tiny_cnn).attributions(batch[:1], "vanilla", class_idx=1)
-    # the backend hands the model an NCHW-contiguous batch: the same computation, so the same bits
-    x = torch.from_numpy(batch[:1]).permute(0, 3, 1, 2).contiguous().requires_grad_(True)
+    # on a CPU the backend hands the model a channels-last batch: the same computation, so the same bits
+    x = torch.from_numpy(batch[:1]).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     tiny_cnn(x)[0, 1].backward()
     np.testing.assert_array_equal(raws[0], x.grad[0].permute(1, 2, 0).numpy())
 
 
-def test_model_sees_nchw_contiguous_batches(tiny_cnn, batch):
-    """Whatever strides the engine builds a batch with, the conv kernel choice must not depend on them."""
+def test_model_sees_channels_last_batches_on_a_cpu(tiny_cnn, batch):
+    """Whatever strides the engine builds a batch with, the conv kernel choice must not depend on them:
+    on a CPU every batch reaches the model channels-last (NHWC memory, oneDNN's faster kernels)."""
     seen = []
-    hook = tiny_cnn.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous()))
+    layout = torch.channels_last
+    hook = tiny_cnn.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous(memory_format=layout)))
     try:
         sal = sg.SaliencyMap(tiny_cnn, class_idx=1)
         sal.backend.probabilities(batch[:, ::-1])  # a negatively strided view

@@ -367,6 +367,8 @@ def run_mask_job(
         sal.backend, batch, classes, raws, method.name, method.params, method.smooth, forward_batch
     )
     provenance = {"engine": engine, "device": chosen, "gradcam_layer": layer, **software_versions(model.backend)}
+    adaptive = method.params.get("tolerance") and not method.smooth  # IG's adaptive steps: each tile's count
+    steps = getattr(sal.engine, "tile_steps", []) if adaptive else []
     provenance["stain_normalizer"] = model.normalizer.record() if model.normalizer else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -389,6 +391,7 @@ def run_mask_job(
             "outcome_labels": model.outcome_labels,
             "model_sha256": model.sha256,
             "completeness_error": completeness[i],
+            **({"ig_steps": steps[i]} if len(steps) == len(names) else {}),
             **row_geometry(row),
             **provenance,
         }

@@ -162,6 +162,10 @@ PARAMS: dict[str, Param] = {
     "seed": Param("int", 0, 2**32 - 1),
     # the IG path's quadrature; the pair engine computes only riemann_trapezoid (and refuses the other)
     "integration": Param("choice", choices=INTEGRATION_RULES),
+    # adaptive IG (native engine): tiles whose completeness error exceeds tolerance rerun with 2× steps,
+    # up to max_steps; 0: fixed steps (PAIR's)
+    "tolerance": Param("float", 0),
+    "max_steps": Param("int", 1),
 }
 """Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 
@@ -206,7 +210,9 @@ for _method in (
         "integrated_gradients", "gradient", "IG",
         "Integrated gradients from a black (zero) baseline.",
         native="integrated_gradients", pair=_BLACK_IG,
-        defaults={"x_steps": 25, "batch_size": 20, "integration": "riemann_trapezoid"},
+        defaults={
+            "x_steps": 25, "batch_size": 20, "integration": "riemann_trapezoid", "tolerance": 0.0, "max_steps": 128,
+        },
     ),
     Method(
         "guided_integrated_gradients", "gradient", "Guided IG",

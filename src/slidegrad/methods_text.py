@@ -52,7 +52,10 @@ PHRASES = {
     "magnitude": {True: "squared gradients", False: "signed gradients"},
     "seed": "seed {}",
     "integration": {"riemann_trapezoid": "", "gauss_legendre": "Gauss–Legendre quadrature"},  # default: unsaid
+    "tolerance": "steps doubled per tile until its completeness error ≤ {}",
+    "max_steps": "at most {} steps",
 }
+ADAPTIVE_ONLY = {"tolerance", "max_steps"}  # unsaid with tolerance 0 (fixed steps)
 BASELINES = {
     "integrated_gradients": "black baseline",
     "guided_integrated_gradients": "black baseline",
@@ -90,7 +93,8 @@ def method_phrase(meta: dict[str, Any]) -> tuple[str, list[str]]:
     """One method as run (from its sidecar): ``(phrase, citations)``."""
     name, smooth, params = meta["method_name"], meta["smooth"], meta["params"]
     cites = [CITATIONS[name]] if name in CITATIONS else []
-    details = [d for d in (_detail(k, v) for k, v in sorted(params.items()) if k not in HIDDEN) if d]
+    hidden = HIDDEN if params.get("tolerance") else HIDDEN | ADAPTIVE_ONLY
+    details = [d for d in (_detail(k, v) for k, v in sorted(params.items()) if k not in hidden) if d]
     if name in BASELINES:
         details.insert(0, BASELINES[name])
     if meta.get("gradcam_layer"):

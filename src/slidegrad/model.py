@@ -59,6 +59,7 @@ from .model_files import (  # noqa: F401 - re-exported: slidegrad.model.LoadedMo
     TORCHSCRIPT_FILE,
     WEIGHTS_FILE,
     LoadedModel,
+    params_path,
 )
 
 BACKENDS = ("torch", "tensorflow")
@@ -82,48 +83,48 @@ def file_sha256(paths: list[Path]) -> str:
 def read_params(path: str | Path) -> dict[str, Any]:
     """``params.json`` of a model directory (or beside a model file); ``{}`` where there is none."""
     path = Path(path)
-    params_path = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
-    if not params_path.exists():
+    params_file = params_path(path)
+    if not params_file.exists():
         check(
             not path.is_dir() or _is_tensorflow_path(path),
             f"model '{path}': no {PARAMS_FILE} in the model directory",
         )
         return {}
     try:
-        params = json.loads(params_path.read_text())
+        params = json.loads(params_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"'{params_path}': not valid JSON ({getattr(err, 'msg', err)})") from None
-    check(isinstance(params, dict), f"'{params_path}': expected a JSON object")
+        raise InputError(f"'{params_file}': not valid JSON ({getattr(err, 'msg', err)})") from None
+    check(isinstance(params, dict), f"'{params_file}': expected a JSON object")
     if "tile_px" in params:
         tile_px = params["tile_px"]
         check(
             isinstance(tile_px, int) and not isinstance(tile_px, bool) and tile_px > 0,
-            f"'{params_path}': field 'tile_px' must be a positive integer, got {tile_px!r}",
+            f"'{params_file}': field 'tile_px' must be a positive integer, got {tile_px!r}",
         )
     labels = params.get("outcome_labels")
     if isinstance(labels, dict):  # Slideflow writes {"0": "label", ...}
         check(
             all(str(k).isdigit() for k in labels),
-            f"'{params_path}': field 'outcome_labels' has keys {sorted(map(str, labels))}; expected one outcome's "
+            f"'{params_file}': field 'outcome_labels' has keys {sorted(map(str, labels))}; expected one outcome's "
             '{"0": label, "1": label, ...} (models with several outcomes are not supported)',
         )
         params["outcome_labels"] = [labels[k] for k in sorted(labels, key=int)]
     check(
         params.get("outcome_labels") is None or isinstance(params["outcome_labels"], list),
-        f"'{params_path}': field 'outcome_labels' must be a list or a {{\"0\": label, ...}} object",
+        f"'{params_file}': field 'outcome_labels' must be a list or a {{\"0\": label, ...}} object",
     )
     if params.get("architecture") is not None:
         check(
             isinstance(params["architecture"], str),
-            f"'{params_path}': field 'architecture' must be a string, got {params['architecture']!r}",
+            f"'{params_file}': field 'architecture' must be a string, got {params['architecture']!r}",
         )
     check(
         params.get("architecture_kwargs") is None or isinstance(params["architecture_kwargs"], dict),
-        f"'{params_path}': field 'architecture_kwargs' must be an object, got {params.get('architecture_kwargs')!r}",
+        f"'{params_file}': field 'architecture_kwargs' must be an object, got {params.get('architecture_kwargs')!r}",
     )
     if "preprocessing" in params:
-        check_preprocessing(params["preprocessing"], f"'{params_path}': field 'preprocessing'")
-    stain.from_params(params, str(params_path))  # hp.normalizer, hp.normalizer_source, norm_fit: one-line errors
+        check_preprocessing(params["preprocessing"], f"'{params_file}': field 'preprocessing'")
+    stain.from_params(params, str(params_file))  # hp.normalizer, hp.normalizer_source, norm_fit: one-line errors
     return params
 
 
@@ -153,7 +154,7 @@ def require_param(path: str | Path, key: str, params: dict[str, Any] | None = No
     params = read_params(path) if params is None else params
     if params.get(key) is not None:
         return params[key]
-    params_file = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+    params_file = params_path(path)
     where = f"{PARAMS_FILE} has no {key!r}" if params_file.exists() else f"no {PARAMS_FILE} to read {key!r} from"
     raise InputError(f"model '{path}': {where}; add it{' ' + hint if hint else ''}")
 
@@ -223,7 +224,7 @@ def load_model(
         len(labels) == n_outputs,
         f"model '{path}': {n_outputs} outputs but {len(labels)} outcome_labels in {PARAMS_FILE}",
     )
-    params_file = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+    params_file = params_path(path)
     normalizer_fn = stain.from_params(params, str(params_file), normalizer, normalizer_fit, backend)
     prep = preprocessing or params.get("preprocessing") or DEFAULT_PREPROCESSING[backend]
     check_preprocessing(prep, f"model '{path}': preprocessing")
@@ -316,7 +317,7 @@ def get_preprocess_fn(model: str | Path | LoadedModel, stain_normalize: bool = T
         return Preprocess(model.preprocessing, model.normalizer if stain_normalize else None)
     path = Path(model)
     params = read_params(path)
-    params_file = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+    params_file = params_path(path)
     backend = detect_backend(path, params)
     prep = params.get("preprocessing") or DEFAULT_PREPROCESSING[backend]
     return Preprocess(prep, stain.from_params(params, str(params_file), backend=backend) if stain_normalize else None)

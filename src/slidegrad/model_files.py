@@ -20,6 +20,12 @@ KERAS_FILE = "model.keras"
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
+def params_path(model_path: str | Path) -> Path:
+    """The ``params.json`` of a model: inside a model directory, or beside a model file."""
+    path = Path(model_path)
+    return path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+
+
 @dataclass
 class LoadedModel:
     """A model plus what slidegrad needs to know about it.

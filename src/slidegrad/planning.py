@@ -166,12 +166,12 @@ def mask_gpus(config: dict[str, Any], visible_gpus: int) -> int:
 def check_normalizer(config: dict[str, Any]) -> None:
     """``model.normalizer`` / ``model.normalizer_fit`` against the model's ``params.json`` (when the model
     exists; until then, on their own): one InputError line before any job runs."""
-    from .model_files import PARAMS_FILE
+    from .model_files import params_path
 
     model = config["model"]
     method, fit, path = model.get("normalizer"), model.get("normalizer_fit"), Path(model["path"])
     if path.exists():
-        params_file = path / PARAMS_FILE if path.is_dir() else path.parent / PARAMS_FILE
+        params_file = params_path(path)
         stain.from_params(read_params(path), str(params_file), method, fit)
     elif method is not None:
         stain.from_params({"hp": {"normalizer": method}}, "config", method, fit)

@@ -355,7 +355,13 @@ def output_count(module: nn.Module, tile_px: int | None, where: str, device: tor
     hint = "; give its tile size: params.json 'tile_px', load_model(..., tile_px=) or the config's tile_px"
     hint = "" if size else hint
     dummy = torch.zeros(1, 3, size or 64, size or 64, device=device)
+    dummy = dummy.contiguous(memory_format=input_layout(dummy.device))
     return checked_output(forward(module, dummy, where, no_grad=True, hint=hint), where)
+
+
+def input_layout(device: torch.device) -> torch.memory_format:
+    """The memory layout of every model input on ``device``: channels-last on a CPU (see ``model_input``)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
 def forward(module: nn.Module, x: torch.Tensor, where: str, no_grad: bool = False, hint: str = "") -> Any:
@@ -465,9 +471,17 @@ class TorchBackend:
 
     # -- helpers ---------------------------------------------------------------
     def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
-        # NCHW-contiguous: a permuted (channels-last strided) tensor may pick another conv kernel
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
-        return t.to(self.device).contiguous(memory_format=torch.contiguous_format)
+        return self.model_input(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` float32 model input from a channels-last ``(N, H, W, C)`` batch, in one memory layout.
+
+        Every path (native engine, PAIR engine, predictions) hands the model the same layout, whatever
+        strides the engine built ``x`` with, so the conv kernel choice is the same.  On a CPU that layout
+        is channels-last (NHWC memory: oneDNN's convolutions ran ResNet-18's fwd+bwd 13 % faster than
+        on NCHW-contiguous input, ``bench/saliency_bench.py``); elsewhere NCHW-contiguous.
+        """
+        return x.detach().to(torch.float32).permute(0, 3, 1, 2).contiguous(memory_format=input_layout(self.device))
 
     @staticmethod
     def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -544,6 +558,7 @@ class TorchBackend:
                 total += output.numel() * output.element_size()
 
         sample = torch.zeros((1, shape[2], shape[0], shape[1]), device=self.device)
+        sample = sample.contiguous(memory_format=input_layout(sample.device))
         if isinstance(self.module, torch.fx.GraphModule):  # torch.export: most ops are graph nodes, not modules
             with torch.no_grad():
                 return _GraphSizes(self.module).bytes(sample)
@@ -648,9 +663,7 @@ class TorchOps:
 
     def grad(self, x: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
         """d(class logit)/d(input) for a channels-last float32 batch, on the device."""
-        # NCHW-contiguous whatever strides the engine built x with, so the conv kernel choice is the same
-        inputs = x.detach().to(torch.float32).permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format)
-        inputs.requires_grad_(True)
+        inputs = self.backend.model_input(x).requires_grad_(True)
         out = self.backend.module(inputs)
         (grads,) = torch.autograd.grad(out.gather(1, class_idx[:, None]).sum(), inputs)
         return grads.permute(0, 2, 3, 1)

@@ -31,6 +31,7 @@ MAX_GUIDED_IG_INNER = 100_000
 # Blur IG operators' dtype for float32 inputs; float32 operators measured 1.5e-3 relative L2 to PAIR (bar 1e-3)
 BLUR_OPERATOR_DTYPE = "float64"
 # model → {input shape → estimated bytes per item}: SaliencyMaps of one model share the probe
+HOST_THREADS = min(8, os.cpu_count() or 1)  # worker threads for host work (see _host_pool)
 _ITEM_BYTES: weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], int]] = weakref.WeakKeyDictionary()
 
 
@@ -45,6 +46,8 @@ class NativeEngine:
         self._item_bytes: dict[tuple[int, ...], int] = {}
         self._budget: int | None = None
         self._blur_ops: dict[tuple[Any, ...], Any] = {}  # the last Blur IG operators, on the device
+        self.ig_steps = np.zeros(0, int)  # IG steps each tile of the last IG call took (adaptive: per tile)
+        self.tile_steps: list[int] = []  # IG steps per tile (or tile × noise sample) of the last attribute()
 
     # -- batching ----------------------------------------------------------------------
     def budget(self) -> int:
@@ -127,11 +130,20 @@ class NativeEngine:
 
         ``params["integration"]``: ``riemann_trapezoid`` (PAIR's: α = ``linspace(0, 1, x_steps)``,
         w = 1/x_steps) or ``gauss_legendre`` (``x_steps`` Gauss–Legendre nodes on [0, 1]).
+        ``params["tolerance"]`` > 0: adaptive steps (:meth:`_refine_ig`).
         """
+        baseline = self.ops.zeros_like(x) if baseline is None else baseline
+        rule, steps = params.get("integration", "riemann_trapezoid"), int(params["x_steps"])
+        raw = self._ig_path(x, classes, baseline, rule, steps)
+        self.ig_steps = np.full(int(x.shape[0]), steps)
+        tolerance = float(params.get("tolerance", 0.0))
+        if tolerance <= 0:
+            return raw
+        return self._refine_ig(raw, x, classes, baseline, rule, steps, tolerance, int(params["max_steps"]))
+
+    def _ig_path(self, x: Any, classes: Any, baseline: Any, rule: str, steps: int) -> Any:
+        """IG with a fixed rule and step count, every tile batched over its (tile, step) items."""
         ops = self.ops
-        baseline = ops.zeros_like(x) if baseline is None else baseline
-        steps = int(params["x_steps"])
-        rule = params.get("integration", "riemann_trapezoid")
         nodes, weights = quadrature(rule, steps)
         alphas = ops.tensor(nodes.reshape(-1, 1, 1, 1), ops.dtype(x))
         diff = x - baseline
@@ -149,6 +161,36 @@ class NativeEngine:
             return ops.gather(w, ops.tensor(step, "int64"))
 
         return self.path_sum(n, steps, classes, point, weight, tuple(shape), ops.dtype(x)) * diff
+
+    def _refine_ig(
+        self, raw: Any, x: Any, classes: Any, baseline: Any, rule: str, steps: int, tolerance: float, max_steps: int
+    ) -> Any:
+        """Adaptive steps: tiles whose completeness error exceeds ``tolerance`` are recomputed with twice
+        the steps (at most ``max_steps``) until they meet it; :attr:`ig_steps` holds each tile's final count.
+
+        The class scores of ``x`` and ``baseline`` cost two forward passes per tile.
+        """
+        from ..completeness import completeness_error
+
+        ops = self.ops
+        host_classes = ops.numpy(classes)
+        rows = np.arange(int(x.shape[0]))
+        delta = (self.logits(ops.numpy(x))[rows, host_classes] - self.logits(ops.numpy(baseline))[rows, host_classes])
+        out = ops.numpy(raw)
+
+        def unmet(tiles: np.ndarray) -> np.ndarray:
+            errors = [completeness_error(float(np.sum(out[t], dtype=np.float64)), float(delta[t]), 0.0) for t in tiles]
+            return tiles[[e is not None and e > tolerance for e in errors]]
+
+        pending = unmet(rows)
+        while pending.size and steps < max_steps:
+            steps = min(2 * steps, max_steps)
+            index = ops.tensor(pending, "int64")
+            part = self._ig_path(ops.gather(x, index), ops.gather(classes, index), ops.gather(baseline, index), rule, steps)
+            out[pending] = ops.numpy(part)
+            self.ig_steps[pending] = steps
+            pending = unmet(pending)
+        return ops.tensor(out, ops.dtype(x))
 
     def blur_integrated_gradients(
         self, x: Any, classes: Any, params: dict[str, Any], method: Method | None = None
@@ -286,10 +328,15 @@ class NativeEngine:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """``(N, K)`` class probabilities, in forward batches that fit the budget."""
-        shape = tuple(batch.shape[1:])
-        size = self.item_batch(shape, len(batch))
-        parts = [self.backend.probabilities(batch[c.start : c.stop]) for c in batching.chunks(len(batch), size)]
-        return np.concatenate(parts)
+        return self._forward_batches(self.backend.probabilities, batch)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, K)`` class scores (the outputs the gradients are taken of), in forward batches that fit the budget."""
+        return self._forward_batches(self.backend.logits, batch)
+
+    def _forward_batches(self, forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+        size = self.item_batch(tuple(batch.shape[1:]), len(batch))
+        return np.concatenate([forward(batch[c.start : c.stop]) for c in batching.chunks(len(batch), size)])
 
     # -- entry point ---------------------------------------------------------------------
     def attribute(
@@ -304,6 +351,7 @@ class NativeEngine:
         batch = np.asarray(batch, np.float32)
         classes = np.asarray(classes)
         group = self.tile_group(batch.shape[1:])
+        self.tile_steps = []
         if request.smooth:
             return self._smoothgrad(batch, classes, request, group, progress)
         out: list[np.ndarray] = []
@@ -319,27 +367,33 @@ class NativeEngine:
         """SmoothGrad over (tile, sample) pairs with PAIR's noise: ``np.random.seed(seed)`` per tile,
         σ = ``stdev_spread × (max − min)``; mean of squared (``magnitude``) or plain raw maps.
 
+        Each tile's noisy images are drawn on the host worker threads (:func:`noisy_samples`), a few tiles
+        ahead of the model's passes: PAIR's sequence per tile, so the noise is the same, drawn in parallel.
         ``progress`` after each group of pairs: the tiles whose samples are all done."""
         method, params = request.method, request.params
         samples = int(params["nsamples"])
+        # PAIR keeps noisy images in float64; only Blur IG's finite-difference blurs are
+        # sensitive to that precision, so the other methods run on float32 (faster).
+        precision = np.float64 if method.name == "blur_integrated_gradients" else np.float32
         pairs = [(i, j) for i in range(len(batch)) for j in range(samples)]
-        rngs: dict[int, np.random.RandomState] = {}
+        ahead = max(HOST_THREADS, -(-group // samples) + 1)  # tiles drawn ahead of the passes
+        drawn: dict[int, Any] = {}
+
+        def noisy(i: int) -> np.ndarray:
+            for k in range(i, min(i + ahead, len(batch))):
+                if k not in drawn:
+                    drawn[k] = _host_pool().submit(noisy_samples, batch[k], params, samples, precision)
+            return drawn[i].result()
+
         totals: dict[int, np.ndarray] = {}
         for chunk in batching.chunks(len(pairs), group):
             owners = np.array([pairs[k][0] for k in chunk])
-            noisy = []
-            for i in owners:
-                if i not in rngs:
-                    rngs[i] = np.random.RandomState(int(params["seed"]))
-                stdev = params["stdev_spread"] * (np.max(batch[i]) - np.min(batch[i]))
-                noisy.append(batch[i] + rngs[i].normal(0, stdev, batch[i].shape))
-            # PAIR keeps noisy images in float64; only Blur IG's finite-difference blurs are
-            # sensitive to that precision, so the other methods run on float32 (faster).
-            precision = np.float64 if method.name == "blur_integrated_gradients" else np.float32
-            raws = self._raw_group(np.asarray(noisy, precision), classes[owners], request)
+            raws = self._raw_group(np.stack([noisy(pairs[k][0])[pairs[k][1]] for k in chunk]), classes[owners], request)
             for i, raw in zip(owners, raws):
                 term = raw * raw if params["magnitude"] else raw
                 totals[i] = totals[i] + term if i in totals else term
+            for i in set(owners.tolist()) - {pairs[chunk.stop - 1][0]}:
+                drawn.pop(i, None)  # done with: free its noisy images
             if progress is not None:
                 progress(chunk.stop // samples, len(batch))  # pairs run tile by tile
         return [(totals[i] / samples).astype(np.float32) for i in range(len(batch))]
@@ -359,6 +413,8 @@ class NativeEngine:
         ops = self.ops
         x = ops.tensor(batch, str(batch.dtype))
         raw = getattr(self, request.method.native)(x, ops.tensor(classes, "int64"), request.params, request.method)
+        if request.method.native == "integrated_gradients":
+            self.tile_steps += [int(k) for k in self.ig_steps]
         if isinstance(raw, list):  # already per-tile host arrays (XRAI, Grad-CAM)
             return raw
         return list(ops.numpy(raw).astype(np.float32))
@@ -371,7 +427,7 @@ class NativeEngine:
         ops = self.ops
         batch = ops.numpy(x)
         # segmentation (host) runs on worker threads while the IG passes run on the model's device
-        segmentation = [_segment_pool().submit(xrai_regions.segments, image) for image in batch]
+        segmentation = [_host_pool().submit(xrai_regions.segments, image) for image in batch]
         n = len(batch)
         lows = batch.min(axis=(1, 2, 3)).reshape(-1, 1, 1, 1)
         highs = batch.max(axis=(1, 2, 3)).reshape(-1, 1, 1, 1)
@@ -387,9 +443,24 @@ class NativeEngine:
 
 
 @functools.lru_cache(maxsize=1)
-def _segment_pool() -> ThreadPoolExecutor:
-    """Worker threads for XRAI's host-side segmentation (one per core, at most 4), shared by engines."""
-    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="slidegrad-xrai")
+def _host_pool() -> ThreadPoolExecutor:
+    """Worker threads for host work beside the model's passes (XRAI's segmentation, SmoothGrad's noise),
+    shared by engines: one per core, at most 8 (both release the GIL)."""
+    return ThreadPoolExecutor(max_workers=HOST_THREADS, thread_name_prefix="slidegrad-host")
+
+
+def noisy_samples(image: np.ndarray, params: dict[str, Any], samples: int, dtype: Any) -> np.ndarray:
+    """``(samples, H, W, C)`` in ``dtype``: PAIR's SmoothGrad inputs for one ``(H, W, C)`` image.
+
+    ``np.random.seed(params["seed"])``, then ``image + normal(0, σ)`` per sample with
+    σ = ``stdev_spread × (max − min)``, summed in float64 as PAIR does.
+    """
+    rng = np.random.RandomState(int(params["seed"]))
+    stdev = params["stdev_spread"] * (np.max(image) - np.min(image))
+    out = np.empty((samples, *image.shape), dtype)
+    for j in range(samples):
+        out[j] = image + rng.normal(0, stdev, image.shape)
+    return out
 
 
 @functools.lru_cache(maxsize=16)

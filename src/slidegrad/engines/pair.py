@@ -89,6 +89,11 @@ def attribute(backend: Backend, image: np.ndarray, class_idx: int, request: Requ
         rule == "riemann_trapezoid",
         f"method {method.name}: parameter 'integration' must be riemann_trapezoid with the pair engine, got {rule!r}",
     )
+    check(
+        not params.get("tolerance"),
+        f"method {method.name}: parameter 'tolerance' (adaptive steps) must be 0 with the pair engine, "
+        f"got {params.get('tolerance')}",
+    )
     image = np.asarray(image, dtype=np.float32)
     saliency_obj, kwargs = _mask_call(method, params, image)
     call = call_model_function(backend, params.get("layer"))
