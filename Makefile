@@ -25,10 +25,10 @@ demo: install
 	@echo "Overviews: $$(ls results/figures/overview/*.pdf | tr '\n' ' ')"
 	@echo "Report: results/report.html; methods paragraph: results/methods.md"
 
-# Four pytest processes in two lanes side by side (tests/run_suites.sh): the main suite, and
-# tests/envs (builds a venv from each envs/*.yaml's pip section and runs its rules there), then
-# tests/tf (torch and TensorFlow never share one process), then tests/slurm (a real one-node
-# SLURM). Each process runs even when an earlier one fails; the target fails if any did.
+# Four pytest processes (tests/run_suites.sh): the main suite with tests/envs beside it (builds a
+# venv from each envs/*.yaml's pip section and runs its rules there; mostly I/O), then tests/tf
+# (torch and TensorFlow never share one process), then tests/slurm (a real one-node SLURM).
+# Each process runs even when an earlier one fails; the target fails if any did.
 test: install
 	PY=$(BIN)/python bash tests/run_suites.sh
 

@@ -1,28 +1,26 @@
 #!/usr/bin/env bash
-# `make test`: the four pytest processes, in two lanes that run side by side.
-#   lane 1: the main suite (torch; about 15 min here, using 1.35 of the 2 cores on average);
-#   lane 2: tests/envs (venv builds, mostly I/O), then tests/tf, then tests/slurm.
-# Torch and TensorFlow never share a process; local snakemake runs in the main suite use a
-# stub scontrol (tests/conftest.py), so SLURM's controller, started by tests/slurm, does not
-# reach them. Lane 2's output is printed after lane 1's. Every process runs even when an
+# `make test`: the four pytest processes. tests/envs (mostly pip's I/O building three venvs)
+# runs beside the main suite (which uses 1.35 of 2 cores on average); then tests/tf, then
+# tests/slurm, one after the other. Torch and TensorFlow never share a process. The SLURM
+# test runs alone and last: with its daemons up and both lanes busy, the main suite's
+# kill-and-resume test once saw its run finish every job after ctrl-c.
+# tests/envs' output is printed after the main suite's. Every process runs even when an
 # earlier one fails; the exit status is 1 if any failed.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-lane2_log=$(mktemp "${TMPDIR:-/tmp}/slidegrad-lane2.XXXXXX")
-trap 'rm -f "$lane2_log"' EXIT
-(
-    status=0
-    for suite in tests/envs tests/tf tests/slurm; do
-        echo "== pytest $suite"
-        "$PY" -m pytest -q "$suite" || status=1
-    done
-    exit $status
-) >"$lane2_log" 2>&1 &
-lane2=$!
+envs_log=$(mktemp "${TMPDIR:-/tmp}/slidegrad-envs.XXXXXX")
+trap 'rm -f "$envs_log"' EXIT
+"$PY" -m pytest -q tests/envs >"$envs_log" 2>&1 &
+envs=$!
 status=0
 echo "== pytest (main suite)"
 "$PY" -m pytest -q --ignore=tests/tf --ignore=tests/slurm --ignore=tests/envs || status=1
-wait "$lane2" || status=1
-cat "$lane2_log"
+echo "== pytest tests/envs (ran beside the main suite)"
+wait "$envs" || status=1
+cat "$envs_log"
+for suite in tests/tf tests/slurm; do
+    echo "== pytest $suite"
+    "$PY" -m pytest -q "$suite" || status=1
+done
 exit $status

@@ -48,3 +48,20 @@ def test_gauss_legendre_ig_and_its_completeness_on_keras(model, ihc_tiles):
     assert all(np.corrcoef(r.ravel(), g.ravel())[0, 1] > 0.99 for r, g in zip(reference, gauss))
     errors = completeness_errors(sal.backend, x, np.ones(2, int), gauss, "integrated_gradients", {})
     assert all(e is not None and e < 0.05 for e in errors), errors
+
+
+def test_adaptive_ig_steps_on_keras(model, ihc_tiles):
+    import numpy as np
+
+    from slidegrad.completeness import completeness_errors
+
+    x = sg.model.scale(ihc_tiles[:3])
+    sal = sg.SaliencyMap(model, class_idx=1)
+    _, fixed = sal.attributions(x, "integrated_gradients", x_steps=2, integration="gauss_legendre")
+    _, refined = sal.attributions(
+        x, "integrated_gradients", x_steps=2, integration="gauss_legendre", tolerance=1e-9, max_steps=8
+    )
+    assert sal.engine.tile_steps == [8, 8, 8]  # 2 → 4 → 8: capped
+    before = completeness_errors(sal.backend, x, np.ones(3, int), fixed, "integrated_gradients", {})
+    after = completeness_errors(sal.backend, x, np.ones(3, int), refined, "integrated_gradients", {})
+    assert sum(after) < sum(before), (before, after)

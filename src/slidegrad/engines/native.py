@@ -30,8 +30,8 @@ GUIDED_IG_EPSILON = 1e-9  # PAIR's EPSILON for math.isclose
 MAX_GUIDED_IG_INNER = 100_000
 # Blur IG operators' dtype for float32 inputs; float32 operators measured 1.5e-3 relative L2 to PAIR (bar 1e-3)
 BLUR_OPERATOR_DTYPE = "float64"
-# model → {input shape → estimated bytes per item}: SaliencyMaps of one model share the probe
 HOST_THREADS = min(8, os.cpu_count() or 1)  # worker threads for host work (see _host_pool)
+# model → {input shape → estimated bytes per item}: SaliencyMaps of one model share the probe
 _ITEM_BYTES: weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], int]] = weakref.WeakKeyDictionary()
 
 
