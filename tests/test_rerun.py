@@ -35,6 +35,12 @@ def executed(output: str, rule: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _default_sigint() -> None:
+    """Ctrl-C's default action in the run, as in a terminal: a test runner started in the
+    background (``nohup … &``, a CI shell without job control) passes SIGINT ignored to its children."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.workflow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_killed_run_resumes_with_only_the_missing_jobs(tmp_path, slide_path, model_dir, sig):
@@ -42,7 +48,7 @@ def test_killed_run_resumes_with_only_the_missing_jobs(tmp_path, slide_path, mod
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root), "--cores", "1"]
     run = subprocess.Popen(
         cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env=local_snakemake_env(),
+        env=local_snakemake_env(), preexec_fn=_default_sigint,
     )
     deadline = time.time() + 300
     while len(mask_dirs(root)) < 3 and run.poll() is None and time.time() < deadline:
