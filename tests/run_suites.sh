@@ -2,8 +2,7 @@
 # `make test`: the four pytest processes. tests/envs (mostly pip's I/O building three venvs)
 # runs beside the main suite (which uses 1.35 of 2 cores on average); then tests/tf, then
 # tests/slurm, one after the other. Torch and TensorFlow never share a process. The SLURM
-# test runs alone and last: with its daemons up and both lanes busy, the main suite's
-# kill-and-resume test once saw its run finish every job after ctrl-c.
+# test runs alone and last (its daemons' start and stop stay out of the other suites' way).
 # tests/envs' output is printed after the main suite's. Every process runs even when an
 # earlier one fails; the exit status is 1 if any failed.
 set -u
