@@ -26,3 +26,17 @@ rule all:
     default_target: True
     input:
         all_targets,
+
+
+# A failed run ends with one line per failed job, also in {outdir}/failures.csv; a successful
+# run removes that file (see README, "When jobs fail").
+onerror:
+    from slidegrad.failures import report_failures
+
+    report_failures(workflow, OUT, logger.error)
+
+
+onsuccess:
+    from slidegrad.failures import forget_failures
+
+    forget_failures(OUT)

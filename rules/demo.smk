@@ -51,3 +51,25 @@ rule demo_keras_model:
         "../envs/tensorflow.yaml"
     script:
         "../scripts/demo_keras_model.py"
+
+
+rule demo_vit_model:
+    input:
+        expand("resources/demo/slides/demo_{variant}.tiff", variant=DEMO_VARIANTS),
+    output:
+        directory("resources/demo/vit"),
+    log:
+        LAYOUT.log("demo/vit"),
+    benchmark:
+        LAYOUT.benchmark("demo/vit")
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        epochs=config["demo"]["epochs"],
+        seed=config["demo"]["seed"],
+    script:
+        "../scripts/demo_vit_model.py"

@@ -92,10 +92,12 @@ def slide_path(tmp_path_factory, ihc) -> Path:
 
 
 def result_files(root: Path, sub: str = "") -> set[Path]:
-    """Files a run left under ``results/{sub}``, its job logs and benchmarks aside (a failed job's log stays)."""
+    """Files a run left under ``results/{sub}``, its job logs, benchmarks and failure report aside (a failed
+    job's log stays; ``failures.csv`` lists the failed jobs, see slidegrad.failures)."""
     folder = root / "results" / sub
     logs = (root / "results" / "logs", root / "results" / "benchmarks")
-    return {p for p in folder.rglob("*") if p.is_file() and not any(p.is_relative_to(d) for d in logs)}
+    report = root / "results" / "failures.csv"
+    return {p for p in folder.rglob("*") if p.is_file() and p != report and not any(p.is_relative_to(d) for d in logs)}
 
 
 _NO_SCONTROL: Path | None = None

@@ -139,18 +139,18 @@ def test_meaning_tells_ranges_apart():
 def test_registry_declares_each_method_once():
     assert list(METHODS) == [
         "vanilla", "integrated_gradients", "guided_integrated_gradients", "blur_integrated_gradients",
-        "xrai", "xrai_fast", "gradcam",
+        "xrai", "xrai_fast", "gradcam", "attention_rollout", "transformer_attribution",
     ]  # fmt: skip
     assert not hasattr(methods, "TITLES")
     assert methods.title("integrated_gradients") == "IG"
     assert methods.title("vanilla", smooth=True) == "Gradient (smooth)"
     assert methods.title("my_custom_id") == "my_custom_id"
-    from slidegrad.engines.native import NativeEngine
+    from slidegrad.engines.native import method_function
 
     for method in METHODS.values():
-        assert callable(getattr(NativeEngine, method.native)), method.name
-        assert set(method.pair.params) <= set(method.defaults), method.name
-        assert method.description and method.title
+        assert callable(method_function(method)), method.name
+        assert method.pair is None or set(method.pair.params) <= set(method.defaults), method.name
+        assert method.description and method.title and method.citation and method.reference and method.phrase
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -105,7 +105,7 @@ def test_preprocess_scale_range(ihc_tiles):
         (lambda p: (p / "params.json").unlink(), "no params.json in the model directory"),
         (lambda p: (p / "params.json").write_text("{not json"), "params.json': not valid JSON"),
         (lambda p: _patch(p, architecture="nonesuch"), "unknown architecture 'nonesuch'"),
-        (lambda p: _patch(p, architecture="nomodule_xyz:f"), "cannot import architecture 'nomodule_xyz:f'"),
+        (lambda p: _patch(p, architecture="nomodule_xyz:f"), "architecture 'nomodule_xyz:f' is code"),
         (lambda p: _patch(p, preprocessing="macenko"), "field 'preprocessing' is 'macenko'"),
         (lambda p: _patch(p, backend="jax"), "backend 'jax' is not supported"),
         (lambda p: _patch(p, tile_px="big"), "field 'tile_px' must be a positive integer"),

@@ -168,24 +168,28 @@ def test_load_model_tile_px_for_a_fixed_size_state_dict(tmp_path, labnets, ihc_t
         r"load_model\(..., tile_px=\) or the config's tile_px",
         sg.load_model,
         directory,
+        allow_code=True,  # params.json names this test's own module:function
     )
-    loaded = sg.load_model(directory, tile_px=32)
+    loaded = sg.load_model(directory, tile_px=32, allow_code=True)
     assert (loaded.tile_px, loaded.outcome_labels) == (32, ["neg", "pos"])
     masks = sg.SaliencyMap(loaded, class_idx="pos").gradcam(tiles(ihc_tiles, 32))
     assert masks.shape == (4, 32, 32) and masks.max() > 0
     one_line_error(r"load_model: tile_px must be a positive integer, got 0", sg.load_model, directory, tile_px=0)
     params = json.loads((directory / "params.json").read_text())
     (directory / "params.json").write_text(json.dumps({**params, "tile_px": 32}))
-    assert sg.load_model(directory).tile_px == 32
-    one_line_error(r"params.json has tile_px 32 but tile_px=48 was given", sg.load_model, directory, tile_px=48)
+    assert sg.load_model(directory, allow_code=True).tile_px == 32
+    one_line_error(
+        r"params.json has tile_px 32 but tile_px=48 was given", sg.load_model, directory, tile_px=48, allow_code=True
+    )
 
 
 def test_workflow_passes_the_config_tile_px_to_load_model(tmp_path, labnets, slide_path):
     model_dir = write_state_dict(tmp_path / "model", labnets.fixed_net(32), architecture="labnets:fixed_net")
     tile_list = [{"slide": "s1", "x": 0, "y": 0}, {"slide": "s1", "x": 640, "y": 384}]
     root = make_project(
-        tmp_path / "run", slide_path, model_dir, tile_list, tile_px=32, tile_um=32, methods=["vanilla", "gradcam"]
-    )
+        tmp_path / "run", slide_path, model_dir, tile_list, tile_px=32, tile_um=32, methods=["vanilla", "gradcam"],
+        model={"path": str(model_dir), "allow_code": True},  # params.json names this test's module:function
+    )  # fmt: skip
     result = run_snakemake(root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     masks = sorted((root / "results" / "masks").rglob("*.npy"))
@@ -242,7 +246,10 @@ def test_workflow_nan_model_names_slide_tiles_and_model(tmp_path, labnets, slide
         tmp_path / "model", labnets.nan_net(), architecture="labnets:nan_net", tile_px=64, tile_um=64
     )
     tile_list = [{"slide": "s1", "x": 0, "y": 0}, {"slide": "s1", "x": 640, "y": 384}]
-    root = make_project(tmp_path / "run", slide_path, model_dir, tile_list, methods=["gradcam"])
+    root = make_project(
+        tmp_path / "run", slide_path, model_dir, tile_list, methods=["gradcam"],
+        model={"path": str(model_dir), "allow_code": True},  # params.json names this test's module:function
+    )  # fmt: skip
     message = rf"slidegrad: error: model '{model_dir}': outputs are NaN or inf on slide 's1', "
     message += r"tile\(s\) x0_y0, x640_y384"
     assert_failed_cleanly(root, run_snakemake(root), message)
@@ -318,6 +325,7 @@ def test_top_k_scoring_with_a_nan_model_names_slide_tiles_and_model(tmp_path, la
     root = make_project(
         tmp_path / "run", slide_path, model_dir, [{"slide": "s1", "x": 0, "y": 0}],
         methods=["gradcam"], tile_selection={"mode": "top_k", "k": 1},
+        model={"path": str(model_dir), "allow_code": True},  # params.json names this test's module:function
     )  # fmt: skip
     message = rf"slidegrad: error: model '{model_dir}': outputs are NaN or inf on slide 's1', tile\(s\) x"
     result = run_snakemake(root)

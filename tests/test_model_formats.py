@@ -160,7 +160,8 @@ def test_state_dict_with_module_function_from_params(tmp_path, batch):
     original = two_conv_net(width=6)
     directory = write_params(tmp_path / "m", architecture=FACTORY, architecture_kwargs={"width": 6})
     torch.save(original.state_dict(), directory / "weights.pt")
-    loaded = sg.load_model(directory)
+    expect_error(rf"params.json': architecture '{FACTORY}' is code \('module:function'\); .*allow_code=True", directory)
+    loaded = sg.load_model(directory, allow_code=True)  # params.json's code runs only when allowed
     assert loaded.params["architecture"] == FACTORY
     assert_same_model(loaded, original, batch)
 
@@ -195,7 +196,7 @@ def test_state_dict_file_with_explicit_architecture(tmp_path, batch):
         (f"{__name__}:nope", rf"cannot import architecture '{__name__}:nope' \(module '{__name__}' has no attribute"),
         (f"{__name__}:not_a_factory", rf"architecture '{__name__}:not_a_factory' is not callable"),
         (f"{__name__}:", rf"architecture '{__name__}:' is not 'module:function'"),
-        ("resnet99", r"unknown architecture 'resnet99'; use one of \['resnet18', 'small_cnn'\]"),
+        ("resnet99", r"unknown architecture 'resnet99'; use one of \['resnet18', 'small_cnn', 'vit', 'vit_demo', 'vit_small'\]"),
     ],
 )
 def test_bad_architecture_names(tmp_path, architecture, message):
@@ -285,10 +286,11 @@ def test_pickled_module_needs_allow_pickle(tmp_path, batch, legacy):
     torch.save(original, directory / "model.pt", _use_new_zipfile_serialization=not legacy)
     expect_error(
         r"model.pt': a pickled module \(slidegrad.torch_nets.SmallCNN, saved with torch.save\(model\)\); loading it "
-        r"runs arbitrary code from the file, so it needs allow_pickle=True \(config: model.allow_pickle: true\)",
+        r"runs arbitrary code from the file, so it needs allow_code=True \(config: model.allow_code: true\)",
         directory,
     )
-    assert_same_model(sg.load_model(directory, allow_pickle=True), original, batch)
+    assert_same_model(sg.load_model(directory, allow_code=True), original, batch)
+    assert_same_model(sg.load_model(directory, allow_pickle=True), original, batch)  # the old name still works
 
 
 def test_pickled_module_class_missing(tmp_path):

@@ -285,6 +285,7 @@ def _bad_case(tmp_path, ihc, slide_path, model_dir, case):
         params = json.loads((model_dir / "params.json").read_text())
         params["architecture"] = "my_lab_models.nets:resnet_dab"
         (model_dir / "params.json").write_text(json.dumps(params))
+        kwargs["model"] = {"path": str(model_dir), "allow_code": True}  # params.json's code, allowed: then not found
     return make_project(tmp_path / "run", slide, model_dir, tiles, **kwargs)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,9 @@ BACKGROUND_LEVEL = 215
 OUTCOME_LABELS = ["DAB-negative", "DAB-positive"]
 NUMPY_WEIGHTS_FILE = "weights.npz"
 VARIANTS = ("a", "b")
+VIT_EPOCHS = 2  # train_demo_vit's default (config/demo-vit.yaml's demo.epochs); seed 0: accuracy 0.9938 after 1, 0.9886 after 2
+VIT_LR = 1e-3
+VIT_WEIGHT_DECAY = 0.05
 
 
 def demo_image(variant: str = "a") -> np.ndarray:
@@ -117,8 +120,70 @@ def train_demo_model(
     """
     import torch
 
-    from .model import PARAMS_FILE, WEIGHTS_FILE, scale
     from .torch_nets import SmallCNN
+
+    return _train_demo(
+        slide_paths,
+        out_dir,
+        architecture="small_cnn",
+        build=lambda: SmallCNN(n_classes=len(OUTCOME_LABELS)),
+        optimiser=lambda parameters: torch.optim.Adam(parameters, lr=3e-3),
+        epochs=epochs,
+        seed=seed,
+        threads=threads,
+        numpy_weights=True,  # the Keras twin is built from them
+    )
+
+
+def train_demo_vit(
+    slide_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    epochs: int = VIT_EPOCHS,
+    seed: int = 0,
+    threads: int = 2,
+) -> dict:
+    """Train the demo's small ViT (:func:`~slidegrad.torch_nets.vit_demo`) on the demo slides' tiles and
+    labels (the same as :func:`train_demo_model`'s); write ``weights.pt`` + ``params.json``.
+
+    AdamW at :data:`VIT_LR`, otherwise :func:`train_demo_model`'s loop.  Seeded and deterministic
+    for a given thread count.  Returns the params written, with ``"train_accuracy"``.
+    """
+    import torch
+
+    from .torch_nets import vit_demo
+
+    return _train_demo(
+        slide_paths,
+        out_dir,
+        architecture="vit_demo",
+        build=lambda: vit_demo(n_classes=len(OUTCOME_LABELS)),
+        optimiser=lambda parameters: torch.optim.AdamW(parameters, lr=VIT_LR, weight_decay=VIT_WEIGHT_DECAY),
+        epochs=epochs,
+        seed=seed,
+        threads=threads,
+    )
+
+
+def _train_demo(
+    slide_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    architecture: str,
+    build: Callable[[], Any],
+    optimiser: Callable[[Any], Any],
+    epochs: int,
+    seed: int,
+    threads: int,
+    numpy_weights: bool = False,
+    batch_size: int = 64,
+) -> dict:
+    """The demo models' training: every half-stride grid tile of the slides, labelled by :func:`dab_labels`,
+    ``epochs`` shuffled passes in batches of ``batch_size``, each batch rotated by a random multiple of
+    90°; cross-entropy.  ``build()`` makes the :mod:`slidegrad.torch_nets` model ``architecture`` (after
+    the global seed is set), ``optimiser(parameters)`` its optimiser.  Writes ``weights.pt`` (and
+    ``weights.npz`` when ``numpy_weights``) and ``params.json``; returns the params."""
+    import torch
+
+    from .model import PARAMS_FILE, WEIGHTS_FILE, scale
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -127,31 +192,31 @@ def train_demo_model(
     labels = dab_labels(images)
     x = torch.from_numpy(scale(images)).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(labels)
-    model = SmallCNN(n_classes=len(OUTCOME_LABELS))
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model = build()
+    optim = optimiser(model.parameters())
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), 64):
-            idx = order[start : start + 64]
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
             batch = x[idx]
             flips = torch.randint(0, 4, (1,), generator=generator).item()
             batch = torch.rot90(batch, k=flips, dims=(2, 3))
             loss = torch.nn.functional.cross_entropy(model(batch), y[idx])
-            optimiser.zero_grad()
+            optim.zero_grad()
             loss.backward()
-            optimiser.step()
+            optim.step()
     model.eval()
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == y).float().mean())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / WEIGHTS_FILE)
-    # The same weights as numpy, so the Keras twin is built without importing torch.
-    np.savez(out_dir / NUMPY_WEIGHTS_FILE, **{k: v.numpy() for k, v in model.state_dict().items()})
+    if numpy_weights:  # the same weights as numpy, so the Keras twin is built without importing torch
+        np.savez(out_dir / NUMPY_WEIGHTS_FILE, **{k: v.numpy() for k, v in model.state_dict().items()})
     params = {
         "backend": "torch",
-        "architecture": "small_cnn",
+        "architecture": architecture,
         "architecture_kwargs": {},
         "tile_px": DEMO_TILE_PX,
         "tile_um": DEMO_TILE_UM,

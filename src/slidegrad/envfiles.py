@@ -49,8 +49,8 @@ ENVS: dict[str, EnvSpec] = {
     ),
     "torch": EnvSpec(
         "Mask, evaluate and top_k tiles rules for PyTorch models, and the demo model's training. "
-        "GPU nodes: README 'Conda environments' (--torch-build).",
-        ("torch",),
+        "GPU nodes: README 'Conda environments' (--torch-build). transformers: Hugging Face models.",
+        ("torch", "transformers"),
     ),
     "tensorflow": EnvSpec(
         "Mask, evaluate and top_k tiles rules for Keras / TensorFlow models, and the demo's Keras twin.",

@@ -21,7 +21,9 @@ from PIL import Image
 
 from . import __version__
 from .config import MethodSpec
-from .errors import InputError, check, first_line, listed, nonfinite_tiles
+from .methods import get_method
+from .errors import InputError, check, listed, nonfinite_tiles
+from .failures import corrupt_file, load_npy
 from .files import write_csv, write_text
 from .layout import Layout
 from .planning import geometry_mismatches, resolve_geometry
@@ -29,7 +31,8 @@ from .progress import LOGGER, Progress
 from .tables import GEOMETRY_COLUMNS, Tile, check_in_grid, read_tile_table, row_geometry, write_tile_table
 
 PROVENANCE_COLUMNS = [
-    *GEOMETRY_COLUMNS, "engine", "device", "gradcam_layer", "slidegrad_version", "framework", "framework_version",
+    *GEOMETRY_COLUMNS, "engine", "device", "gradcam_layer", "prefix_tokens", "slidegrad_version", "framework",
+    "framework_version",
     "pair_version",
 ]  # fmt: skip
 SUMMARY_COLUMNS = [
@@ -40,8 +43,14 @@ SUMMARY_COLUMNS = [
 
 
 def read_png(path: str | Path) -> np.ndarray:
-    """uint8 ``(H, W, 3)``."""
-    return np.asarray(Image.open(path).convert("RGB"))
+    """uint8 ``(H, W, 3)``; a truncated or corrupt file is one InputError line naming it (and the rule that wrote it)."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as err:
+        if err.errno is not None:  # the file system's error (missing, unreadable): run_job's one line
+            raise
+        raise corrupt_file(path, "image", err) from None
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
@@ -346,11 +355,18 @@ def run_mask_job(
     model, rows, names, tile_pngs, images = job.model, job.rows, job.names, job.tile_pngs, job.images
     batch = model_input(model, model_path, images, rows[0]["slide"], names)
     if model.normalizer is not None:
-        LOGGER.info("stain normalizer %s, then %s preprocessing", model.normalizer.describe(), model.preprocessing)
+        from .model import describe_preprocessing
+
+        prep = describe_preprocessing(model.preprocessing)
+        LOGGER.info("stain normalizer %s, then %s preprocessing", model.normalizer.describe(), prep)
     budget = budget_bytes(memory_budget_mb)
     chosen, _lock = claim_device(device, lock_dir, model.backend)
     sal = SaliencyMap(model, class_idx=class_idx, device=chosen, engine=engine, memory_budget=budget)
-    layer = sal.backend.gradcam_layer(method.params.get("layer")) if method.name == "gradcam" else None
+    spec = get_method(method.name)
+    layer = sal.backend.gradcam_layer(method.params.get("layer")) if spec.layer else None
+    # maps on a vision transformer's patch tokens (a token layer, or the attention): the prefix tokens dropped
+    on_tokens = (spec.layer and sal.backend.token_prefix() is not None and layer not in sal.backend.conv_layer_names())
+    prefix = sal.backend.token_prefix() if on_tokens or spec.kind == "attention" else None
     LOGGER.info("%s (%s engine%s) on %s: %s", method.id, engine, f", layer {layer}" if layer else "", chunk, method.params)
     try:
         probabilities = sal.probabilities(batch)
@@ -366,7 +382,10 @@ def run_mask_job(
     completeness = completeness_errors(
         sal.backend, batch, classes, raws, method.name, method.params, method.smooth, forward_batch
     )
-    provenance = {"engine": engine, "device": chosen, "gradcam_layer": layer, **software_versions(model.backend)}
+    provenance = {
+        "engine": engine, "device": chosen, "gradcam_layer": layer, "prefix_tokens": prefix,
+        **software_versions(model.backend),
+    }  # fmt: skip
     adaptive = method.params.get("tolerance") and not method.smooth  # IG's adaptive steps: each tile's count
     steps = getattr(sal.engine, "tile_steps", []) if adaptive else []
     provenance["stain_normalizer"] = model.normalizer.record() if model.normalizer else None
@@ -422,7 +441,7 @@ def write_overlays(
             (Path(folder) / method_id).mkdir(parents=True, exist_ok=True)
         for row in rows:
             name = row["tile"]
-            mask = np.load(Path(mask_dir) / f"{name}.npy")
+            mask = load_npy(Path(mask_dir) / f"{name}.npy")
             overlay = plot.overlay(read_png(Path(tile_dir) / f"{name}.png"), mask, cmap=cmap, alpha=alpha)
             write_png(Path(overlay_dir) / method_id / f"{name}.png", overlay)
             write_png(Path(heatmap_dir) / method_id / f"{name}.png", plot.colormap(mask, cmap))
@@ -463,7 +482,7 @@ def read_sidecar(path: str | Path, keys: Sequence[str] = ()) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"mask sidecar '{path}': not valid JSON ({first_line(err)})") from None
+        raise corrupt_file(path, "mask sidecar", err) from None
     missing = [k for k in keys if k not in meta] if isinstance(meta, dict) else ["all"]
     check(not missing, f"mask sidecar '{path}': missing key(s) {', '.join(missing)}")
     return meta
@@ -530,7 +549,7 @@ def write_summary(
                     "slide": tile["slide"], "tile": tile["tile"], "x": tile["x"], "y": tile["y"],
                     "method": meta["method"], "class_idx": meta["class_idx"], "class_label": meta["class_label"],
                     "probability": meta["probability"], **{f"p_{k}": v for k, v in zip(labels, probabilities)},
-                    **mask_stats(np.load(mask_path)), "completeness_error": meta.get("completeness_error"),
+                    **mask_stats(load_npy(mask_path)), "completeness_error": meta.get("completeness_error"),
                     "selected_for": tile["label"], "selection_score": tile["score"], "mask": str(mask_path),
                     "model_sha256": meta["model_sha256"], "method_params": json.dumps(meta["params"], sort_keys=True),
                     **{key: "" if meta.get(key) is None else str(meta[key]) for key in PROVENANCE_COLUMNS},
@@ -621,7 +640,7 @@ def write_figure(
     rows = figure_rows(table_path, max_tiles)
     images = [read_png(Path(layout.tile_dir(slide)) / f"{r['tile']}.png") for r in rows]
     masks = {
-        t: np.stack([np.load(mask_file(layout, r, m)) for r in rows]) for m, t in zip(method_ids, method_titles)
+        t: np.stack([load_npy(mask_file(layout, r, m)) for r in rows]) for m, t in zip(method_ids, method_titles)
     }
     labels = []
     for row in rows:

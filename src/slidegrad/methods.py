@@ -25,7 +25,7 @@ from .errors import InputError, check, is_int
 ENGINES = ("native", "pair")
 """The engines that compute attributions (:mod:`slidegrad.engines`)."""
 
-KINDS = ("gradient", "xrai", "gradcam")
+KINDS = ("gradient", "xrai", "gradcam", "attention")
 """Kinds of raw map; each has its normalization (:func:`normalize`)."""
 
 
@@ -53,12 +53,20 @@ class Method:
     ``kind`` decides normalization: ``gradient`` maps are ``(H, W, C)`` and are
     reduced with :func:`grayscale_p99`; ``xrai`` maps are ``(H, W)`` region
     scores (:func:`xrai_p99`); ``gradcam`` maps are ``(H, W)`` in [0, 1]
-    (:func:`max_scaled`).
+    (:func:`max_scaled`); ``attention`` maps are ``(H, W)`` ≥ 0 (:func:`min_max_scaled`).
 
     ``title``: figure column title (``"IG"``).  ``description``: one line, the
     docstring of ``SaliencyMap.<name>``.  ``native``: the
-    :class:`~slidegrad.engines.native.NativeEngine` method computing it.  ``pair``:
-    how PAIR computes it.  ``defaults``: parameter → default, in signature order
+    :class:`~slidegrad.engines.native.NativeEngine` method computing it, or ``"module:function"``
+    naming a function ``(engine, x, classes, params, method)`` → per-tile raw maps in the method's own
+    module of :mod:`slidegrad.engines` (e.g. ``"attention:attention_rollout"``).
+    ``pair``: how PAIR computes it (``None``: PAIR has no such method; native engine only).
+    ``layer``: the method reads a layer's activations (Grad-CAM): its sidecar records the layer.
+    ``transformer``: it needs a vision transformer (reads its attention); ``SaliencyMap.all`` skips it
+    on other models.
+    ``citation`` (``"Simonyan et al. 2014"``), ``reference`` (the full reference), ``phrase`` (its
+    name in a methods paragraph) and ``baseline`` (how its path starts, said there): the report's
+    methods text (:mod:`slidegrad.methods_text`).  ``defaults``: parameter → default, in signature order
     (types and ranges in :data:`PARAMS`).  ``smoothable``: takes ``smooth=True``
     (SmoothGrad).  ``algorithm``: a variant the native function and PAIR read
     (XRAI's region selection: ``"full"`` or ``"fast"``).
@@ -69,10 +77,16 @@ class Method:
     title: str
     description: str
     native: str
-    pair: PairCall
+    pair: PairCall | None
     defaults: dict[str, Any] = field(default_factory=dict)
     smoothable: bool = True
     algorithm: str | None = None
+    layer: bool = False
+    transformer: bool = False
+    citation: str | None = None
+    reference: str | None = None
+    phrase: str | None = None
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +180,9 @@ PARAMS: dict[str, Param] = {
     # up to max_steps; 0: fixed steps (PAIR's)
     "tolerance": Param("float", 0),
     "max_steps": Param("int", 1),
+    # attention rollout: how a block's heads are fused, and the share of lowest fused weights dropped
+    "head_fusion": Param("choice", choices=("mean", "max", "min")),
+    "discard_ratio": Param("float", 0, 1, high_open=True),
 }
 """Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 
@@ -191,7 +208,7 @@ def register(method: Method) -> Method:
     check(not unknown, f"{where}: parameter(s) {', '.join(unknown)} are not in PARAMS")
     for key, value in method.defaults.items():
         check(PARAMS[key].accepts(value), f"{where}: default {key}={value!r} is not {PARAMS[key].describe()}")
-    extra = sorted(set(method.pair.params) - set(method.defaults))
+    extra = sorted(set(method.pair.params if method.pair else ()) - set(method.defaults))
     check(not extra, f"{where}: PAIR keywords {', '.join(extra)} are not parameters of the method")
     METHODS[method.name] = method
     return method
@@ -205,11 +222,15 @@ for _method in (
         "vanilla", "gradient", "Gradient",
         "Gradient of the class logit with respect to the input.",
         native="vanilla", pair=PairCall("GradientSaliency"),
+        citation="Simonyan et al. 2014", reference="Simonyan, Vedaldi & Zisserman, Deep inside convolutional networks, ICLR Workshop 2014",
+        phrase="vanilla gradients",
     ),
     Method(
         "integrated_gradients", "gradient", "IG",
         "Integrated gradients from a black (zero) baseline.",
         native="integrated_gradients", pair=_BLACK_IG,
+        citation="Sundararajan et al. 2017", reference="Sundararajan, Taly & Yan, Axiomatic attribution for deep networks, ICML 2017",
+        phrase="integrated gradients", baseline="black baseline",
         defaults={
             "x_steps": 25, "batch_size": 20, "integration": "riemann_trapezoid", "tolerance": 0.0, "max_steps": 128,
         },
@@ -218,6 +239,8 @@ for _method in (
         "guided_integrated_gradients", "gradient", "Guided IG",
         "Guided integrated gradients (Kapishnikov et al. 2021) from a black baseline.",
         native="guided_integrated_gradients",
+        citation="Kapishnikov et al. 2021", reference="Kapishnikov et al., Guided integrated gradients, CVPR 2021",
+        phrase="guided integrated gradients", baseline="black baseline",
         pair=PairCall("GuidedIG", ("x_steps", "max_dist", "fraction"), hook="black_baseline"),
         defaults={"x_steps": 25, "max_dist": 1.0, "fraction": 0.5},
     ),
@@ -225,6 +248,8 @@ for _method in (
         "blur_integrated_gradients", "gradient", "Blur IG",
         "Blur IG (Xu et al. 2020): integrated gradients along a path of Gaussian blurs.",
         native="blur_integrated_gradients",
+        citation="Xu et al. 2020", reference="Xu, Venugopalan & Sundararajan, Attribution in scale and space, CVPR 2020",
+        phrase="blur integrated gradients",
         pair=PairCall("BlurIG", ("max_sigma", "steps", "grad_step", "sqrt", "batch_size")),
         defaults={"batch_size": 20, "max_sigma": 50.0, "steps": 100, "grad_step": 0.01, "sqrt": False},
     ),
@@ -232,17 +257,41 @@ for _method in (
         "xrai", "xrai", "XRAI",
         "XRAI (full algorithm): integrated gradients summed over Felzenszwalb regions, ranked greedily.",
         native="xrai", pair=_XRAI, defaults=dict(_XRAI_DEFAULTS), smoothable=False, algorithm="full",
+        citation="Kapishnikov et al. 2019", reference="Kapishnikov et al., XRAI: better attributions through regions, ICCV 2019",
+        phrase="XRAI", baseline="integrated gradients from a black and a white baseline",
     ),
     Method(
         "xrai_fast", "xrai", "XRAI (fast)",
         "XRAI, fast algorithm: regions ranked once by their mean attribution.",
         native="xrai", pair=_XRAI, defaults=dict(_XRAI_DEFAULTS), smoothable=False, algorithm="fast",
+        citation="Kapishnikov et al. 2019", reference="Kapishnikov et al., XRAI: better attributions through regions, ICCV 2019",
+        phrase="fast XRAI", baseline="integrated gradients from a black and a white baseline",
     ),
     Method(
         "gradcam", "gradcam", "Grad-CAM",
         "Grad-CAM on ``layer`` (``None``: the last convolutional layer), resized to the input.",
         native="gradcam", pair=PairCall("GradCam", extra={"should_resize": True, "three_dims": True}),
-        defaults={"layer": None},
+        citation="Selvaraju et al. 2017", reference="Selvaraju et al., Grad-CAM, ICCV 2017",
+        phrase="Grad-CAM",
+        defaults={"layer": None}, layer=True,
+    ),
+    Method(
+        "attention_rollout", "attention", "Rollout",
+        "Attention rollout (Abnar & Zuidema 2020) of a vision transformer: the CLS token's attention to each "
+        "patch through every block, heads fused by ``head_fusion``, the lowest ``discard_ratio`` dropped, "
+        "the residual path as (A + I) / 2.",
+        native="attention:attention_rollout", pair=None, defaults={"head_fusion": "mean", "discard_ratio": 0.0},
+        transformer=True,
+        citation="Abnar & Zuidema 2020", reference="Abnar & Zuidema, Quantifying attention flow in transformers, ACL 2020",
+        phrase="attention rollout",
+    ),
+    Method(
+        "transformer_attribution", "attention", "Transformer attr.",
+        "Gradient-weighted attention (Chefer, Gur & Wolf 2021, generic attention-model explainability) of a "
+        "vision transformer: R ← R + mean_heads(relu(∇A ⊙ A)) · R over the blocks; the CLS row over the patches.",
+        native="attention:transformer_attribution", pair=None, transformer=True,
+        citation="Chefer et al. 2021", reference="Chefer, Gur & Wolf, Generic attention-model explainability for interpreting bi-modal and encoder-decoder transformers, ICCV 2021",
+        phrase="gradient-weighted attention relevance",
     ),
 ):  # fmt: skip
     register(_method)
@@ -357,7 +406,15 @@ def max_scaled(attr: np.ndarray) -> np.ndarray:
     return (attr / peak if peak > 0 else np.zeros_like(attr)).astype(np.float32)
 
 
-NORMALIZERS = {"gradient": grayscale_p99, "xrai": xrai_p99, "gradcam": max_scaled}
+def min_max_scaled(attr: np.ndarray) -> np.ndarray:
+    """Attention maps (≥ 0, with an offset shared by every patch): ``(m − min) / (max − min)``; flat maps are 0."""
+    low, high = float(np.min(attr)), float(np.max(attr))
+    if not high > low:
+        return np.zeros(attr.shape, np.float32)
+    return ((attr - low) / (high - low)).astype(np.float32)
+
+
+NORMALIZERS = {"gradient": grayscale_p99, "xrai": xrai_p99, "gradcam": max_scaled, "attention": min_max_scaled}
 
 
 def normalize(method: Method, raw: np.ndarray) -> np.ndarray:

@@ -19,26 +19,9 @@ from typing import Any, Sequence
 
 from .errors import check
 from .files import write_text
+from .methods import METHODS
 
-CITATIONS = {
-    "vanilla": "Simonyan et al. 2014",
-    "integrated_gradients": "Sundararajan et al. 2017",
-    "guided_integrated_gradients": "Kapishnikov et al. 2021",
-    "blur_integrated_gradients": "Xu et al. 2020",
-    "xrai": "Kapishnikov et al. 2019",
-    "xrai_fast": "Kapishnikov et al. 2019",
-    "gradcam": "Selvaraju et al. 2017",
-    "smooth": "Smilkov et al. 2017",
-}
-NAMES = {
-    "vanilla": "vanilla gradients",
-    "integrated_gradients": "integrated gradients",
-    "guided_integrated_gradients": "guided integrated gradients",
-    "blur_integrated_gradients": "blur integrated gradients",
-    "xrai": "XRAI",
-    "xrai_fast": "fast XRAI",
-    "gradcam": "Grad-CAM",
-}
+SMOOTH_CITATION = "Smilkov et al. 2017"
 PHRASES = {
     "x_steps": "{} integration steps",
     "steps": "{} steps",
@@ -54,22 +37,13 @@ PHRASES = {
     "integration": {"riemann_trapezoid": "", "gauss_legendre": "Gauss–Legendre quadrature"},  # default: unsaid
     "tolerance": "steps doubled per tile until its completeness error ≤ {}",
     "max_steps": "at most {} steps",
+    "head_fusion": "heads fused by their {}",
+    "discard_ratio": "lowest {} of the fused attention discarded",
 }
 ADAPTIVE_ONLY = {"tolerance", "max_steps"}  # unsaid with tolerance 0 (fixed steps)
-BASELINES = {
-    "integrated_gradients": "black baseline",
-    "guided_integrated_gradients": "black baseline",
-    "xrai": "integrated gradients from a black and a white baseline",
-    "xrai_fast": "integrated gradients from a black and a white baseline",
-}
 HIDDEN = {"batch_size", "layer"}  # change no result / reported from the sidecar's gradcam_layer instead
-REFERENCES = {
-    "Simonyan et al. 2014": "Simonyan, Vedaldi & Zisserman, Deep inside convolutional networks, ICLR Workshop 2014",
-    "Sundararajan et al. 2017": "Sundararajan, Taly & Yan, Axiomatic attribution for deep networks, ICML 2017",
-    "Kapishnikov et al. 2021": "Kapishnikov et al., Guided integrated gradients, CVPR 2021",
-    "Xu et al. 2020": "Xu, Venugopalan & Sundararajan, Attribution in scale and space, CVPR 2020",
-    "Kapishnikov et al. 2019": "Kapishnikov et al., XRAI: better attributions through regions, ICCV 2019",
-    "Selvaraju et al. 2017": "Selvaraju et al., Grad-CAM, ICCV 2017",
+REFERENCES = {  # the methods' own are on their declarations (slidegrad.methods)
+    **{m.citation: m.reference for m in METHODS.values() if m.citation and m.reference},
     "Smilkov et al. 2017": "Smilkov et al., SmoothGrad: removing noise by adding noise, arXiv:1706.03825",
     "Petsiuk et al. 2018": "Petsiuk, Das & Saenko, RISE, BMVC 2018",
     "Adebayo et al. 2018": "Adebayo et al., Sanity checks for saliency maps, NeurIPS 2018",
@@ -92,17 +66,20 @@ def _detail(key: str, value: Any) -> str:
 def method_phrase(meta: dict[str, Any]) -> tuple[str, list[str]]:
     """One method as run (from its sidecar): ``(phrase, citations)``."""
     name, smooth, params = meta["method_name"], meta["smooth"], meta["params"]
-    cites = [CITATIONS[name]] if name in CITATIONS else []
+    method = METHODS.get(name)
+    cites = [method.citation] if method is not None and method.citation else []
     hidden = HIDDEN if params.get("tolerance") else HIDDEN | ADAPTIVE_ONLY
     details = [d for d in (_detail(k, v) for k, v in sorted(params.items()) if k not in hidden) if d]
-    if name in BASELINES:
-        details.insert(0, BASELINES[name])
+    if method is not None and method.baseline:
+        details.insert(0, method.baseline)
+    if meta.get("prefix_tokens") is not None:
+        details.insert(0, f"on the patch tokens ({meta['prefix_tokens']} prefix token(s) dropped)")
     if meta.get("gradcam_layer"):
         details.insert(0, f"layer {meta['gradcam_layer']}")
-    phrase = NAMES.get(name, name)
+    phrase = method.phrase if method is not None and method.phrase else name
     if smooth:
         phrase = f"SmoothGrad of {phrase}"
-        cites.append(CITATIONS["smooth"])
+        cites.append(SMOOTH_CITATION)
     inside = "; ".join(part for part in ("; ".join(cites), ", ".join(details)) if part)
     return (f"{phrase} ({inside})" if inside else phrase), cites
 
@@ -153,6 +130,7 @@ def methods_paragraphs(
         phrases.append(phrase)
         cites += method_cites
     engines = _joined([f"{r['engine']} engine on {r['device']}" for r in rows])
+    attention = any(m.kind == "attention" for m in (METHODS.get(meta["method_name"]) for meta in metas.values()) if m)
     saliency = (
         f"Saliency maps were computed with slidegrad {first['slidegrad_version']} (PAIR saliency "
         f"{first['pair_version']}, {framework} {first['framework_version']}) for {n_tiles} tiles from "
@@ -162,7 +140,9 @@ def methods_paragraphs(
         f"Maps were computed by slidegrad's {engines}. "
         "Gradient maps sum the absolute attribution over colour channels and are scaled to [minimum, "
         "99th percentile]; XRAI maps are scaled the same way; Grad-CAM maps are rectified and divided by "
-        "their maximum; all maps are clipped to [0, 1]."
+        "their maximum; "
+        + ("attention maps are scaled to [minimum, maximum]; " if attention else "")
+        + "all maps are clipped to [0, 1]."
     )
     paragraphs = [saliency]
     metrics = list((evaluate or {}).get("metrics") or [])

@@ -25,15 +25,29 @@
   ``ModelWrapper``: ``model.*`` plus an ``fc0`` head) load into a factory
   with torchvision's layout; ``hp.model`` is used when it names a slidegrad
   architecture (``resnet18``).  A whole pickled module (``torch.save(model)``)
-  loads only with ``allow_pickle=True``: unpickling runs code from the file.
+  loads only with ``allow_code=True``: unpickling runs code from the file.
+  ``params.json``'s ``"module:function"`` is code from the model folder: it too needs
+  ``allow_code=True`` (refused before anything is imported); the ``architecture`` keyword
+  is the caller's own code and always allowed.  Names may also come from installed
+  packages' ``slidegrad.architectures`` entry points.
+* Hugging Face ``transformers``: a ``save_pretrained`` folder (``config.json`` + ``*.safetensors``, no
+  slidegrad model file), loaded as ``AutoModelForImageClassification`` with eager attention and
+  never remote code; ``params.json`` is optional there: ``outcome_labels`` default to the config's
+  ``id2label`` (by index), ``tile_px`` to its ``image_size``.  The module's ``logits`` are its output.
 * TensorFlow / Keras: a Keras 3 ``.keras`` file (or a directory holding
   ``model.keras``); a legacy SavedModel directory (loaded with ``tf_keras`` so
   layers exist for Grad-CAM); a Slideflow TF model directory (SavedModel +
-  ``params.json``).
+  ``params.json``).  Keras loads in safe mode: a ``Lambda`` layer (Python bytecode)
+  needs ``allow_code=True``.
+
+Models must give at least two outputs per image (one per class); a one-output model is
+refused.  A model in training mode is put in eval mode (a warning says so); outputs that
+look like probabilities (a softmax in the model) are explained as given, with a warning.
 
 ``params.json`` (in a model directory, or beside a model file) uses
 Slideflow's keys (``tile_px``, ``tile_um``, ``outcome_labels``, ``backend``,
-``hp.normalizer``) plus ``preprocessing``, ``architecture`` and
+``hp.normalizer``) plus ``preprocessing`` (a name of :data:`PREPROCESSORS`, or
+``{"mean": [r, g, b], "std": [r, g, b]}`` on the 0–1 scale), ``architecture`` and
 ``architecture_kwargs``.  Loading code for each framework lives in its backend
 module; this module imports no framework.
 """
@@ -42,6 +56,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,6 +82,27 @@ BACKENDS = ("torch", "tensorflow")
 DEFAULT_PREPROCESSING = {"torch": "scale", "tensorflow": "standardize"}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+HF_CONFIG_FILE = "config.json"  # a Hugging Face transformers save_pretrained folder's config
+LOGGER = logging.getLogger("slidegrad")
+
+
+def resolve_allow_code(allow_code: bool | None, allow_pickle: bool | None, where: str = "load_model") -> bool:
+    """``allow_code`` with its old name ``allow_pickle`` (deprecated: ``allow_pickle=True`` logs one warning
+    line; ``False`` asks for nothing and passes silently); the two given with different values is an error."""
+    for name, value in (("allow_code", allow_code), ("allow_pickle", allow_pickle)):
+        check(value is None or isinstance(value, bool), f"{where}: {name} must be True or False, got {value!r}")
+    check(
+        allow_code is None or allow_pickle is None or allow_code == allow_pickle,
+        f"{where}: allow_code={allow_code} and allow_pickle={allow_pickle} (its old name) disagree; "
+        "pass allow_code alone",
+    )
+    if allow_pickle and allow_code is None:
+        LOGGER.warning(
+            "%s: allow_pickle is deprecated; use allow_code=True (it also allows params.json's 'module:function' "
+            "architectures and Keras Lambda layers)",
+            where,
+        )
+    return bool(allow_code if allow_code is not None else allow_pickle)
 
 
 def file_sha256(paths: list[Path]) -> str:
@@ -80,16 +117,20 @@ def file_sha256(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def read_params(path: str | Path) -> dict[str, Any]:
-    """``params.json`` of a model directory (or beside a model file); ``{}`` where there is none."""
+def read_params(path: str | Path, transformers: bool = True) -> dict[str, Any]:
+    """``params.json`` of a model directory (or beside a model file); ``{}`` where there is none.
+
+    A ``transformers`` folder's ``config.json`` fills in what ``params.json`` leaves out
+    (:func:`transformers_defaults`), unless ``transformers=False``.
+    """
     path = Path(path)
     params_file = params_path(path)
     if not params_file.exists():
         check(
-            not path.is_dir() or _is_tensorflow_path(path),
+            not path.is_dir() or _is_tensorflow_path(path) or is_transformers_folder(path),
             f"model '{path}': no {PARAMS_FILE} in the model directory",
         )
-        return {}
+        return transformers_defaults(path, {}) if transformers else {}
     try:
         params = json.loads(params_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -122,9 +163,64 @@ def read_params(path: str | Path) -> dict[str, Any]:
         params.get("architecture_kwargs") is None or isinstance(params["architecture_kwargs"], dict),
         f"'{params_file}': field 'architecture_kwargs' must be an object, got {params.get('architecture_kwargs')!r}",
     )
-    if "preprocessing" in params:
-        check_preprocessing(params["preprocessing"], f"'{params_file}': field 'preprocessing'")
+    if params.get("preprocessing") is not None:
+        where = f"'{params_file}': field 'preprocessing'"
+        params["preprocessing"] = check_preprocessing(params["preprocessing"], where)
     stain.from_params(params, str(params_file))  # hp.normalizer, hp.normalizer_source, norm_fit: one-line errors
+    return transformers_defaults(path, params) if transformers else params
+
+
+def is_transformers_folder(path: str | Path) -> bool:
+    """A Hugging Face ``transformers`` ``save_pretrained`` folder: ``config.json`` and no slidegrad
+    model file (``model.pt2``, ``weights.pt``, ``model.pt``, ``*.pt2``/``*.pth``/``*.pt``/``*.zip``,
+    ``model.keras``, ``saved_model.pb``) beside it."""
+    path = Path(path)
+    if not path.is_dir() or not (path / HF_CONFIG_FILE).is_file() or _is_tensorflow_path(path):
+        return False
+    return not any(p.is_file() and (p.name in TORCH_FILES or p.suffix in TORCH_SUFFIXES) for p in path.iterdir())
+
+
+def read_hf_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a ``transformers`` folder: a JSON object with a ``model_type`` and no
+    ``auto_map`` (remote code, which slidegrad never runs); else one InputError line naming the file."""
+    file = Path(path) / HF_CONFIG_FILE
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"'{file}': not valid JSON ({getattr(err, 'msg', err)})") from None
+    check(isinstance(config, dict), f"'{file}': expected a JSON object (a transformers model config)")
+    check(
+        "auto_map" not in config,
+        f"'{file}': its auto_map asks for the model's own code (remote code), which slidegrad never runs "
+        "(trust_remote_code=False); expected a model type built into transformers",
+    )
+    model_type = config.get("model_type")
+    check(
+        isinstance(model_type, str) and bool(model_type),
+        f"'{file}': field 'model_type' must name a transformers model type (e.g. 'vit', 'dinov2'), got {model_type!r}",
+    )
+    return config
+
+
+def transformers_defaults(path: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with what a ``transformers`` folder's ``config.json`` gives where they have none:
+    ``outcome_labels`` from ``id2label`` (by index), ``tile_px`` from ``image_size``.  Other paths: unchanged."""
+    if not is_transformers_folder(path):
+        return params
+    file = path / HF_CONFIG_FILE
+    config = read_hf_config(path)
+    id2label = config.get("id2label")
+    if params.get("outcome_labels") is None and id2label is not None:
+        check(
+            isinstance(id2label, dict) and bool(id2label) and all(str(k).isdigit() for k in id2label),
+            f"'{file}': field 'id2label' must map class indices to labels, got {id2label!r}",
+        )
+        params["outcome_labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    size = config.get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+        size = size[0]
+    if params.get("tile_px") is None and is_int(size) and size > 0:
+        params["tile_px"] = size
     return params
 
 
@@ -161,11 +257,12 @@ def require_param(path: str | Path, key: str, params: dict[str, Any] | None = No
 
 def load_model(
     path: str | Path,
-    preprocessing: str | None = None,
+    preprocessing: str | dict[str, Any] | None = None,
     *,
     architecture: str | None = None,
     architecture_kwargs: dict[str, Any] | None = None,
-    allow_pickle: bool = False,
+    allow_code: bool | None = None,
+    allow_pickle: bool | None = None,
     tile_px: int | None = None,
     normalizer: str | None = None,
     normalizer_fit: str | dict[str, Any] | None = None,
@@ -173,17 +270,25 @@ def load_model(
     """Load a model file or directory (see the module docstring) with its labels and tile geometry.
 
     ``architecture`` / ``architecture_kwargs`` rebuild a PyTorch state dict and override
-    ``params.json``'s fields of those names (each on its own).  ``allow_pickle`` lets a
-    whole pickled module (``torch.save(model)``) load; unpickling runs code from the file.
+    ``params.json``'s fields of those names (each on its own); a ``"module:function"`` given here
+    is your own code and is imported and called.
+    ``allow_code`` (default False) lets a model run code of its own when loaded: a whole pickled
+    module (``torch.save(model)``: unpickling runs code from the file), ``params.json``'s
+    ``"module:function"`` architecture, a Keras ``Lambda`` layer (``safe_mode=False``).  Only for
+    models you trust.  ``allow_pickle``: its old name (deprecated; a warning line).
     ``tile_px``: the tiles' size where ``params.json`` gives none (the class count is probed
     on one such tile); it must agree with ``params.json``'s where both are given.
     ``normalizer`` / ``normalizer_fit``: the stain normaliser (a Slideflow name, or ``"none"``) and its
     fit (a preset ``v1``/``v2``/``v3`` or the values), overriding ``params.json``'s ``hp.normalizer``
     and ``norm_fit`` (see :mod:`slidegrad.stain`).
+    ``preprocessing``: a name of :data:`PREPROCESSORS`, or ``{"mean": [r, g, b], "std": [r, g, b]}`` on
+    the 0–1 scale (``(img / 255 − mean) / std``); overrides ``params.json``'s.
     """
     path = Path(path)
+    allow_code = resolve_allow_code(allow_code, allow_pickle)
     check(path.exists(), f"model '{path}': file not found")
-    params = read_params(path)
+    params = read_params(path, transformers=False)
+    params_file = params_path(path)
     check(
         tile_px is None or (is_int(tile_px) and tile_px > 0),
         f"load_model: tile_px must be a positive integer, got {tile_px!r}",
@@ -193,6 +298,8 @@ def load_model(
         f"model '{path}': {PARAMS_FILE} has tile_px {params.get('tile_px')} but tile_px={tile_px} was given",
     )
     tile_px = params.get("tile_px") or tile_px
+    params = transformers_defaults(path, params)  # config.json's image_size: where no tile_px is given
+    tile_px = tile_px or params.get("tile_px")
     check(
         architecture is None or (isinstance(architecture, str) and bool(architecture)),
         f"load_model: architecture must be a name or 'module:function', got {architecture!r}",
@@ -205,29 +312,35 @@ def load_model(
         params["architecture"] = architecture
     if architecture_kwargs is not None:
         params["architecture_kwargs"] = dict(architecture_kwargs)
+    architecture_from = params_file if architecture is None else None  # None: the caller's own
     backend = detect_backend(path, params)
     if backend == "torch":
-        from .backends.torch_backend import load_module, output_count
+        from .backends.torch_backend import load_module, load_transformers, probe_outputs
 
-        module, files = load_module(path, params, allow_pickle=allow_pickle)
+        if is_transformers_folder(path):
+            module, files = load_transformers(path, HF_CONFIG_FILE, read_hf_config(path)["model_type"])
+        else:
+            module, files = load_module(path, params, allow_code=allow_code, params_file=architecture_from)
     else:
-        from .backends.tf_backend import load_module, output_count
+        from .backends.tf_backend import load_module, probe_outputs
 
         check(
             architecture is None and architecture_kwargs is None,
             f"model '{path}': architecture= rebuilds PyTorch state dicts; this is a TensorFlow model",
         )
-        module, files = load_module(path, params)
-    n_outputs = output_count(module, tile_px, str(path))
+        module, files = load_module(path, params, allow_code=allow_code)
+    outputs = probe_outputs(module, tile_px, str(path))
+    n_outputs = check_outputs(outputs, str(path))
     labels = [str(label) for label in params.get("outcome_labels") or []] or [str(i) for i in range(n_outputs)]
     check(
         len(labels) == n_outputs,
         f"model '{path}': {n_outputs} outputs but {len(labels)} outcome_labels in {PARAMS_FILE}",
     )
-    params_file = params_path(path)
     normalizer_fn = stain.from_params(params, str(params_file), normalizer, normalizer_fit, backend)
-    prep = preprocessing or params.get("preprocessing") or DEFAULT_PREPROCESSING[backend]
-    check_preprocessing(prep, f"model '{path}': preprocessing")
+    if preprocessing is not None:
+        prep = check_preprocessing(preprocessing, f"model '{path}': preprocessing")
+    else:
+        prep = params.get("preprocessing") or DEFAULT_PREPROCESSING[backend]
     return LoadedModel(
         module=module,
         backend=backend,
@@ -240,6 +353,25 @@ def load_model(
         params=params,
         normalizer=normalizer_fn,
     )
+
+
+def check_outputs(outputs: np.ndarray, where: str) -> int:
+    """The class count of a model's ``(N, K)`` probe outputs.  One output per image is refused (one line);
+    outputs in [0, 1] summing to 1 (a softmax in the model) log one warning line."""
+    n_outputs = int(outputs.shape[1])
+    check(
+        n_outputs >= 2,
+        f"model '{where}': gives 1 output per image; slidegrad explains one class among 2 or more, one output "
+        "each: for a one-logit (sigmoid) model z, output [0, z] instead (its softmax is [1 - sigmoid(z), sigmoid(z)])",
+    )
+    finite = np.isfinite(outputs).all()
+    if finite and outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(axis=1), 1, atol=1e-4):
+        LOGGER.warning(
+            "model '%s': its outputs look like probabilities (in [0, 1], summing to 1 on a probe tile), i.e. a "
+            "softmax in the model; maps explain the class probability as given (its gradients), not a logit",
+            where,
+        )
+    return n_outputs
 
 
 # -- preprocessing ------------------------------------------------------------------
@@ -283,17 +415,68 @@ PREPROCESSORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def check_preprocessing(name: Any, where: str) -> None:
-    check(name in PREPROCESSORS, f"{where} is {name!r}; supported: {', '.join(PREPROCESSORS)}")
+MEAN_STD_KEYS = ("mean", "std")
+
+
+def check_preprocessing(value: Any, where: str) -> str | dict[str, list[float]]:
+    """A preprocessing: a name of :data:`PREPROCESSORS`, or ``{"mean": [r, g, b], "std": [r, g, b]}``
+    (numbers on the 0–1 scale, as foundation models publish them; std > 0), returned with plain float
+    lists; else one InputError line starting with ``where``."""
+    supported = f"supported: {', '.join(PREPROCESSORS)}, or {{mean: [r, g, b], std: [r, g, b]}} on the 0-1 scale"
+    if not isinstance(value, dict):
+        check(isinstance(value, str) and value in PREPROCESSORS, f"{where} is {value!r}; {supported}")
+        return value
+    unknown = [str(k) for k in value if k not in MEAN_STD_KEYS]
+    check(not unknown, f"{where} has unknown key(s) {', '.join(map(repr, unknown))}; expected exactly 'mean' and 'std'")
+    missing = [k for k in MEAN_STD_KEYS if k not in value]
+    if missing:
+        raise InputError(f"{where} has no {missing[0]!r}; expected exactly 'mean' and 'std'")
+    out = {}
+    for key in MEAN_STD_KEYS:
+        numbers = value[key]
+        ok = (
+            isinstance(numbers, (list, tuple))
+            and len(numbers) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+        )
+        bound = " > 0" if key == "std" else ""
+        check(
+            ok and (key == "mean" or all(v > 0 for v in numbers)),
+            f"{where}: {key!r} must be 3 numbers{bound} (r, g, b on the 0-1 scale), got {numbers!r}",
+        )
+        out[key] = [float(v) for v in numbers]
+    return out
+
+
+def describe_preprocessing(value: str | dict[str, Any]) -> str:
+    """A preprocessing for logs and reprs: its name, or ``mean [r, g, b] std [r, g, b]``."""
+    if isinstance(value, dict):
+        return " ".join(f"{key} [{', '.join(f'{v:g}' for v in value[key])}]" for key in MEAN_STD_KEYS)
+    return str(value)
+
+
+def mean_std(mean: Any, std: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``(img / 255 − mean) / std`` per channel, float32 (mean, std: 3 numbers on the 0–1 scale)."""
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+    def prep(img: np.ndarray) -> np.ndarray:
+        img = _check_image(img)
+        return ((img.astype(np.float32) / np.float32(255.0)) - mean) / std
+
+    return prep
 
 
 class Preprocess:
     """A model's input pipeline as Slideflow feeds it: the stain normaliser (if any), then the
-    preprocessing.  ``preprocess(tiles)``: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)`` → float32, same shape."""
+    preprocessing.  ``preprocess(tiles)``: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)`` → float32, same shape.
 
-    def __init__(self, preprocessing: str, normalizer: stain.StainNormalizer | None = None) -> None:
-        self.preprocessing, self.normalizer = preprocessing, normalizer
-        self._prep = PREPROCESSORS[preprocessing]
+    ``preprocessing``: a name of :data:`PREPROCESSORS`, or ``{"mean": [r, g, b], "std": [r, g, b]}``."""
+
+    def __init__(self, preprocessing: str | dict[str, Any], normalizer: stain.StainNormalizer | None = None) -> None:
+        self.preprocessing = check_preprocessing(preprocessing, "Preprocess: preprocessing")
+        self.normalizer = normalizer
+        prep = self.preprocessing
+        self._prep = mean_std(prep["mean"], prep["std"]) if isinstance(prep, dict) else PREPROCESSORS[prep]
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         return self._prep(self.normalize(img))
@@ -304,7 +487,7 @@ class Preprocess:
 
     def __repr__(self) -> str:
         norm = f"{self.normalizer.describe()} → " if self.normalizer else ""
-        return f"Preprocess({norm}{self.preprocessing})"
+        return f"Preprocess({norm}{describe_preprocessing(self.preprocessing)})"
 
 
 def get_preprocess_fn(model: str | Path | LoadedModel, stain_normalize: bool = True) -> Preprocess:

@@ -27,7 +27,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError, check, first_line
+from .errors import check
+from .failures import load_npy
 from .layout import Layout
 from .progress import LOGGER
 from .tables import read_tile_table, row_geometry
@@ -301,10 +302,7 @@ def overview_figure(
 # -- the job ---------------------------------------------------------------------------
 def _read_mask(path: Path) -> np.ndarray:
     check(path.is_file(), f"mask '{path}': file not found (did the masks job run?)")
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InputError(f"mask '{path}': not a NumPy .npy array ({first_line(err)})") from None
+    mask = load_npy(path)  # truncated or corrupt: one line naming it and the rule that wrote it
     check(mask.ndim == 2 and mask.size > 0, f"mask '{path}': expected a 2-D (H, W) array, got shape {mask.shape}")
     return mask.astype(np.float32, copy=False)
 

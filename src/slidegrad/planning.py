@@ -26,7 +26,7 @@ from .config import (
 from .errors import InputError, check
 from .layout import Layout
 from . import stain
-from .model import detect_backend, read_params, require_param
+from .model import check_preprocessing, detect_backend, read_params, require_param
 from .tables import Slide, TileLocations, check_in_grid, chunk_labels, read_samples, read_tile_locations
 
 
@@ -145,13 +145,40 @@ def geometry_mismatches(tile_px: Any, tile_um: Any, model_path: str) -> list[str
 
 
 def model_options(config: dict[str, Any]) -> dict[str, Any]:
-    """``load_model`` keywords from the config's ``model`` section, and its ``tile_px`` where set."""
+    """``load_model`` keywords from the config's ``model`` section, and its ``tile_px`` where set.
+
+    ``model.allow_code`` goes as ``allow_code: True``; otherwise under its old name, as it was recorded
+    before the rename (``allow_pickle: False``, or ``True`` from a config that still says
+    ``allow_pickle: true``), so the mask jobs' params, and what reruns, are unchanged.
+    """
     model = config["model"]
-    keys = ("preprocessing", "architecture", "architecture_kwargs", "allow_pickle", "normalizer", "normalizer_fit")
+    keys = ("preprocessing", "architecture", "architecture_kwargs", "normalizer", "normalizer_fit")
     options = {key: model[key] for key in keys if model.get(key) is not None}
+    if model.get("allow_code"):
+        options["allow_code"] = True
+    else:
+        options["allow_pickle"] = bool(model.get("allow_pickle"))
     if config.get("tile_px") is not None:
         options["tile_px"] = config["tile_px"]
     return options
+
+
+def check_allow_code(given: Any) -> list[str]:
+    """``model.allow_code`` and its old name ``model.allow_pickle`` in the config as given: an error where
+    both are set and disagree; a warning line where the old name is used."""
+    model = given.get("model") if isinstance(given, dict) else None
+    if not isinstance(model, dict) or "allow_pickle" not in model:
+        return []
+    new, old = model.get("allow_code"), model["allow_pickle"]
+    check(
+        "allow_code" not in model or new == old,
+        f"config fields 'model.allow_code' ({new!r}) and 'model.allow_pickle' ({old!r}, its old name) disagree; "
+        "keep model.allow_code alone",
+    )
+    return [
+        "config field 'model.allow_pickle': deprecated, renamed 'model.allow_code' (which also allows params.json's "
+        "'module:function' architectures and Keras Lambda layers)"
+    ]
 
 
 def mask_gpus(config: dict[str, Any], visible_gpus: int) -> int:
@@ -292,7 +319,9 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
     cluster job step, which rebuilds the plan, passes False).
     """
     given_evaluate = config.get("evaluate") if isinstance(config, dict) else None
+    given = config
     config = validate_config(config)
+    allow_warnings = check_allow_code(given)  # as given: the schema fills in both names' defaults
     methods = parse_methods(config["methods"])
     selection = parse_selection(config["tiles"])
     check_outdir(config["outdir"])
@@ -306,6 +335,7 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
     locations = None
     warnings = geometry_mismatches(config["tile_px"], config["tile_um"], config["model"]["path"])
     warnings += check_evaluate(config["evaluate"], given_evaluate)
+    warnings += allow_warnings
     if mode in ("table", "tfrecords"):
         locations = read_tile_locations(selection["path"], samples_path, slides)
         unused = [name for name in slides if name not in locations.by_slide]
@@ -319,6 +349,10 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
         slides = {name: slides[name] for name in locations.by_slide}
     figure_methods(config, methods)  # figure.methods names the run's methods
     check_normalizer(config)
+    if config["model"].get("preprocessing") is not None:  # the schema's checks, and finite numbers
+        config["model"]["preprocessing"] = check_preprocessing(
+            config["model"]["preprocessing"], "config field 'model.preprocessing'"
+        )
     config["model"]["class_idx"] = check_class_idx(config)  # the mask jobs get the index
     plan = Plan(config, model_backend(config), slides, methods, selection, locations, warnings)
     if open_slides:

@@ -148,8 +148,10 @@ class SaliencyMap:
         return self.attributions(img, method, **kwargs)[0]
 
     def all(self, img: np.ndarray, **kwargs: Any) -> dict[str, np.ndarray]:
-        """Every method's mask for ``img``."""
-        return {name: self.get(img, name, **kwargs) for name in METHODS}
+        """Every method's mask for ``img``: those of :data:`~slidegrad.methods.METHODS` that apply to the
+        model (methods for vision transformers only on one)."""
+        vit = self.backend.token_prefix() is not None
+        return {name: self.get(img, name, **kwargs) for name, m in METHODS.items() if vit or not m.transformer}
 
     # -- Slideflow-named methods: one per METHODS entry, generated below (method_wrapper) --
     def __getattr__(self, name: str) -> Any:

@@ -6,8 +6,10 @@ A backend wraps a model on its device and answers, for a channels-last
 * :meth:`Backend.probabilities` — ``(N, K)`` softmax probabilities;
 * :meth:`Backend.input_gradients` — d(class logit)/d(input), ``(N, H, W, C)``;
 * :meth:`Backend.conv_gradients` — a conv layer's activations and the class
-  logit's gradients w.r.t. them, both ``(N, h, w, c)`` channels-last;
-  :meth:`Backend.gradcam_layer` names the layer it uses (for provenance).
+  logit's gradients w.r.t. them, both ``(N, h, w, c)`` channels-last (a vision
+  transformer's token layer on its patch grid, prefix tokens dropped);
+  :meth:`Backend.gradcam_layer` names the layer it uses and :meth:`Backend.token_prefix`
+  the prefix tokens dropped (for provenance).
 
 For the native engine a backend also exposes :class:`Ops` (``backend.ops``):
 the few device-side array operations every method is written over, so one
@@ -27,7 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..model_files import LoadedModel
-from .common import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite  # noqa: F401 - API
+from .common import AttentionMaps, cache_class_count, cached_class_count, checked_output  # noqa: F401 - API
+from .common import nan_where_nonfinite  # noqa: F401 - API
 
 
 class Ops(Protocol):
@@ -53,6 +56,9 @@ class Ops(Protocol):
     def concat(self, ts: list[Any]) -> Any: ...
     def zeros_like(self, t: Any) -> Any: ...
     def einsum(self, spec: str, *ts: Any) -> Any: ...
+    def reduce(self, t: Any, how: str, axis: int) -> Any: ...  # mean, max or min over axis
+    def eye(self, n: int, dtype: str = "float32") -> Any: ...
+    def attention(self, x: Any, class_idx: Any | None) -> AttentionMaps: ...  # a ViT's attention (+ gradients)
 
 
 class Backend(Protocol):
@@ -81,6 +87,8 @@ class Backend(Protocol):
     def conv_layer_names(self) -> list[str]: ...
 
     def gradcam_layer(self, layer: str | None = None) -> str: ...  # the layer conv_gradients uses for ``layer``
+
+    def token_prefix(self) -> int | None: ...  # prefix tokens a ViT's maps drop; None for other models
 
 
 def get_backend(model: Any, device: str = "auto") -> Backend:

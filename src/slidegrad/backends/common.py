@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,3 +51,18 @@ def nan_where_nonfinite(probabilities: np.ndarray, outputs: np.ndarray) -> np.nd
     can turn an inf into a finite probability)."""
     probabilities[~np.isfinite(outputs).all(axis=1)] = np.nan
     return probabilities
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """A vision transformer's attention for a batch, as ``Ops.attention`` gives it (device tensors).
+
+    ``maps``: per block, the attention probabilities ``(N, heads, T, T)``; ``grads``: the class logit's
+    gradients w.r.t. each (``None`` when not asked for); ``prefix_tokens``: CLS + register tokens, the first
+    rows of ``T``; ``grid``: the ``(h, w)`` patch grid of the other ``T − prefix_tokens`` tokens.
+    """
+
+    maps: list[Any]
+    grads: list[Any] | None
+    prefix_tokens: int
+    grid: tuple[int, int]

@@ -53,15 +53,20 @@ class _SignatureModel:
         return next(iter(outputs.values()))
 
 
-def load_module(path: Path, params: dict[str, Any]) -> tuple[Any, list[Path]]:
-    """Load a ``.keras`` file, a directory holding ``model.keras``, or a SavedModel directory."""
+def load_module(path: Path, params: dict[str, Any], allow_code: bool = False) -> tuple[Any, list[Path]]:
+    """Load a ``.keras`` file, a directory holding ``model.keras``, or a SavedModel directory.
+
+    Keras loads in safe mode (``safe_mode=True``): a ``Lambda`` layer's Python bytecode is refused with one
+    line unless ``allow_code`` (then ``safe_mode=False`` runs it).  Keras 3 imports classes only from
+    Keras's own packages; custom layers must be registered by code the caller imported."""
     keras_file = path / KERAS_FILE if path.is_dir() else path
     if keras_file.suffix == ".keras" and keras_file.exists():
         import keras
 
         try:
-            return keras.saving.load_model(keras_file, compile=False), [keras_file]
+            return keras.saving.load_model(keras_file, compile=False, safe_mode=not allow_code), [keras_file]
         except Exception as err:  # noqa: BLE001 - Keras raises many types for bad files
+            _refuse_lambda(err, keras_file, allow_code)
             raise InputError(f"model '{keras_file}': not a readable .keras file ({first_line(err, SHORT)})") from None
     check(
         path.is_dir() and (path / SAVED_MODEL_FILE).exists(),
@@ -69,13 +74,15 @@ def load_module(path: Path, params: dict[str, Any]) -> tuple[Any, list[Path]]:
     )
     files = [path / SAVED_MODEL_FILE, path / "variables"]
     import tf_keras
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
 
     try:
-        model = tf_keras.models.load_model(path, compile=False)
+        with SafeModeScope(not allow_code):  # tf_keras's SavedModel loader leaves safe mode unset (= off)
+            model = tf_keras.models.load_model(path, compile=False)
         if isinstance(model, tf_keras.Model):
             return model, files
-    except Exception:  # noqa: BLE001 - not a Keras SavedModel: fall back to its signature
-        pass
+    except Exception as err:  # noqa: BLE001 - not a Keras SavedModel: fall back to its signature
+        _refuse_lambda(err, path, allow_code)
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as err:  # noqa: BLE001
@@ -88,8 +95,29 @@ def load_module(path: Path, params: dict[str, Any]) -> tuple[Any, list[Path]]:
     return _SignatureModel(loaded, path), files
 
 
+def _refuse_lambda(err: Exception, file: Path, allow_code: bool) -> None:
+    """One InputError line where Keras refused a ``Lambda`` layer's Python code in safe mode."""
+    if not allow_code and "Lambda" in str(err) and "safe_mode" in str(err):
+        raise InputError(
+            f"model '{file}': a Keras Lambda layer holds Python code (bytecode in the file); loading it runs that "
+            "code, so it needs allow_code=True (config: model.allow_code: true) — only for a model you trust; "
+            "Keras loads with safe_mode=True otherwise"
+        ) from None
+
+
 def output_count(model: Any, tile_px: int | None, where: str) -> int:
     """Number of classes; checks the input size against ``tile_px`` and the output is ``(N, classes)``."""
+    return checked_output(_probe(model, tile_px, where), where)
+
+
+def probe_outputs(model: Any, tile_px: int | None, where: str) -> np.ndarray:
+    """The ``(1, classes)`` outputs of :func:`output_count`'s probe (an all-zero tile), checked, as numpy."""
+    out = _probe(model, tile_px, where)
+    checked_output(out, where)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _probe(model: Any, tile_px: int | None, where: str) -> Any:
     input_shape = tuple(getattr(model, "input_shape", None) or ())
     if len(input_shape) == 4 and tile_px is not None:
         height, width = input_shape[1], input_shape[2]
@@ -98,7 +126,7 @@ def output_count(model: Any, tile_px: int | None, where: str) -> int:
             f"model '{where}': expects {height}×{width} inputs but tile_px is {tile_px}",
         )
     size = tile_px or (input_shape[1] if len(input_shape) == 4 and input_shape[1] else 64)
-    return checked_output(forward(model, tf.zeros((1, size, size, 3)), where), where)
+    return forward(model, tf.zeros((1, size, size, 3)), where)
 
 
 def forward(model: Any, x: tf.Tensor, where: str) -> Any:
@@ -344,17 +372,23 @@ class TensorFlowBackend:
 
     def conv_layer_names(self) -> list[str]:
         """Layers with a 4-D output (N, h, w, c), in order: the Grad-CAM candidates."""
-        names = []
+        return [name for name, rank in self._output_ranks() if rank == 4]
+
+    def _output_ranks(self) -> list[tuple[str, int]]:
+        """``(name, rank of its output)`` of every layer but the input, in order."""
+        ranks = []
         for layer in getattr(self.model, "layers", []):
             if type(layer).__name__ == "InputLayer":
                 continue
             try:
-                shape = layer.output.shape
-            except (AttributeError, ValueError):
+                ranks.append((layer.name, len(layer.output.shape)))
+            except (AttributeError, ValueError, TypeError):
                 continue
-            if len(shape) == 4:
-                names.append(layer.name)
-        return names
+        return ranks
+
+    def token_prefix(self) -> int | None:
+        """Keras vision transformers are not read as such (see :meth:`gradcam_layer`): always ``None``."""
+        return None
 
     def gradcam_layer(self, layer: str | None = None) -> str:
         """The name of the layer Grad-CAM uses for ``layer``: ``layer`` itself, or (``None``) the last
@@ -365,6 +399,14 @@ class TensorFlowBackend:
         names = self.conv_layer_names()
         if layer is None:
             check(bool(names), "gradcam: the model has no layer with a 4-D output; pass layer= explicitly")
+            ranks = self._output_ranks()
+            after = [name for name, rank in ranks[[n for n, _ in ranks].index(names[-1]) + 1 :] if rank == 3]
+            if after:
+                raise InputError(
+                    f"gradcam: the last 4-D layer {names[-1]!r} is followed by token layers (N, T, C) such as "
+                    f"{after[0]!r} (a vision transformer?); slidegrad reads token grids of PyTorch models only, "
+                    f"so Keras transformers get no default layer: pass layer= to use {names[-1]!r} anyway"
+                )
             return names[-1]
         check(layer in names, f"gradcam: layer {layer!r} not found; layers with 4-D outputs: {', '.join(names)}")
         return layer
@@ -485,3 +527,17 @@ class TensorFlowOps:
     @staticmethod
     def einsum(spec: str, *ts: tf.Tensor) -> tf.Tensor:
         return tf.einsum(spec, *ts)
+
+    @staticmethod
+    def reduce(t: tf.Tensor, how: str, axis: int) -> tf.Tensor:
+        return {"mean": tf.reduce_mean, "max": tf.reduce_max, "min": tf.reduce_min}[how](t, axis=axis)
+
+    def eye(self, n: int, dtype: str = "float32") -> tf.Tensor:
+        with tf.device(self.backend.device):
+            return tf.eye(n, dtype=getattr(tf, dtype))
+
+    def attention(self, x: tf.Tensor, class_idx: tf.Tensor | None) -> Any:
+        raise InputError(
+            f"model '{self.backend.name}': attention methods read a vision transformer's attention in PyTorch "
+            "models only (timm layout or transformers); this is a TensorFlow/Keras model"
+        )

@@ -11,6 +11,7 @@ import logging
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,7 +21,9 @@ from torch import nn
 
 from ..errors import InputError, check, first_line
 from ..model_files import TORCH_FILES, TORCH_SUFFIXES
-from .common import cache_class_count, cached_class_count, checked_output, nan_where_nonfinite
+from .common import AttentionMaps, cache_class_count, cached_class_count, checked_output, nan_where_nonfinite
+from .torch_vit import TokenModel, attention_bytes, capture_attention, is_patch_embedding, token_model, tokens_to_grid
+from .torch_vit import check_tile_size, warn_patch_embedding
 
 SLIDEFLOW_EPOCH = re.compile(r"_epoch(\d+)\.zip$")
 _PICKLED_CLASS = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
@@ -29,16 +32,47 @@ SHORT = 300  # characters of a framework's error message kept in ours
 
 
 # -- model loading --------------------------------------------------------------------
+ENTRY_POINT_GROUP = "slidegrad.architectures"  # installed packages register architecture factories here
+LOGGER = logging.getLogger("slidegrad")
+
+
+def registered_architectures() -> dict[str, Any]:
+    """Architecture names installed packages register (entry point group ``slidegrad.architectures``),
+    as entry points: nothing is imported until one is used."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def is_code(name: Any) -> bool:
+    """Whether an architecture is ``"module:function"`` (code to import and call), not a name."""
+    return isinstance(name, str) and ":" in name
+
+
 def resolve_factory(name: str, where: str) -> Callable[..., nn.Module]:
-    """The architecture factory for a registered name or ``"module:function"``."""
+    """The architecture factory for a name (:data:`slidegrad.torch_nets.ARCHITECTURES`, else an installed
+    package's ``slidegrad.architectures`` entry point) or ``"module:function"``.  Only call this once
+    the caller knows ``"module:function"`` is allowed (:func:`build_architecture` checks)."""
     if ":" not in name:
         from ..torch_nets import ARCHITECTURES
 
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
+        registered = registered_architectures()
         check(
-            name in ARCHITECTURES,
-            f"{where}: unknown architecture {name!r}; use one of {sorted(ARCHITECTURES)} or 'module:function'",
+            name in registered,
+            f"{where}: unknown architecture {name!r}; use one of {sorted({*ARCHITECTURES, *registered})} "
+            "or 'module:function'",
         )
-        return ARCHITECTURES[name]
+        try:
+            factory = registered[name].load()
+        except Exception as err:  # noqa: BLE001 - the installed package's import
+            raise InputError(
+                f"{where}: cannot import architecture {name!r} (entry point {registered[name].value!r} in group "
+                f"{ENTRY_POINT_GROUP!r}: {first_line(err, SHORT)})"
+            ) from None
+        check(callable(factory), f"{where}: architecture {name!r} (entry point {registered[name].value!r}) is not callable")
+        return factory
     module_name, _, attr = name.partition(":")
     check(
         bool(module_name) and attr.isidentifier(),
@@ -57,6 +91,18 @@ def resolve_factory(name: str, where: str) -> Callable[..., nn.Module]:
     return factory
 
 
+def refuse_params_code(name: Any, params_file: Any, allow_code: bool) -> None:
+    """One InputError line where ``params.json`` names code (``"module:function"``) and code is not allowed:
+    checked before anything is imported or called."""
+    if allow_code or not is_code(name):
+        return
+    raise InputError(
+        f"'{params_file}': architecture {name!r} is code ('module:function'); loading the model would import and "
+        "call it, so it needs allow_code=True (config: model.allow_code: true) — only for a model you trust; or "
+        "name the architecture yourself: load_model(..., architecture=...) / config model.architecture"
+    )
+
+
 def _takes(factory: Callable[..., Any], name: str) -> bool:
     try:
         params = inspect.signature(factory).parameters.values()
@@ -65,9 +111,16 @@ def _takes(factory: Callable[..., Any], name: str) -> bool:
     return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
-def build_architecture(params: dict[str, Any], where: str) -> nn.Module:
-    """The module a state dict loads into: ``architecture`` (else Slideflow's ``hp.model``) and its kwargs."""
+def build_architecture(
+    params: dict[str, Any], where: str, allow_code: bool = False, params_file: Any = None
+) -> nn.Module:
+    """The module a state dict loads into: ``architecture`` (else Slideflow's ``hp.model``) and its kwargs.
+
+    ``params_file``: the ``params.json`` the architecture comes from (``None``: the user gave it); a
+    ``"module:function"`` from there needs ``allow_code`` (:func:`refuse_params_code`)."""
     name = params.get("architecture")
+    if params_file is not None:
+        refuse_params_code(name, params_file, allow_code)
     if name is None:
         from ..torch_nets import ARCHITECTURES
 
@@ -139,8 +192,14 @@ def file_kind(path: Path) -> str:
     return "saved"
 
 
-def load_module(path: Path, params: dict[str, Any], allow_pickle: bool = False) -> tuple[nn.Module, list[Path]]:
-    """Load a PyTorch model path (see :mod:`slidegrad.model`); returns the module (eval mode) and its files."""
+def load_module(
+    path: Path, params: dict[str, Any], allow_code: bool = False, params_file: Any = None
+) -> tuple[nn.Module, list[Path]]:
+    """Load a PyTorch model path (see :mod:`slidegrad.model`); returns the module (eval mode) and its files.
+
+    ``allow_code``: a pickled module may be unpickled, and ``params.json``'s ``"module:function"``
+    architecture called.  ``params_file``: the ``params.json`` that ``params["architecture"]`` comes from,
+    ``None`` where the user gave it (their own code: always allowed)."""
     file = torch_model_file(path)
     kind = file_kind(file)
     if kind == "export":
@@ -150,21 +209,112 @@ def load_module(path: Path, params: dict[str, Any], allow_pickle: bool = False) 
             module = torch.jit.load(str(file), map_location="cpu")
         except Exception as err:  # noqa: BLE001 - torch raises many types here
             raise InputError(f"model '{file}': not a readable TorchScript file ({first_line(err, SHORT)})") from None
-        return module.eval(), [file]
-    loaded = _torch_load(file, allow_pickle)
+        return to_eval(module, str(file)), [file]
+    loaded = _torch_load(file, allow_code)
     if isinstance(loaded, nn.Module):
-        return loaded.eval(), [file]
+        return to_eval(loaded, str(file)), [file]
     check(
         isinstance(loaded, dict) and all(isinstance(v, torch.Tensor) for v in loaded.values()),
         f"model '{file}': holds a {type(loaded).__name__}, not a state dict or a module",
     )
-    module = build_architecture(params, f"model '{path}'")
+    module = build_architecture(params, f"model '{path}'", allow_code, params_file)
     load_state_dict(module, loaded, str(file))
-    return module.eval(), [file]
+    return module.eval(), [file]  # a freshly built module is in training mode: nothing to say
 
 
-def _torch_load(file: Path, allow_pickle: bool) -> Any:
-    """``torch.load`` with ``weights_only=True``; a pickled module needs ``allow_pickle``."""
+def to_eval(module: nn.Module, where: str) -> nn.Module:
+    """``module`` in eval mode; one WARNING line where it was in training mode (saved so, or handed to
+    ``SaliencyMap`` so: dropout active, batch norm using each batch's statistics), which slidegrad never explains."""
+    if any(m.training for m in module.modules()):
+        LOGGER.warning(
+            "model '%s': in training mode; put in eval mode (dropout off, batch norm on its running statistics)",
+            where,
+        )
+        module.eval()
+    return module
+
+
+def load_transformers(path: Path, config_name: str, model_type: str) -> tuple[nn.Module, list[Path]]:
+    """A Hugging Face ``transformers`` folder (``save_pretrained``: ``config.json`` + ``*.safetensors``) as
+    ``AutoModelForImageClassification``, in float32 with eager attention (its attention probabilities can
+    be read), eval mode; returns the module and its files.
+
+    Never runs code from the folder: ``trust_remote_code=False``, a ``config.json`` whose ``auto_map`` asks
+    for remote code is refused, and only safetensors weights are read (no pickles).  ``transformers`` is
+    imported here, only when such a folder is loaded.  ``config_name``: its config file's name;
+    ``model_type``: the config's, checked by :func:`slidegrad.model.read_hf_config` (valid JSON, no ``auto_map``).
+    """
+    config_file = path / config_name
+    weights = sorted(p for p in path.glob("*.safetensors") if p.is_file())
+    check(
+        bool(weights),
+        f"model '{path}': {config_name} but no *.safetensors weights; expected a transformers save_pretrained "
+        "folder (config.json + model.safetensors) or a slidegrad model file (model.pt2, weights.pt, model.pt)",
+    )
+    try:
+        import transformers
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    except ImportError as err:
+        raise InputError(
+            f"model '{path}': a transformers model folder, but transformers cannot be imported "
+            f"({first_line(err, SHORT)})"
+        ) from None
+    check(
+        model_type in CONFIG_MAPPING_NAMES,
+        f"'{config_file}': unknown model_type {model_type!r}; expected a model type built into transformers "
+        f"{transformers.__version__} (remote code is never run)",
+    )
+    check(
+        model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        f"'{config_file}': model_type {model_type!r} has no image classifier in transformers "
+        f"{transformers.__version__}; expected one AutoModelForImageClassification loads (e.g. vit, dinov2)",
+    )
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar in the job logs
+    try:
+        module, info = transformers.AutoModelForImageClassification.from_pretrained(
+            path,
+            attn_implementation="eager",
+            trust_remote_code=False,
+            use_safetensors=True,
+            local_files_only=True,
+            dtype=torch.float32,
+            output_loading_info=True,
+        )
+    except Exception as err:  # noqa: BLE001 - transformers raises many types here
+        if "ignore_mismatched_sizes" in str(err):  # its detail is a logged report, not the message
+            raise InputError(
+                f"model '{path}': the safetensors weights' shapes differ from what {config_name} describes "
+                "(e.g. its id2label / num_labels against the classifier's outputs)"
+            ) from None
+        raise InputError(f"model '{path}': transformers cannot load it ({first_line(err, SHORT)})") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    missing = sorted(info.get("missing_keys") or [])
+    check(
+        not missing,
+        f"model '{path}': the safetensors weights lack {len(missing)} of the classifier's tensors "
+        f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}); expected a trained image classifier "
+        "saved with save_pretrained (a backbone alone has no class scores)",
+    )
+    return module.eval(), [config_file, *weights]
+
+
+def model_logits(out: Any) -> Any:
+    """The ``(N, classes)`` tensor of a model's output: its ``logits`` where it has them (Hugging Face's
+    ``ImageClassifierOutput``, or any object or mapping with a ``logits`` field), else the output itself."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, Mapping):
+        logits = out.get("logits")
+    return out if logits is None else logits
+
+
+def _torch_load(file: Path, allow_code: bool) -> Any:
+    """``torch.load`` with ``weights_only=True``; a pickled module needs ``allow_code``."""
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -173,10 +323,10 @@ def _torch_load(file: Path, allow_pickle: bool) -> Any:
             detail = _UNPICKLER_ERROR.search(str(err))
             reason = detail.group(1).strip() if detail else first_line(err, SHORT)
             raise InputError(f"model '{file}': not a readable PyTorch file ({reason})") from None
-        if not allow_pickle:
+        if not allow_code:
             raise InputError(
                 f"model '{file}': a pickled module ({pickled.group(1)}, saved with torch.save(model)); loading it "
-                "runs arbitrary code from the file, so it needs allow_pickle=True (config: model.allow_pickle: true) "
+                "runs arbitrary code from the file, so it needs allow_code=True (config: model.allow_code: true) "
                 "— only for files you trust; or save a state dict, TorchScript or torch.export program instead"
             ) from None
     except Exception as err:  # noqa: BLE001 - truncated or corrupt archives
@@ -351,12 +501,26 @@ def output_count(module: nn.Module, tile_px: int | None, where: str, device: tor
 
     Without ``tile_px`` the size is a ``torch.export`` program's own, else 64.
     """
+    return checked_output(_probe(module, tile_px, where, device), where)
+
+
+def probe_outputs(module: nn.Module, tile_px: int | None, where: str) -> np.ndarray:
+    """The ``(1, classes)`` outputs of :func:`output_count`'s probe (an all-zero tile), checked, as numpy."""
+    out = _probe(module, tile_px, where)
+    checked_output(out, where)
+    return out.detach().float().cpu().numpy()
+
+
+def _probe(module: nn.Module, tile_px: int | None, where: str, device: torch.device | None = None) -> Any:
     size = tile_px or input_size(module)
+    tokens = token_model(module)
+    if tokens is not None and size:
+        check_tile_size(tokens, size, where)
     hint = "; give its tile size: params.json 'tile_px', load_model(..., tile_px=) or the config's tile_px"
     hint = "" if size else hint
     dummy = torch.zeros(1, 3, size or 64, size or 64, device=device)
     dummy = dummy.contiguous(memory_format=input_layout(dummy.device))
-    return checked_output(forward(module, dummy, where, no_grad=True, hint=hint), where)
+    return forward(module, dummy, where, no_grad=True, hint=hint)
 
 
 def input_layout(device: torch.device) -> torch.memory_format:
@@ -365,10 +529,11 @@ def input_layout(device: torch.device) -> torch.memory_format:
 
 
 def forward(module: nn.Module, x: torch.Tensor, where: str, no_grad: bool = False, hint: str = "") -> Any:
-    """``module(x)`` for an ``(N, 3, H, W)`` batch; an error in the model is one line naming it and the size."""
+    """``module(x)``'s logits (:func:`model_logits`) for an ``(N, 3, H, W)`` batch; an error in the model is
+    one line naming it and the size."""
     try:
         with torch.no_grad() if no_grad else contextlib.nullcontext():
-            return module(x)
+            return model_logits(module(x))
     except torch.OutOfMemoryError:
         raise
     except Exception as err:  # noqa: BLE001 - any error from the model's code
@@ -461,13 +626,16 @@ class TorchBackend:
     ) -> None:
         self.device = resolve_device(device)
         self.module = _on_device(hookable(module), self.device)  # torch.export: conv layers made hookable
-        if any(m.training for m in self.module.modules()):
-            self.module.eval()
-        self.dtype = torch.float32
         self.name = name or type(module).__name__
+        to_eval(self.module, self.name)  # a bare module handed over in training mode: eval, with a warning
+        self.dtype = torch.float32
         self._declared_classes = n_classes  # from outcome_labels: every output must be this wide
         self._n_classes = n_classes if n_classes is not None else cached_class_count(self.module)
         self._tile_px = tile_px
+        self.tokens: TokenModel | None = token_model(self.module)  # a vision transformer's token layout
+        if self.tokens is not None and tile_px:
+            check_tile_size(self.tokens, tile_px, self.name)
+        self._warned_layers: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------
     def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -571,6 +739,8 @@ class TorchBackend:
         finally:
             for handle in handles:
                 handle.remove()
+        if self.tokens is not None:  # attention maps, read by the attention methods: heads × T² per block
+            total += attention_bytes(self.module, self.tokens, sample, self.name)
         return total
 
     def free_memory(self) -> int:
@@ -586,10 +756,14 @@ class TorchBackend:
         return [name for name, mod in self.module.named_modules() if isinstance(mod, nn.Conv2d)]
 
     def gradcam_layer(self, layer: str | None = None) -> str:
-        """The name of the layer Grad-CAM uses for ``layer``: ``layer`` itself, or (``None``) the
-        last ``nn.Conv2d``; an unknown layer, or a model without one, is the InputError
-        :meth:`conv_gradients` raises."""
+        """The name of the layer Grad-CAM uses for ``layer``: ``layer`` itself, or (``None``) the last
+        ``nn.Conv2d`` — on a vision transformer the last block's first norm (its attention's input
+        tokens); an unknown layer, or a model without one, is the InputError :meth:`conv_gradients` raises."""
         return self._layer(layer)[0]
+
+    def token_prefix(self) -> int | None:
+        """The prefix tokens (CLS + registers) a vision transformer's maps drop; ``None`` for other models."""
+        return None if self.tokens is None else self.tokens.prefix_tokens
 
     def _layer(self, layer: str | None) -> tuple[str, nn.Module]:
         if isinstance(self.module, torch.jit.ScriptModule):
@@ -598,18 +772,25 @@ class TorchBackend:
                 "'architecture' in params.json to use Grad-CAM"
             )
         names = self.conv_layer_names()
+        candidates = names if self.tokens is None else [*names, *self.tokens.norms]
         if layer is None:
-            check(bool(names), "gradcam: the model has no nn.Conv2d layer; pass layer= explicitly")
-            layer = names[-1]
+            check(bool(candidates), "gradcam: the model has no nn.Conv2d layer; pass layer= explicitly")
+            layer = candidates[-1]  # a vision transformer: its last block's first norm
         modules = dict(self.module.named_modules())
-        check(layer in modules, f"gradcam: layer {layer!r} not found; conv layers: {', '.join(names)}")
+        tokens = f"; token layers: {', '.join(self.tokens.norms)}" if self.tokens is not None else ""
+        check(layer in modules, f"gradcam: layer {layer!r} not found; conv layers: {', '.join(names)}{tokens}")
+        if is_patch_embedding(layer, modules[layer], self.tokens) and layer not in self._warned_layers:
+            self._warned_layers.add(layer)
+            warn_patch_embedding(layer)
         return layer, modules[layer]
 
     @autograd()
     def conv_gradients(
         self, x: np.ndarray, class_idx: np.ndarray, layer: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Activations of ``layer`` (default: last conv) and the class logit's gradients, ``(N, h, w, c)``.
+        """Activations of ``layer`` (default: last conv; a ViT's last block's first norm) and the class
+        logit's gradients, ``(N, h, w, c)``.  Token outputs ``(N, T, C)`` drop their prefix tokens and lie
+        on the patch grid (:func:`~slidegrad.backends.torch_vit.tokens_to_grid`).
 
         The input requires grad, so the graph reaches the layer when no parameter does (a frozen model).
         """
@@ -622,10 +803,41 @@ class TorchBackend:
             handle.remove()
         check(bool(captured), f"gradcam: layer {name!r} is not called in the model's forward pass")
         acts = captured[-1]
+        check(
+            isinstance(acts, torch.Tensor) and acts.ndim in (3, 4),
+            f"gradcam: layer {name!r} outputs {type(acts).__name__} of shape {tuple(getattr(acts, 'shape', ()))}; "
+            "expected (N, C, h, w) feature maps or (N, T, C) tokens",
+        )
         check(acts.requires_grad, f"gradcam: layer {name!r}'s output does not depend on the input (no gradient)")
         idx = self._class_index(class_idx, out.shape[0])
         (grads,) = torch.autograd.grad(out.gather(1, idx[:, None]).sum(), acts)
-        return self._to_numpy(acts), self._to_numpy(grads)
+        if acts.ndim == 4:
+            return self._to_numpy(acts), self._to_numpy(grads)
+        prefix = self.tokens.prefix_tokens if self.tokens is not None else 1
+        grid = self.tokens.grid(tuple(x.shape[1:3])) if self.tokens is not None else None
+        acts, grads = (tokens_to_grid(t, prefix, grid, name) for t in (acts, grads))
+        return (t.detach().cpu().numpy().astype(np.float32, copy=False) for t in (acts, grads))  # type: ignore[return-value]
+
+    @autograd()
+    def attention_maps(
+        self, x: torch.Tensor, class_idx: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Every block's attention probabilities ``(N, heads, T, T)`` for a channels-last batch on the
+        device, and (with ``class_idx``) the class logit's gradients w.r.t. them; device tensors."""
+        check(
+            self.tokens is not None,
+            f"model '{self.name}': not a vision transformer (no blocks with norm1/layernorm_before and "
+            "attn/attention); attention methods need one",
+        )
+        inputs = self.model_input(x).requires_grad_(class_idx is not None)
+        with capture_attention(self.module, self.tokens, self.name) as maps:
+            if class_idx is None:
+                with torch.no_grad():
+                    self._forward(inputs)
+                return [m.detach() for m in maps], None
+            out = self._forward(inputs)
+        grads = torch.autograd.grad(out.gather(1, class_idx[:, None]).sum(), maps)
+        return [m.detach() for m in maps], [g.detach() for g in grads]
 
 
 class _GraphSizes(torch.fx.Interpreter):
@@ -664,9 +876,35 @@ class TorchOps:
     def grad(self, x: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
         """d(class logit)/d(input) for a channels-last float32 batch, on the device."""
         inputs = self.backend.model_input(x).requires_grad_(True)
-        out = self.backend.module(inputs)
+        out = model_logits(self.backend.module(inputs))
         (grads,) = torch.autograd.grad(out.gather(1, class_idx[:, None]).sum(), inputs)
         return grads.permute(0, 2, 3, 1)
+
+    def attention(self, x: torch.Tensor, class_idx: torch.Tensor | None) -> AttentionMaps:
+        """A vision transformer's attention for a channels-last batch (and its gradients with ``class_idx``)."""
+        maps, grads = self.backend.attention_maps(x, class_idx)
+        tokens = self.backend.tokens
+        t = int(maps[0].shape[-1])
+        grid = tokens.grid((int(x.shape[1]), int(x.shape[2])))
+        if grid is None:
+            side = int(np.sqrt(t - tokens.prefix_tokens))
+            grid = (side, side)
+        check(
+            grid[0] * grid[1] + tokens.prefix_tokens == t,
+            f"model '{self.backend.name}': attention over {t} tokens is not {tokens.prefix_tokens} prefix token(s) "
+            f"plus the {grid[0]}×{grid[1]} patch grid of a {int(x.shape[1])}×{int(x.shape[2])} input",
+        )
+        return AttentionMaps(maps, grads, tokens.prefix_tokens, grid)
+
+    @staticmethod
+    def reduce(t: torch.Tensor, how: str, axis: int) -> torch.Tensor:
+        """``mean``, ``max`` or ``min`` over ``axis``."""
+        if how == "mean":
+            return t.mean(dim=axis)
+        return t.amax(dim=axis) if how == "max" else t.amin(dim=axis)
+
+    def eye(self, n: int, dtype: str = "float32") -> torch.Tensor:
+        return torch.eye(n, dtype=getattr(torch, dtype), device=self.device)
 
     def conv(self, x: torch.Tensor, class_idx: torch.Tensor, layer: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         acts, grads = self.backend.conv_gradients(self.numpy(x), self.numpy(class_idx), layer)

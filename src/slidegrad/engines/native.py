@@ -13,6 +13,7 @@ then copied to the host once.  Results reproduce PAIR's ``saliency.core``
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -310,7 +311,8 @@ class NativeEngine:
     def gradcam(self, x: Any, classes: Any, params: dict[str, Any], method: Method | None = None) -> list[np.ndarray]:
         """Grad-CAM maps ``(H, W)`` per tile: PAIR's finish (divided by the max, resized to the input)."""
         size = (int(x.shape[1]), int(x.shape[2]))
-        return [gradcam_resize(cam, size) for cam in self.ops.numpy(self.gradcam_cams(x, classes, params))]
+        mode = upsampling_mode(self.backend)
+        return [gradcam_resize(cam, size, mode) for cam in self.ops.numpy(self.gradcam_cams(x, classes, params))]
 
     def gradcam_cams(self, x: Any, classes: Any, params: dict[str, Any]) -> Any:
         """Grad-CAM maps at the layer's resolution ``(N, h, w)`` (ReLU'd, not yet resized), batched by the budget."""
@@ -412,7 +414,7 @@ class NativeEngine:
         """One raw attribution per tile of the group, by the engine method ``request.method.native`` (no SmoothGrad)."""
         ops = self.ops
         x = ops.tensor(batch, str(batch.dtype))
-        raw = getattr(self, request.method.native)(x, ops.tensor(classes, "int64"), request.params, request.method)
+        raw = method_function(request.method)(self, x, ops.tensor(classes, "int64"), request.params, request.method)
         if request.method.native == "integrated_gradients":
             self.tile_steps += [int(k) for k in self.ig_steps]
         if isinstance(raw, list):  # already per-tile host arrays (XRAI, Grad-CAM)
@@ -440,6 +442,15 @@ class NativeEngine:
         fast = method is not None and method.algorithm == "fast"
         select = xrai_regions.xrai_fast if fast else xrai_regions.xrai_full
         return [select(attr, segs.result()) for attr, segs in zip(attrs, segmentation)]
+
+
+def method_function(method: Method) -> Callable[..., Any]:
+    """The function computing ``method`` natively, ``(engine, x, classes, params, method)`` → raw maps: a
+    :class:`NativeEngine` method, or ``"module:function"`` of :attr:`Method.native` in :mod:`slidegrad.engines`."""
+    if ":" not in method.native:
+        return getattr(NativeEngine, method.native)
+    module, _, name = method.native.partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 @functools.lru_cache(maxsize=1)
@@ -512,8 +523,16 @@ def cached_blur_matrices(sigmas: tuple[float, ...], size: int, dtype: str = "flo
     return blur_matrices(np.asarray(sigmas, np.float64), size).astype(dtype)
 
 
-def gradcam_resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """PAIR's Grad-CAM finish: divide by the max (if positive) and resize to the input with skimage."""
+def upsampling_mode(backend: Any) -> str:
+    """How a coarse map's edges are upsampled: ``reflect`` (skimage's default, PAIR's Grad-CAM) for CNNs;
+    ``edge`` for a vision transformer's patch-grid maps, the edge patch repeated as pytorch-grad-cam's OpenCV
+    resize and Chefer et al.'s ``F.interpolate(mode='bilinear')`` do (the same values to float rounding)."""
+    return "edge" if backend.token_prefix() is not None else "reflect"
+
+
+def gradcam_resize(cam: np.ndarray, size: tuple[int, int], mode: str = "reflect") -> np.ndarray:
+    """PAIR's Grad-CAM finish: divide by the max (if positive) and resize to the input with skimage
+    (bilinear; ``mode``: how edges are extended, see :func:`upsampling_mode`)."""
     from skimage.transform import resize
 
     cam = np.asarray(cam, np.float32)
@@ -521,4 +540,4 @@ def gradcam_resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return np.full(size, np.nan, np.float32)
     if cam.max() > 0:
         cam = cam / cam.max()
-    return resize(cam, size).astype(np.float32)
+    return resize(cam, size, mode=mode).astype(np.float32)

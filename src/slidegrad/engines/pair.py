@@ -75,6 +75,7 @@ HOOKS: dict[str, Callable[[np.ndarray, Method, dict[str, Any]], dict[str, Any]]]
 def _mask_call(method: Method, params: dict[str, Any], image: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """PAIR object and keyword arguments for ``GetMask`` of ``method``, from its declaration (``method.pair``)."""
     spec = method.pair
+    check(spec is not None, f"method {method.name}: PAIR's saliency.core has no such method; use engine: native")
     kwargs = {**spec.extra, **{key: params[key] for key in spec.params}}
     if spec.hook is not None:
         kwargs.update(HOOKS[spec.hook](image, method, params))

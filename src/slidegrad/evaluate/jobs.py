@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import MethodSpec
 from ..errors import check
+from ..failures import load_npy
 from ..files import atomic_write, write_csv
 from ..jobs import format_cell, read_sidecar
 from ..progress import LOGGER
@@ -187,7 +188,7 @@ def run_evaluation_job(
     table_rows, curve_arrays = [], {"tiles": np.array(names)}
     for method_id, mask_dir in mask_dirs.items():
         method = MethodSpec.from_json(methods[method_id])
-        masks = np.stack([np.load(Path(mask_dir) / f"{name}.npy") for name in names])
+        masks = np.stack([load_npy(Path(mask_dir) / f"{name}.npy") for name in names])
         metas = [read_sidecar(Path(mask_dir) / f"{name}.json") for name in names]
         classes = np.array([meta["class_idx"] for meta in metas], np.int64)
         LOGGER.info("%s on %s: %d tiles, metrics %s", method_id, chunk, len(names), ", ".join(settings["metrics"]))
