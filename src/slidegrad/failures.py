@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import InputError, SlidegradError, first_line, quote
+from .layout import Layout, written_by  # noqa: F401 - written_by: re-exported
 
 ERROR_PREFIX = "slidegrad: error: "
 FAILURE_COLUMNS = ("slide", "rule", "message", "log")
@@ -30,25 +31,6 @@ RERUN_LINE = (
     "them (and only them, with what depends on them); fix the cause first"
 )
 LOW_SPACE_BYTES = 1 << 20  # a file system with less free than this is called full in an error line
-
-
-# -- which job wrote a file ----------------------------------------------------------------------------
-def written_by(path: str | os.PathLike[str]) -> tuple[str, str] | None:
-    """``(rule, output)`` for a file a job wrote under an outdir (see :class:`slidegrad.layout.Layout`),
-    from its place there: ``output`` is what that job declared, the thing to delete so that a rerun
-    recomputes the file (a mask's whole folder, the tiles folder, an evaluation chunk file).
-    ``None`` for any other file."""
-    p = Path(path)
-    parts = p.parts
-    if len(parts) >= 5 and parts[-5] == "masks" and p.suffix in (".npy", ".json"):
-        return "masks", str(p.parent)  # masks/{slide}/{chunk}/{method}/{tile}.npy
-    if len(parts) >= 3 and parts[-3] == "tiles" and p.suffix == ".png":
-        return "tiles", str(p.parent)  # tiles/{slide}/{tile}.png
-    if len(parts) >= 2 and parts[-2] == "tiles" and p.suffix == ".csv":
-        return "tiles", str(p)  # tiles/{slide}.csv
-    if len(parts) >= 3 and parts[-3] == "evaluation" and p.suffix in (".csv", ".npz"):
-        return "evaluate", str(p)  # evaluation/{slide}/{chunk}.csv
-    return None
 
 
 def rerun_hint(path: str | os.PathLike[str]) -> str:
@@ -244,7 +226,7 @@ def collect_failures(jobs: Iterable[tuple[str, dict[str, str], Sequence[str]]]) 
 
 
 def failures_csv(outdir: str) -> str:
-    return f"{outdir}/failures.csv"
+    return Layout(outdir).failures()
 
 
 def report_failures(workflow: Any, outdir: str, say: Callable[[str], Any] = print) -> list[Failure]:
@@ -255,7 +237,7 @@ def report_failures(workflow: Any, outdir: str, say: Callable[[str], Any] = prin
     try:
         failures = collect_failures(failed_jobs(workflow))
     except AttributeError as err:  # another Snakemake: its logs hold the lines
-        say(f"slidegrad: cannot list the failed jobs ({err}); see their logs under {quote(outdir + '/logs')}")
+        say(f"slidegrad: cannot list the failed jobs ({err}); see their logs under {quote(Layout(outdir).log_dir())}")
         return []
     if not failures:
         return []

@@ -21,11 +21,11 @@ from PIL import Image
 
 from . import __version__
 from .config import MethodSpec
-from .methods import get_method
 from .errors import InputError, check, listed, nonfinite_tiles
 from .failures import corrupt_file, load_npy
 from .files import write_csv, write_text
 from .layout import Layout
+from .methods import get_method
 from .planning import geometry_mismatches, resolve_geometry
 from .progress import LOGGER, Progress
 from .tables import GEOMETRY_COLUMNS, Tile, check_in_grid, read_tile_table, row_geometry, write_tile_table
@@ -341,7 +341,7 @@ def run_mask_job(
 ) -> None:
     """Load the model once, compute ``method`` for every tile of ``chunk``, write into ``out_dir``.
 
-    ``load_options``: :func:`~slidegrad.model.load_model` keywords (preprocessing, architecture, allow_pickle,
+    ``load_options``: :func:`~slidegrad.model.load_model` keywords (preprocessing, architecture, allow_code,
     tile_px).  On CUDA the job takes a GPU of its own (lock files in ``lock_dir``).  NaN or inf model
     outputs or attributions are an error naming the slide, tiles and model.
 

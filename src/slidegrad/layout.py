@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,8 @@ class Layout:
     * ``methods.md`` and ``report/*.rst`` (the report's captions);
     * with ``evaluate.metrics``: ``evaluation/{slide}/{chunk}.csv`` + ``.npz`` (curves),
       ``evaluation.csv`` and ``figures/evaluation/{slide}.{pdf,png}``;
-    * ``logs/{rule}/….log`` and ``benchmarks/{rule}/….tsv``, one per job.
+    * ``logs/{rule}/….log`` and ``benchmarks/{rule}/….tsv``, one per job;
+    * ``failures.csv`` after a failed run (:mod:`slidegrad.failures`; a successful run removes it).
     """
 
     outdir: str
@@ -63,6 +66,13 @@ class Layout:
     def evaluation(self) -> str:
         return f"{self.outdir}/evaluation.csv"
 
+    def failures(self) -> str:
+        """The last failed run's failed jobs (slidegrad.failures): slide, rule, message, log."""
+        return f"{self.outdir}/failures.csv"
+
+    def log_dir(self) -> str:
+        return f"{self.outdir}/logs"
+
     def evaluation_figure(self, slide: str, ext: str) -> str:
         return f"{self.outdir}/figures/evaluation/{slide}.{ext}"
 
@@ -82,3 +92,20 @@ class Layout:
         """``outdir`` and the folders the jobs write directly inside it."""
         subs = ("tiles", "masks", "overlays", "heatmaps", "evaluation", "figures", "report", "logs", "benchmarks")
         return [self.outdir] + [f"{self.outdir}/{sub}" for sub in subs]
+
+
+def written_by(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """``(rule, output)`` for a file a job wrote under an outdir (the names of :class:`Layout`), from its
+    place there: ``output`` is what that job declared, the thing to delete so that a rerun recomputes the
+    file (a mask's whole folder, the tiles folder, an evaluation chunk file).  ``None`` for any other file."""
+    p = Path(path)
+    parts = p.parts
+    if len(parts) >= 5 and parts[-5] == "masks" and p.suffix in (".npy", ".json"):
+        return "masks", str(p.parent)  # masks/{slide}/{chunk}/{method}/{tile}.npy
+    if len(parts) >= 3 and parts[-3] == "tiles" and p.suffix == ".png":
+        return "tiles", str(p.parent)  # tiles/{slide}/{tile}.png
+    if len(parts) >= 2 and parts[-2] == "tiles" and p.suffix == ".csv":
+        return "tiles", str(p)  # tiles/{slide}.csv
+    if len(parts) >= 3 and parts[-3] == "evaluation" and p.suffix in (".csv", ".npz"):
+        return "evaluate", str(p)  # evaluation/{slide}/{chunk}.csv
+    return None
