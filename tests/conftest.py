@@ -91,6 +91,20 @@ def slide_path(tmp_path_factory, ihc) -> Path:
     return write_test_slide(tmp_path_factory.mktemp("slides") / "test.tiff", ihc)
 
 
+def write_positive_demo_tiles(path: Path) -> Path:
+    """A tile table (``slide, x, y``) of the committed demo table's first DAB-positive tile of each slide."""
+    import csv
+
+    with open(REPO / "config/demo/tiles.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["dab_label"] == "1"]
+    picks = [next(r for r in rows if r["slide"] == s) for s in ("demo_a", "demo_b")]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["slide", "x", "y"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(picks)
+    return path
+
+
 def result_files(root: Path, sub: str = "") -> set[Path]:
     """Files a run left under ``results/{sub}``, its job logs, benchmarks and failure report aside (a failed
     job's log stays; ``failures.csv`` lists the failed jobs, see slidegrad.failures)."""

@@ -13,7 +13,7 @@ import yaml
 import slidegrad as sg
 from slidegrad import demo
 
-from .conftest import REPO, run_snakemake
+from .conftest import REPO, run_snakemake, write_positive_demo_tiles
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +60,7 @@ def test_demo_vit_looks_at_brown_pixels(demo_vit, method):
 def test_demo_vit_config_runs_the_workflow(tmp_path):
     """config/demo-vit.yaml as given, overlaid with a cheaper run: one positive tile per slide,
     a few methods (the attention ones included), one training epoch."""
-    with open(REPO / "config/demo/tiles.csv") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["dab_label"] == "1"]
-    picks = [next(r for r in rows if r["slide"] == s) for s in ("demo_a", "demo_b")]
-    with open(tmp_path / "tiles.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["slide", "x", "y"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(picks)
+    write_positive_demo_tiles(tmp_path / "tiles.csv")
     cheap = {
         "samples": str(REPO / "config/demo/samples.csv"),
         "tiles": "tiles.csv",

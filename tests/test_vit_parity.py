@@ -3,10 +3,9 @@
 slidegrad's default layer on a ViT is the last block's first norm (the tokens its attention reads); its
 ``(N, T, C)`` output loses the prefix tokens (CLS, registers) and lies on the patch grid.  pytorch-grad-cam
 does the same with its documented ``reshape_transform`` on ``target_layers=[<that norm>]``.  The two finish
-differently (slidegrad: divide by the max, skimage bilinear resize; pytorch-grad-cam: min-max scale, OpenCV
-bilinear resize), an affine change plus the resizers' edge handling, so maps are compared by correlation
-(:data:`MIN_CORR`): pytorch-grad-cam's map on the patch grid upsampled as slidegrad does, and the final
-``(H, W)`` maps inside the outer half patch, where the two resizers' edge modes differ.
+differently (slidegrad: divide by the max, skimage bilinear resize with the edge patches repeated;
+pytorch-grad-cam: min-max scale, OpenCV bilinear resize, which repeats the edge too), an affine change, so
+maps are compared by correlation (:data:`MIN_CORR`): on the patch grid, and the final ``(H, W)`` maps.
 
 The default layer must not be the patch embedding (a first-layer map): the tests assert the layer's name,
 that its map differs from the patch embedding's, and that asking for the patch embedding logs a warning.

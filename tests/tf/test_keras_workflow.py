@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ..conftest import REPO, run_snakemake
+from ..conftest import REPO, run_snakemake, write_positive_demo_tiles
 
 pytestmark = pytest.mark.workflow
 
@@ -17,13 +17,7 @@ METHODS = ["vanilla", {"name": "integrated_gradients", "x_steps": 5}, {"name": "
 
 
 def test_keras_demo_matches_torch_demo(tmp_path):
-    with open(REPO / "config/demo/tiles.csv") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["dab_label"] == "1"]
-    picks = [next(r for r in rows if r["slide"] == s) for s in ("demo_a", "demo_b")]
-    with open(tmp_path / "tiles.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["slide", "x", "y"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(picks)
+    write_positive_demo_tiles(tmp_path / "tiles.csv")
     base = {
         "samples": str(REPO / "config/demo/samples.csv"),
         "tiles": "tiles.csv",
