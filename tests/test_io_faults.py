@@ -149,7 +149,7 @@ def test_a_corrupt_sidecar_and_tile_png_name_their_writer(tmp_path):
 
     sidecar = mask_folder(tmp_path) / "x0_y0.json"
     sidecar.write_text('{"method": "vani')
-    with pytest.raises(failures.InputError, match=r"^mask sidecar '.*x0_y0\.json' is truncated or corrupt \(.*\); "
+    with pytest.raises(failures.InputError, match=r"^mask sidecar '.*x0_y0\.json': not valid JSON \(.*\); "
                        r"it was written by rule masks; delete its folder '.*/vanilla' and rerun"):  # fmt: skip
         read_sidecar(sidecar)
     png = tmp_path / "results" / "tiles" / "s1" / "x0_y0.png"

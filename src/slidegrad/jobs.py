@@ -21,8 +21,8 @@ from PIL import Image
 
 from . import __version__
 from .config import MethodSpec
-from .errors import InputError, check, listed, nonfinite_tiles
-from .failures import corrupt_file, load_npy
+from .errors import InputError, check, first_line, listed, nonfinite_tiles
+from .failures import corrupt_file, load_npy, rerun_hint
 from .files import write_csv, write_text
 from .layout import Layout
 from .methods import get_method
@@ -481,8 +481,8 @@ def read_sidecar(path: str | Path, keys: Sequence[str] = ()) -> dict[str, Any]:
     check(path.is_file(), f"mask sidecar '{path}': file not found (did the masks job run?)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise corrupt_file(path, "mask sidecar", err) from None
+    except (UnicodeDecodeError, ValueError) as err:  # truncated or corrupt: which rule wrote it, what to delete
+        raise InputError(f"mask sidecar '{path}': not valid JSON ({first_line(err)}){rerun_hint(path)}") from None
     missing = [k for k in keys if k not in meta] if isinstance(meta, dict) else ["all"]
     check(not missing, f"mask sidecar '{path}': missing key(s) {', '.join(missing)}")
     return meta

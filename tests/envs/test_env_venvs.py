@@ -37,6 +37,7 @@ MASK_BACKENDS = ("torch", "tensorflow")  # slidegrad.model.BACKENDS: MASK_ENV is
 JOBS = [
     ("base", "demo_slide"),
     ("torch", "demo_model"),
+    ("torch", "demo_vit_model"),
     ("tensorflow", "demo_keras_model"),
     ("base", "tiles"),
     ("torch", "tiles"),
@@ -230,6 +231,9 @@ class Pipeline:
                      wildcards={"variant": v})  # fmt: skip
         self.run("torch", "demo_model", raw, demo_log.log("demo/model"), input=positional([str(p) for p in self.slides.values()]),
                  output=positional(str(self.models["torch"])), params=pairs(**self.demo), threads=2,
+                 resources={"mem_mb": 4000, "runtime": 20})  # fmt: skip
+        self.run("torch", "demo_vit_model", raw, demo_log.log("demo/vit"), input=positional([str(p) for p in self.slides.values()]),
+                 output=positional(str(self.root / "resources/demo/vit")), params=pairs(**self.demo), threads=2,
                  resources={"mem_mb": 4000, "runtime": 20})  # fmt: skip
         self.run("tensorflow", "demo_keras_model", raw, demo_log.log("demo/model_keras"),
                  input=positional(str(self.models["torch"])), output=positional(str(self.models["tensorflow"])))  # fmt: skip
