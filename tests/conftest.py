@@ -91,8 +91,9 @@ def slide_path(tmp_path_factory, ihc) -> Path:
     return write_test_slide(tmp_path_factory.mktemp("slides") / "test.tiff", ihc)
 
 
-def write_positive_demo_tiles(path: Path) -> Path:
-    """A tile table (``slide, x, y``) of the committed demo table's first DAB-positive tile of each slide."""
+def write_positive_demo_tiles(path: Path) -> list[dict[str, str]]:
+    """A tile table (``slide, x, y``) of the committed demo table's first DAB-positive tile of each slide;
+    returns those rows of the demo table."""
     import csv
 
     with open(REPO / "config/demo/tiles.csv") as handle:
@@ -102,7 +103,7 @@ def write_positive_demo_tiles(path: Path) -> Path:
         writer = csv.DictWriter(handle, fieldnames=["slide", "x", "y"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(picks)
-    return path
+    return picks
 
 
 def result_files(root: Path, sub: str = "") -> set[Path]:

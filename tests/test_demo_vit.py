@@ -60,7 +60,7 @@ def test_demo_vit_looks_at_brown_pixels(demo_vit, method):
 def test_demo_vit_config_runs_the_workflow(tmp_path):
     """config/demo-vit.yaml as given, overlaid with a cheaper run: one positive tile per slide,
     a few methods (the attention ones included), one training epoch."""
-    write_positive_demo_tiles(tmp_path / "tiles.csv")
+    picks = write_positive_demo_tiles(tmp_path / "tiles.csv")
     cheap = {
         "samples": str(REPO / "config/demo/samples.csv"),
         "tiles": "tiles.csv",
@@ -86,6 +86,7 @@ def test_demo_vit_config_runs_the_workflow(tmp_path):
         for method in ("attention_rollout", "transformer_attribution"):
             sidecar = json.loads((out / f"masks/{pick['slide']}/chunk0000/{method}/{tile}.json").read_text())
             assert sidecar["backend"] == "torch" and sidecar["method"] == method, sidecar
+            assert sidecar["prefix_tokens"] == 1, sidecar  # the CLS token, dropped from the patch-grid map
     with open(out / "evaluation.csv") as handle:
         evaluated = list(csv.DictReader(handle))
     assert {r["method"] for r in evaluated} == set(cheap["methods"]) and len(evaluated) == 2 * 4

@@ -17,7 +17,7 @@ METHODS = ["vanilla", {"name": "integrated_gradients", "x_steps": 5}, {"name": "
 
 
 def test_keras_demo_matches_torch_demo(tmp_path):
-    write_positive_demo_tiles(tmp_path / "tiles.csv")
+    picks = write_positive_demo_tiles(tmp_path / "tiles.csv")
     base = {
         "samples": str(REPO / "config/demo/samples.csv"),
         "tiles": "tiles.csv",
