@@ -397,9 +397,8 @@ def standardize(img: np.ndarray) -> np.ndarray:
 
 
 def imagenet(img: np.ndarray) -> np.ndarray:
-    """ImageNet normalization: ``(img / 255 − mean) / std`` per channel, float32."""
-    img = _check_image(img)
-    return ((img.astype(np.float32) / np.float32(255.0)) - IMAGENET_MEAN) / IMAGENET_STD
+    """ImageNet normalization: ``(img / 255 − mean) / std`` per channel, float32 (:func:`mean_std`)."""
+    return mean_std(IMAGENET_MEAN, IMAGENET_STD)(img)
 
 
 def _check_image(img: np.ndarray) -> np.ndarray:
