@@ -127,11 +127,15 @@ def figure_inputs(wildcards):
 
 
 def overview_inputs(wildcards):
-    """The slide, its tile table and every mask of it (the mosaics and the boxes' classes)."""
+    """The slide's tile table and tile folder (with the record of the slide file its tiles came
+    from) and every mask of it (the mosaics and the boxes' classes).  The slide itself is the
+    tiles job's input, not this one's: a slide deleted or changed mid-run is then one slidegrad
+    line from this job (it checks the record), not Snakemake's missing-input report; a slide
+    newer than its tile table still reruns the tiles job, hence this one."""
     slide = wildcards.slide
     return {
-        "slide": PLAN.slides[slide].path,
         "table": LAYOUT.tile_table(slide),
+        "tiles": LAYOUT.tile_dir(slide),
         "masks": slide_masks(slide),
     }
 

@@ -125,6 +125,65 @@ def test_a_pickled_module_needs_allow_code(tmp_path):
     assert sg.load_model(tmp_path / "whole.pt", tile_px=32, allow_pickle=True).n_classes == 2
 
 
+class OpensAFile:
+    """Unpickled, it opens (creates) a file: what a crafted pickle could do with any callable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def rewrite_entry(archive: Path, suffix: str, content: bytes) -> None:
+    """Replace the one entry of a zip archive whose name ends with ``suffix``."""
+    import zipfile
+
+    with zipfile.ZipFile(archive) as source:
+        entries = {name: source.read(name) for name in source.namelist()}
+    name = next(n for n in entries if n.endswith(suffix))
+    entries[name] = content
+    with zipfile.ZipFile(archive, "w") as target:
+        for key, value in entries.items():
+            target.writestr(key, value)
+
+
+def test_an_export_archive_with_pickled_entries_needs_allow_code(tmp_path):
+    import io
+
+    from .test_model_formats import export
+
+    program = export(make_tiny_cnn(), tmp_path / "net.pt2")
+    assert sg.load_model(program).n_classes == 2  # torch.export.save's own archive: plain tensors, no code
+    marker = tmp_path / "ran"
+    crafted = io.BytesIO()
+    torch.save(OpensAFile(marker), crafted)
+    rewrite_entry(program, "data/sample_inputs/model.pt", crafted.getvalue())
+    one_line_error(r"its torch.export archive holds pickled entries \(net/data/sample_inputs/model.pt\) that "
+                   r"torch.export.load unpickles, which runs arbitrary code .* needs allow_code=True", sg.load_model,
+                   program)  # fmt: skip
+    assert not marker.exists()
+    with pytest.raises(sg.InputError):  # allowed: torch unpickles it (the code runs), then finds no inputs
+        sg.load_model(program, allow_code=True)
+    assert marker.exists(), "the entry the check refused does run code when torch.export.load reads it"
+
+
+def test_an_export_archive_marking_a_weight_pickled_needs_allow_code(tmp_path):
+    from .test_model_formats import export
+
+    program = export(make_tiny_cnn(), tmp_path / "net.pt2")
+    import zipfile
+
+    with zipfile.ZipFile(program) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("_weights_config.json"))
+        config = json.loads(archive.read(name))
+    first = next(iter(config["config"]))
+    config["config"][first]["use_pickle"] = True
+    rewrite_entry(program, "_weights_config.json", json.dumps(config).encode())
+    one_line_error(rf"holds pickled entries \(net/data/weights/model_weights_config.json:{first}\)", sg.load_model,
+                   program)
+
+
 def test_the_users_own_architecture_is_allowed(tmp_path):
     marker = tmp_path / "ran"
     folder = code_folder(tmp_path / "model", "os:system", {"command": f"touch {tmp_path / 'pwned'}"})

@@ -24,10 +24,11 @@ from .config import MethodSpec
 from .errors import InputError, check, first_line, listed, nonfinite_tiles
 from .failures import corrupt_file, load_npy, rerun_hint
 from .files import write_csv, write_text
-from .layout import Layout
+from .layout import TILE_SOURCE, Layout
 from .methods import get_method
 from .planning import geometry_mismatches, resolve_geometry
 from .progress import LOGGER, Progress
+from .sources import SourceStamp, check_unchanged, write_stamp
 from .tables import GEOMETRY_COLUMNS, Tile, check_in_grid, read_tile_table, row_geometry, write_tile_table
 
 PROVENANCE_COLUMNS = [
@@ -119,6 +120,7 @@ def select_tiles(
     and where tile_px/tile_um come from its ``params.json`` (else ``None``).  Every location is
     checked before anything is written; no tiles is an error.  PNGs are ``tile_px`` square uint8 RGB.
     """
+    source_stamp = SourceStamp.of(source) if Path(source).is_file() else None  # a missing file: its reader says so
     tile_px, tile_um = resolve_geometry(params["tile_px"], params["tile_um"], model_path)
     for line in geometry_mismatches(params["tile_px"], params["tile_um"], model_path) if model_path else []:
         LOGGER.warning(line)
@@ -152,6 +154,10 @@ def select_tiles(
             for tile in tiles:
                 wsi.check_tile(tile.x, tile.y)
             _write_tiles(out, tiles, lambda t: wsi.read(t.x, t.y))
+    if source_stamp is not None:
+        rerun = "rerun once it is complete (was it still being copied?)"
+        check_unchanged(slide, source_stamp, "while its tiles job read it", rerun)
+        write_stamp(out / TILE_SOURCE, source_stamp)
     write_tile_table(table_path, tiles, params["tiles_per_job"], geometry)
 
 

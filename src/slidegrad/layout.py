@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+TILE_SOURCE = "source.json"  # in a slide's tile folder, beside its PNGs
+
+
 @dataclass(frozen=True)
 class Layout:
     """Paths under ``outdir``; arguments may be wildcard patterns (``"{slide}"``).
@@ -32,6 +35,10 @@ class Layout:
 
     def tile_dir(self, slide: str) -> str:
         return f"{self.outdir}/tiles/{slide}"
+
+    def tile_source(self, slide: str) -> str:
+        """What the slide file was when the tiles job read it (:mod:`slidegrad.sources`)."""
+        return f"{self.tile_dir(slide)}/{TILE_SOURCE}"
 
     def mask_dir(self, slide: str, chunk: str, method: str) -> str:
         return f"{self.outdir}/masks/{slide}/{chunk}/{method}"

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import check
+from .errors import check, quote
 from .failures import load_npy
 from .layout import Layout
 from .progress import LOGGER
@@ -342,8 +342,6 @@ def write_overview(
 
     from . import plot
     from .jobs import mask_file, read_sidecar
-    from .slide import WSI
-    from .tiling import tissue_mask
 
     check(bool(method_ids), "overview: no methods")
     check(len(method_ids) == len(method_titles), "overview: need one title per method")
@@ -363,13 +361,9 @@ def write_overview(
             path = mask_file(layout, row, method_id)
             check(path.is_file(), f"mask '{path}': file not found (did the masks job run?)")
 
-    # mpp: the sample sheet's, else the one the tiles job read the tiles at (the table's), else the file's
-    with WSI(slide_path, int(geometry["tile_px"]), geometry["tile_um"], mpp=mpp or geometry["mpp"]) as wsi:
-        thumb = wsi.thumbnail(thumbnail_px)
-        tissue, _ = tissue_mask(wsi, thumbnail_px)
-        width, height = wsi.dimensions
-        level0_mpp = geometry["mpp"] or wsi.mpp
-        extract_px = wsi.extract_px
+    thumb, tissue, (width, height), level0_mpp, extract_px = _read_slide(
+        layout, slide, slide_path, geometry, mpp, thumbnail_px
+    )
     h, w = thumb.shape[:2]
     boxes = tile_boxes(rows, (w / width, h / height), extract_px)
     labels: list[str] = []
@@ -396,3 +390,31 @@ def write_overview(
     finally:
         plt.close(fig)
     LOGGER.info("overview of slide %s: %d tiles, %d mosaic panels", slide, len(rows), len(mosaics))
+
+
+def _read_slide(
+    layout: Layout, slide: str, slide_path: str, geometry: dict[str, Any], mpp: float | None, thumbnail_px: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float | None, int]:
+    """The slide's thumbnail, tissue mask, level-0 size, µm/px and tile size in level-0 px.
+
+    The file must still be the one the tiles job read (its record, :mod:`slidegrad.sources`),
+    before and after it is read: one line names a slide deleted or changed mid-run."""
+    from .slide import WSI
+    from .sources import check_unchanged, read_stamp
+    from .tiling import tissue_mask
+
+    stamp = read_stamp(layout.tile_source(slide))
+    stamp = stamp if stamp is not None and Path(stamp.path) == Path(slide_path) else None
+    rerun = f"delete its tile table {quote(layout.tile_table(slide))} and rerun to tile it again"
+    if stamp is not None:
+        check_unchanged(slide, stamp, "after its tiles were read", rerun)
+    # mpp: the sample sheet's, else the one the tiles job read the tiles at (the table's), else the file's
+    with WSI(slide_path, int(geometry["tile_px"]), geometry["tile_um"], mpp=mpp or geometry["mpp"]) as wsi:
+        thumb = wsi.thumbnail(thumbnail_px)
+        tissue, _ = tissue_mask(wsi, thumbnail_px)
+        dimensions = wsi.dimensions
+        level0_mpp = geometry["mpp"] or wsi.mpp
+        extract_px = wsi.extract_px
+    if stamp is not None:
+        check_unchanged(slide, stamp, "while the overview job read it", rerun)
+    return thumb, tissue, dimensions, level0_mpp, extract_px

@@ -6,7 +6,9 @@ import contextlib
 import copy
 import importlib
 import inspect
+import io
 import itertools
+import json
 import logging
 import pickle
 import re
@@ -203,7 +205,7 @@ def load_module(
     file = torch_model_file(path)
     kind = file_kind(file)
     if kind == "export":
-        return load_exported(file, params.get("tile_px")), [file]
+        return load_exported(file, params.get("tile_px"), allow_code), [file]
     if kind == "torchscript":
         try:
             module = torch.jit.load(str(file), map_location="cpu")
@@ -373,11 +375,22 @@ def _from_slideflow(module: nn.Module, state: dict[str, torch.Tensor], where: st
 
 
 # -- torch.export programs -------------------------------------------------------------
-def load_exported(file: Path, tile_px: int | None = None) -> nn.Module:
-    """A ``torch.export.save`` program as a module whose convolutions are hookable ``nn.Conv2d``."""
+def load_exported(file: Path, tile_px: int | None = None, allow_code: bool = False) -> nn.Module:
+    """A ``torch.export.save`` program as a module whose convolutions are hookable ``nn.Conv2d``.
+
+    An archive with entries ``torch.export.load`` would unpickle (:func:`exported_pickles`) needs
+    ``allow_code``: unpickling runs code from the file."""
     check(
         zipfile.is_zipfile(file),
         f"model '{file}': not a torch.export program (not a zip archive; save it with torch.export.save)",
+    )
+    pickled = [] if allow_code else exported_pickles(file)
+    check(
+        not pickled,
+        f"model '{file}': its torch.export archive holds pickled entries ({', '.join(pickled[:3])}"
+        f"{', …' if len(pickled) > 3 else ''}) that torch.export.load unpickles, which runs arbitrary code from "
+        "the file, so it needs allow_code=True (config: model.allow_code: true) — only for files you trust; or "
+        "re-export it with torch.export.save from a model whose weights and inputs are plain tensors",
     )
     export_log = logging.getLogger("torch.export")  # torch logs a traceback before raising
     level = export_log.level
@@ -405,6 +418,37 @@ def load_exported(file: Path, tile_px: int | None = None) -> nn.Module:
             f"model '{file}': exported for {height}×{width} inputs but tile_px is {tile_px}",
         )
     return hookable(program.module())
+
+
+_EXPORT_OBJECTS = ("custom_obj_", "opaque_obj_")  # constants torch.export.load unpickles as objects
+_EXPORT_OLD_PICKLES = ("serialized_state_dict", "serialized_constants", "serialized_example_inputs")
+
+
+def exported_pickles(file: Path) -> list[str]:
+    """Entries of a ``torch.export`` archive that ``torch.export.load`` (torch 2.13) would unpickle
+    with ``weights_only=False``, i.e. that can run code: weights and constants its payload configs mark
+    ``use_pickle``, custom and opaque objects, and the ``.pt`` files (sample inputs, legacy weights,
+    the older format's artifacts) that do not load as plain tensors with ``weights_only=True``
+    (torch tries that first and falls back).  ``[]`` for what ``torch.export.save`` writes for a
+    model of plain tensors."""
+    found = []
+    with zipfile.ZipFile(file) as archive:
+        for name in archive.namelist():
+            base = name.rsplit("/", 1)[-1]
+            if base.endswith(("_weights_config.json", "_constants_config.json")):
+                try:
+                    payloads = json.loads(archive.read(name))["config"].items()
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    found.append(name)  # torch would fail on it; nothing here says it is safe
+                    continue
+                found += [f"{name}:{key}" for key, meta in payloads if not isinstance(meta, dict)
+                          or meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(_EXPORT_OBJECTS)]  # fmt: skip
+            elif base.endswith(".pt") or base.startswith(_EXPORT_OLD_PICKLES):
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+                except Exception:  # noqa: BLE001 - any refusal: torch would retry with weights_only=False
+                    found.append(name)
+    return found
 
 
 def hookable(module: nn.Module) -> nn.Module:
