@@ -32,7 +32,8 @@ demo: install
 test: install
 	PY=$(BIN)/python bash tests/run_suites.sh
 
-# envs/*.yaml's pip sections from requirements.lock (src/slidegrad/envfiles.py; tests/test_envfiles.py checks them).
+# envs/*.yaml's pip sections from requirements.lock, and requirements.txt from pyproject.toml's ranges
+# (src/slidegrad/envfiles.py; tests/test_envfiles.py and tests/test_requirements.py check them).
 envs: install
 	$(BIN)/python -m slidegrad.envfiles
 

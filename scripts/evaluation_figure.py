@@ -1,4 +1,6 @@
-"""One evaluation figure per slide (PDF + PNG): curves against chance, and a method × metric panel."""
+"""One evaluation figure per slide: curves against chance, and a method × metric panel.
+
+One file per figure.formats (default PDF + PNG)."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

@@ -1,4 +1,4 @@
-"""One comparison figure per slide (PDF + PNG)."""
+"""One comparison figure per slide, a file per figure.formats (default PDF + PNG)."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

@@ -1,4 +1,4 @@
-"""Overlay (Oranges, alpha 0.6) and inferno heatmap PNGs for one chunk's masks, every method."""
+"""Overlay and heatmap PNGs for one chunk's masks, every method (figure.cmap, default viridis; figure.alpha, 0.8)."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

@@ -1,4 +1,6 @@
-"""One overview figure per slide: the thumbnail with the explained tiles and, with mosaic, the stitched masks."""
+"""One overview figure per slide: the thumbnail with the explained tiles and, with mosaic, the stitched masks.
+
+One file per figure.formats (default PDF + PNG)."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

@@ -89,6 +89,7 @@ def test_method_parameters_accept_ints_for_floats_and_are_recorded_as_numbers():
     assert resolve_params(get_method("gradcam"), {"layer": "features.3"}, True)["layer"] == "features.3"
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize(("value", "got"), [("many", "'many'"), (0, "0"), (2.5, "2.5")])
 def test_method_parameter_error_through_snakemake(tmp_path, slide_path, model_dir, value, got):
     methods = ["vanilla", "gradcam", {"name": "integrated_gradients", "x_steps": value}]
@@ -108,12 +109,14 @@ def test_method_parameter_error_in_the_python_api(tiny_cnn, ihc_tiles):
         sal.integrated_gradients(scale(ihc_tiles[0]), x_steps=2.5)
 
 
+@pytest.mark.workflow
 def test_schema_integers_are_not_floats(tmp_path, slide_path, model_dir):
     root = make_project(tmp_path, slide_path, model_dir, ONE_TILE, tiles_per_job=2.0)
     fails_cleanly(root, "slidegrad: error: config field 'tiles_per_job': 2.0 is not of type 'integer'")
 
 
 # -- f. tile table columns and grid ------------------------------------------------------
+@pytest.mark.workflow
 def test_tile_table_with_both_xy_and_col_row_is_an_error(tmp_path, slide_path, model_dir):
     root = make_project(tmp_path, slide_path, model_dir, [{"slide": "s1", "x": 0, "y": 0, "col": 1, "row": 1}])
     fails_cleanly(
@@ -122,6 +125,7 @@ def test_tile_table_with_both_xy_and_col_row_is_an_error(tmp_path, slide_path, m
     )
 
 
+@pytest.mark.workflow
 def test_out_of_grid_col_row_names_file_line_and_grid(tmp_path, slide_path, model_dir):
     # 1024 px slide, tile_um 64 at 0.5 µm/px = 128 px tiles: an 8 × 8 grid
     tiles = [{"slide": "s1", "col": 7, "row": 7}, {"slide": "s1", "col": 8, "row": 0}]
@@ -134,6 +138,7 @@ def test_out_of_grid_col_row_names_file_line_and_grid(tmp_path, slide_path, mode
 
 
 # -- g. outdir ----------------------------------------------------------------------------
+@pytest.mark.workflow
 def test_outdir_that_is_a_file(tmp_path, slide_path, model_dir):
     root = make_project(tmp_path, slide_path, model_dir, ONE_TILE, outdir="out.txt")
     (root / "out.txt").write_text("not a folder\n")
@@ -141,6 +146,7 @@ def test_outdir_that_is_a_file(tmp_path, slide_path, model_dir):
     assert (root / "out.txt").read_text() == "not a folder\n"
 
 
+@pytest.mark.workflow
 def test_outdir_below_a_file(tmp_path, slide_path, model_dir):
     root = make_project(tmp_path, slide_path, model_dir, ONE_TILE, outdir="out.txt/results")
     (root / "out.txt").write_text("not a folder\n")
@@ -149,6 +155,7 @@ def test_outdir_below_a_file(tmp_path, slide_path, model_dir):
     )
 
 
+@pytest.mark.workflow
 def test_result_folder_that_is_a_file(tmp_path, slide_path, model_dir):
     root = make_project(tmp_path, slide_path, model_dir, ONE_TILE)
     (root / "results").mkdir()
@@ -181,6 +188,7 @@ def _make_read_only(folder: Path) -> None:
         pytest.skip(f"running as root, which writes to read-only folders, and chattr +i failed: {flagged.stderr.strip()}")
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("sub", ["", "tiles"])
 def test_read_only_outdir_through_snakemake(tmp_path, slide_path, model_dir, sub):
     root = make_project(tmp_path, slide_path, model_dir, ONE_TILE)
@@ -195,6 +203,7 @@ def test_read_only_outdir_through_snakemake(tmp_path, slide_path, model_dir, sub
 
 
 # -- h. class_idx ------------------------------------------------------------------------
+@pytest.mark.workflow
 @pytest.mark.parametrize(
     ("class_idx", "message"),
     [
@@ -230,6 +239,7 @@ def test_class_idx_label_resolves_to_its_index(tmp_path, slide_path, model_dir, 
     assert build_plan(_load_config(root)).config["model"]["class_idx"] == resolved
 
 
+@pytest.mark.workflow
 def test_class_idx_label_reaches_the_mask_job_as_an_index(tmp_path, slide_path, model_dir):
     root = make_project(
         tmp_path, slide_path, model_dir, ONE_TILE, methods=["vanilla"], model={"path": str(model_dir), "class_idx": "positive"}
@@ -242,6 +252,7 @@ def test_class_idx_label_reaches_the_mask_job_as_an_index(tmp_path, slide_path, 
 
 
 # -- i. CSVs with a byte-order mark ------------------------------------------------------
+@pytest.mark.workflow
 def test_csvs_with_a_byte_order_mark(tmp_path, slide_path, model_dir):
     tiles = [{"slide": "s1", "x": x, "y": 0} for x in (0, 128, 256)]
     root = make_project(tmp_path, slide_path, model_dir, tiles, methods=["vanilla", "gradcam"])
@@ -256,6 +267,7 @@ def test_csvs_with_a_byte_order_mark(tmp_path, slide_path, model_dir):
     }  # fmt: skip
 
 
+@pytest.mark.workflow
 def test_csv_that_is_not_utf8(tmp_path, slide_path, model_dir):
     root = make_project(tmp_path, slide_path, model_dir, ONE_TILE)
     (root / "samples.csv").write_bytes(f"slide,path\ns1,{slide_path}\ns\xe9,x.tiff\n".encode("latin-1"))
@@ -263,6 +275,7 @@ def test_csv_that_is_not_utf8(tmp_path, slide_path, model_dir):
 
 
 # -- j. slides without tiles ---------------------------------------------------------------
+@pytest.mark.workflow
 def test_slides_without_tiles_are_skipped_with_a_warning(tmp_path, slide_path, model_dir):
     samples = [{"slide": s, "path": str(slide_path)} for s in ("s1", "s2", "s3")]
     root = make_project(tmp_path, slide_path, model_dir, ONE_TILE, samples_rows=samples, methods=["vanilla"])

@@ -43,12 +43,24 @@ def test_envs_hold_slidegrad_dependencies_and_their_extras():
 
 def test_a_hand_edited_env_file_is_caught(tmp_path):
     shutil.copytree(REPO / "envs", tmp_path / "envs")
+    shutil.copy(REPO / "requirements.txt", tmp_path / "requirements.txt")
+    paths = ["--envs-dir", str(tmp_path / "envs"), "--requirements", str(tmp_path / "requirements.txt")]
     path = tmp_path / "envs/base.yaml"
     path.write_text(path.read_text().replace("      - pyarrow==26.0.1\n", ""))
     assert envfiles.stale(tmp_path / "envs") == ["base"]
-    assert envfiles.main(["--check", "--envs-dir", str(tmp_path / "envs")]) == 1
-    assert envfiles.main(["--envs-dir", str(tmp_path / "envs")]) == 0
-    assert envfiles.stale(tmp_path / "envs") == []
+    assert envfiles.main(["--check", *paths]) == 1
+    assert envfiles.main(paths) == 0
+    assert envfiles.stale(tmp_path / "envs") == [] and envfiles.main(["--check", *paths]) == 0
+
+
+def test_a_hand_edited_requirements_txt_is_caught(tmp_path):
+    shutil.copytree(REPO / "envs", tmp_path / "envs")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text((REPO / "requirements.txt").read_text().replace("numpy>=2.0", "numpy>=2.4"))
+    paths = ["--envs-dir", str(tmp_path / "envs"), "--requirements", str(requirements)]
+    assert envfiles.main(["--check", *paths]) == 1
+    assert envfiles.main(paths) == 0
+    assert requirements.read_text() == envfiles.requirements_txt() and envfiles.main(["--check", *paths]) == 0
 
 
 def test_torch_build_takes_torch_from_pytorchs_index():

@@ -62,6 +62,7 @@ def evaluated(tmp_path_factory, slide_path, model_dir):
     return root
 
 
+@pytest.mark.workflow
 def test_evaluation_table_has_every_tile_method_and_metric(evaluated):
     rows = read_rows(evaluated / "results/evaluation.csv")
     assert list(rows[0]) == evaluation_columns(EVERY_METRIC["metrics"])
@@ -82,6 +83,7 @@ def test_evaluation_table_has_every_tile_method_and_metric(evaluated):
         assert len({r["deletion_chance"] for r in rows if r["tile"] == name}) == 1
 
 
+@pytest.mark.workflow
 def test_evaluate_job_equals_the_library(evaluated, model_dir):
     """A job's numbers are the library's on the same tiles, masks and settings."""
     rows = {(r["tile"], r["method"]): r for r in read_rows(evaluated / "results/evaluation.csv")}
@@ -121,6 +123,7 @@ def test_evaluate_job_equals_the_library(evaluated, model_dir):
         assert float(row["max_sensitivity"]) == pytest.approx(stability_smooth[i], rel=1e-5)
 
 
+@pytest.mark.workflow
 def test_curves_and_figures(evaluated):
     with np.load(evaluated / "results/evaluation/s1/chunk0000.npz") as data:
         assert list(data["tiles"]) == NAMES[:2]
@@ -137,6 +140,7 @@ def test_curves_and_figures(evaluated):
     assert (evaluated / "results/benchmarks/evaluate/s1/chunk0001.tsv").exists()
 
 
+@pytest.mark.workflow
 def test_changing_evaluate_settings_reruns_only_the_evaluation(evaluated):
     config = _load_config(evaluated)
     config["evaluate"] = {**config["evaluate"], "steps": 10}
@@ -152,6 +156,7 @@ def test_changing_evaluate_settings_reruns_only_the_evaluation(evaluated):
     assert counts == {**expected, "total": "6"}, output  # methods_text: its paragraph states the settings
 
 
+@pytest.mark.workflow
 def test_evaluation_is_off_by_default(tmp_path, slide_path, model_dir, monkeypatch):
     root = make_project(tmp_path, slide_path, model_dir, TILES[:1])
     monkeypatch.chdir(root)
@@ -162,6 +167,7 @@ def test_evaluation_is_off_by_default(tmp_path, slide_path, model_dir, monkeypat
     assert "masks" in counts and not {"evaluate", "evaluation_table", "evaluation_figure"} & set(counts)
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize(
     ("evaluate", "message"),
     [
@@ -188,6 +194,7 @@ def test_unused_settings_are_a_warning(tmp_path, slide_path, model_dir, monkeypa
     assert plan.warnings == ["config field 'evaluate': settings given but 'metrics' is empty; the maps are not evaluated"]
 
 
+@pytest.mark.workflow
 def test_missing_ground_truth_mask_is_one_line(tmp_path, slide_path, model_dir):
     root = make_project(
         tmp_path, slide_path, model_dir, TILES[:1], methods=["vanilla"],

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO, local_snakemake_env
 
 
+@pytest.mark.workflow
 def test_snakemake_lint_is_clean():
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint", "--cores", "1"], cwd=REPO, capture_output=True, text=True,

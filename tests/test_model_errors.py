@@ -183,6 +183,7 @@ def test_load_model_tile_px_for_a_fixed_size_state_dict(tmp_path, labnets, ihc_t
     )
 
 
+@pytest.mark.workflow
 def test_workflow_passes_the_config_tile_px_to_load_model(tmp_path, labnets, slide_path):
     model_dir = write_state_dict(tmp_path / "model", labnets.fixed_net(32), architecture="labnets:fixed_net")
     tile_list = [{"slide": "s1", "x": 0, "y": 0}, {"slide": "s1", "x": 640, "y": 384}]
@@ -241,6 +242,7 @@ def test_pair_engine_checks_outputs_before_guided_ig(ihc_tiles):
     one_line_error(r"outputs are NaN or inf for image\(s\) 0", sal.guided_integrated_gradients, tiles(ihc_tiles, 32))
 
 
+@pytest.mark.workflow
 def test_workflow_nan_model_names_slide_tiles_and_model(tmp_path, labnets, slide_path):
     model_dir = write_state_dict(
         tmp_path / "model", labnets.nan_net(), architecture="labnets:nan_net", tile_px=64, tile_um=64
@@ -318,6 +320,7 @@ def test_class_idx_names_arrays_and_per_call(model_dir, ihc_tiles):
     one_line_error(r"class_idx: 0.0 \(float\) is not", by_index.gradcam, batch, class_idx=np.array([0, 1.5, 0, 0]))
 
 
+@pytest.mark.workflow
 def test_top_k_scoring_with_a_nan_model_names_slide_tiles_and_model(tmp_path, labnets, slide_path):
     model_dir = write_state_dict(
         tmp_path / "model", labnets.nan_net(), architecture="labnets:nan_net", tile_px=64, tile_um=64

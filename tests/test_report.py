@@ -32,6 +32,7 @@ def reported(tmp_path_factory, slide_path, model_dir) -> Path:
     return root
 
 
+@pytest.mark.workflow
 def test_report_holds_every_figure_and_table(reported):
     with zipfile.ZipFile(reported / "report.zip") as archive:
         names = archive.namelist()
@@ -59,6 +60,7 @@ def _model_path(root: Path) -> str:
     return yaml.safe_load((root / "config.yaml").read_text())["model"]["path"]
 
 
+@pytest.mark.workflow
 def test_methods_paragraph_names_the_runs_parameters(reported):
     text = (reported / "results/methods.md").read_text()
     meta = json.loads((reported / "results/masks/s1/chunk0000/vanilla/x0_y0.json").read_text())
@@ -79,6 +81,7 @@ def test_methods_paragraph_names_the_runs_parameters(reported):
         assert phrase in text, phrase
 
 
+@pytest.mark.workflow
 def test_every_format_is_written_and_svg_is_reproducible(reported):
     for kind in ("", "overview/", "evaluation/"):
         for ext in ("pdf", "png", "svg"):

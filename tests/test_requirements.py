@@ -62,3 +62,63 @@ def test_the_check_catches_local_paths(tmp_path, line):
     lock = tmp_path / "requirements.lock"
     lock.write_text(f"# header\nnumpy==2.4.6\n{line}\n")
     assert local_paths(lock) == [f"requirements.lock:3: {line}"]
+
+
+# -- one source for the ranges: pyproject.toml ----------------------------------------------
+def pyproject_requirements(path: Path = REPO / "pyproject.toml") -> list[str]:
+    """Every requirement pyproject.toml declares: ``[project] dependencies`` and every extra's."""
+    import tomllib
+
+    project = tomllib.loads(path.read_text())["project"]
+    return project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+
+
+def outside_the_ranges(requirements: list[str], lock: Path = REPO / "requirements.lock") -> list[str]:
+    """Requirements the lock does not pin, or pins to a version outside the requirement's range."""
+    from packaging.requirements import Requirement
+
+    from slidegrad.envfiles import canonical
+
+    pins = {canonical(text.split("==")[0]): text.split("==")[1] for _, text in requirement_lines(lock)}
+    bad = []
+    for line in requirements:
+        req = Requirement(line)
+        version = pins.get(canonical(req.name))
+        if version is None or not req.specifier.contains(version, prereleases=True):
+            bad.append(f"{line} (requirements.lock: {version or 'not pinned'})")
+    return bad
+
+
+def test_requirements_txt_is_rendered_from_pyproject():
+    from slidegrad.envfiles import requirements_txt
+
+    assert (REPO / "requirements.txt").read_text() == requirements_txt(), (
+        "requirements.txt differs from pyproject.toml's dependencies: edit pyproject.toml, then `make envs`"
+    )
+
+
+def test_the_lock_pins_every_direct_dependency_within_its_range():
+    requirements = pyproject_requirements()
+    assert "numpy>=2.0" in requirements and "tensorflow==2.21.0" in requirements and "snakemake" in requirements
+    assert outside_the_ranges(requirements) == []
+
+
+def test_a_range_the_lock_misses_is_caught(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# header\nnumpy==2.4.6\ntf_keras==2.21.0\n")
+    assert outside_the_ranges(["numpy>=2.0", "tf-keras==2.21.0"], lock) == []
+    assert outside_the_ranges(["numpy>=2.5", "scipy"], lock) == [
+        "numpy>=2.5 (requirements.lock: 2.4.6)",
+        "scipy (requirements.lock: not pinned)",
+    ]
+
+
+def test_license_file_is_the_one_pyproject_declares():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("Copyright ") and "the slidegrad authors" in text.splitlines()[0]
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text

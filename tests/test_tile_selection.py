@@ -210,6 +210,7 @@ def test_tfrecords_mode_through_the_workflow(tfrecord_project, model_dir):
         np.testing.assert_allclose(mask, direct, atol=1e-6)
 
 
+@pytest.mark.workflow
 def test_tfrecords_location_not_in_the_file(tfrecord_project):
     project, _ = tfrecord_project
     _write_csv(project / "tiles.csv", [{"slide": "s1", "x": 0, "y": 0}, {"slide": "s1", "x": 64, "y": 64}])

@@ -141,6 +141,7 @@ def test_table_errors_name_file_and_line(tmp_path, slide_path, model_dir, monkey
 
 
 # -- snakemake ----------------------------------------------------------------------
+@pytest.mark.workflow
 def test_dry_run_job_count(tmp_path, slide_path, model_dir):
     tiles = [{"slide": "s1", "x": x, "y": 0} for x in (0, 128, 256)]
     samples = [{"slide": "s1", "path": str(slide_path)}, {"slide": "s2", "path": str(slide_path)}]
@@ -310,6 +311,7 @@ BAD_CASES = {
 FAILS_IN = {"factory_not_importable": "masks"}
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("case", list(BAD_CASES))
 def test_bad_input_fails_cleanly(tmp_path, ihc, slide_path, model_dir, case):
     root = _bad_case(tmp_path, ihc, slide_path, model_dir, case)

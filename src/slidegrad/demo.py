@@ -1,4 +1,4 @@
-"""The embedded demo: two IHC whole-slide images and a small DAB classifier.
+"""The embedded demo: two IHC whole-slide images and small DAB classifiers (a CNN, its Keras twin, a ViT).
 
 Everything is built from ``skimage.data.immunohistochemistry()`` (a real
 512×512 IHC image, brown DAB stain) — no downloads.  Labels come from colour

@@ -1,4 +1,5 @@
-"""The conda env files (``envs/*.yaml``), rendered from ``requirements.lock``: one source for every version.
+"""The conda env files (``envs/*.yaml``), rendered from ``requirements.lock``: one source for every version;
+and ``requirements.txt``, rendered from pyproject.toml: one source for every range.
 
 Each env is slidegrad's own dependencies (``[project] dependencies`` in pyproject.toml) plus
 what its rules add (:data:`ENVS`), and everything those pull in, each pinned to its
@@ -7,9 +8,13 @@ reproducible env.  What a package pulls in comes from the installed packages' me
 (the dev venv ``make install`` builds from the lock), evaluated for this interpreter:
 render on CPython 3.11 on Linux x86-64, like the envs (conda-forge ``python=3.11``).
 
-    python -m slidegrad.envfiles                      # rewrite envs/*.yaml (make envs)
+    python -m slidegrad.envfiles                      # rewrite envs/*.yaml and requirements.txt (make envs)
     python -m slidegrad.envfiles --check              # exit 1 where they differ (tests/test_envfiles.py)
     python -m slidegrad.envfiles --torch-build cu128  # envs/torch.yaml with PyTorch's CUDA 12.8 build
+
+``requirements.txt`` lists slidegrad's direct dependencies with their ranges: pyproject.toml's
+``[project] dependencies`` and then each extra (:func:`requirements_txt`), so a range is edited in
+pyproject.toml only.
 
 No Snakemake import.  ``tests/envs`` builds a venv from each env's ``pip:`` section and
 runs every rule of the env in it.
@@ -155,6 +160,20 @@ def render(env: str, torch_build: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def requirements_txt(pyproject: Path = REPO / "pyproject.toml") -> str:
+    """The text of ``requirements.txt``: pyproject's dependencies, then each extra's, as written there."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    lines = [
+        "# Direct dependencies and their ranges; exact versions of everything are in requirements.lock.",
+        "# Generated from pyproject.toml ([project] dependencies and optional-dependencies, the one source)",
+        "# by `make envs` (python -m slidegrad.envfiles): edit pyproject.toml, not this file.",
+        *project["dependencies"],
+    ]
+    for extra, requirements in project.get("optional-dependencies", {}).items():
+        lines += [f"# [{extra}]", *requirements]
+    return "\n".join(lines) + "\n"
+
+
 def env_path(env: str, envs_dir: Path = REPO / "envs") -> Path:
     return envs_dir / f"{env}.yaml"
 
@@ -169,12 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if an env file differs from its rendering")
     parser.add_argument("--torch-build", metavar="TAG", help="torch env from download.pytorch.org/whl/TAG (cu128, cpu, …)")
     parser.add_argument("--envs-dir", type=Path, default=REPO / "envs")
+    parser.add_argument("--requirements", type=Path, default=REPO / "requirements.txt", help="requirements.txt to write")
     args = parser.parse_args(argv)
+    requirements = requirements_txt()
     if args.check:
         bad = stale(args.envs_dir)
         for env in bad:
             print(f"envfiles: {env_path(env, args.envs_dir)} differs from requirements.lock; run `make envs`", file=sys.stderr)
+        if not args.requirements.exists() or args.requirements.read_text() != requirements:
+            print(f"envfiles: {args.requirements} differs from pyproject.toml; run `make envs`", file=sys.stderr)
+            bad.append("requirements.txt")
         return 1 if bad else 0
+    if not args.torch_build and (not args.requirements.exists() or args.requirements.read_text() != requirements):
+        args.requirements.write_text(requirements)
+        print(f"envfiles: wrote {args.requirements}")
     for env in ENVS:
         if args.torch_build and env != "torch":
             continue
