@@ -26,6 +26,7 @@ from .failures import corrupt_file, load_npy, rerun_hint
 from .files import write_csv, write_text
 from .layout import TILE_SOURCE, Layout
 from .methods import get_method
+from .model import ModelParams, model_params
 from .planning import geometry_mismatches, resolve_geometry
 from .progress import LOGGER, Progress
 from .sources import SourceStamp, check_unchanged, write_stamp
@@ -75,23 +76,14 @@ def software_versions(framework: str) -> dict[str, str]:
     }
 
 
-def _framework_sees_gpu(framework: str) -> bool:
-    """Whether ``torch`` / ``tensorflow`` (imported already: the model is loaded) can use a CUDA GPU."""
-    if framework == "torch":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 def claim_device(device: str, lock_dir: str | None, framework: str) -> tuple[str, Any]:
     """The device this job runs on: its own GPU when it runs on CUDA (see :mod:`slidegrad.devices`);
-    ``auto`` is the CPU where the framework can use no GPU (e.g. a GPU it was given is not CUDA's)."""
+    ``auto`` is the CPU where the ``framework`` (the model's, loaded already) can use no GPU (e.g. a GPU
+    it was given is not CUDA's)."""
+    from .backends import get_framework
     from .devices import job_device
 
-    if device == "auto" and not _framework_sees_gpu(framework):
+    if device == "auto" and not get_framework(framework).sees_gpu():
         device = "cpu"
     chosen, handle = job_device(device, lock_dir or ".")
     LOGGER.info("device: %s", chosen)
@@ -121,8 +113,9 @@ def select_tiles(
     checked before anything is written; no tiles is an error.  PNGs are ``tile_px`` square uint8 RGB.
     """
     source_stamp = SourceStamp.of(source) if Path(source).is_file() else None  # a missing file: its reader says so
-    tile_px, tile_um = resolve_geometry(params["tile_px"], params["tile_um"], model_path)
-    for line in geometry_mismatches(params["tile_px"], params["tile_um"], model_path) if model_path else []:
+    read = model_params(model_path) if model_path else None  # the model's params.json, read once
+    tile_px, tile_um = resolve_geometry(params["tile_px"], params["tile_um"], model_path, read)
+    for line in geometry_mismatches(params["tile_px"], params["tile_um"], model_path, read) if read else []:
         LOGGER.warning(line)
     slide, mode, out = params["slide"], params["mode"], Path(tile_dir)
     if mode == "tfrecords":
@@ -150,7 +143,7 @@ def select_tiles(
             if mode in ("table", "tfrecords"):
                 tiles = _table_tiles(wsi, params)
             else:
-                tiles = _choose(wsi, params, model_path, threads, device, memory_budget_mb, lock_dir)
+                tiles = _choose(wsi, params, read, threads, device, memory_budget_mb, lock_dir)
             for tile in tiles:
                 wsi.check_tile(tile.x, tile.y)
             _write_tiles(out, tiles, lambda t: wsi.read(t.x, t.y))
@@ -193,7 +186,7 @@ def _table_tiles(wsi: Any, params: dict[str, Any]) -> list[Tile]:
 def _choose(
     wsi: Any,
     params: dict[str, Any],
-    model_path: str,
+    read: ModelParams | None,
     threads: int,
     device: str,
     memory_budget_mb: int | None,
@@ -219,13 +212,14 @@ def _choose(
         coords = tiling.sample_tiles(coords, params["n"], params["seed"], f"slide '{wsi.path}'")
     if params["mode"] != "top_k":
         return [Tile(slide, x, y) for x, y in coords]
-    from .model import get_preprocess_fn, load_model
+    from .model import get_preprocess_fn
     from .saliency import SaliencyMap
     from .stain import BlankTileError
 
-    set_threads(model_path, threads)
-    model = load_model(model_path, **params["model_options"])
-    chosen, _lock = claim_device(device, lock_dir, model.backend)
+    check(read is not None, f"top_k on slide '{wsi.path}': needs a model to score the tiles with")
+    model_path = str(read.model_path)
+    model = load_with_threads(read, threads, params["model_options"])
+    chosen, _lock = claim_device(device, lock_dir, model.framework)
     budget = budget_bytes(memory_budget_mb)
     backend = SaliencyMap(model, device=chosen, memory_budget=budget).backend
     LOGGER.info("top_k: scoring %d tissue tiles with model '%s'", len(coords), model_path)
@@ -253,20 +247,14 @@ def _choose(
 
 
 # -- masks -------------------------------------------------------------------------
-def set_threads(model_path: str, threads: int) -> None:
-    """Pin the CPU thread pools of ``model_path``'s framework (results depend on it; keep it fixed to
-    reproduce).  Call it before the framework initialises its pools, i.e. before loading the model."""
-    from .model import detect_backend, read_params
+def load_with_threads(params: ModelParams, threads: int | None, load_options: dict[str, Any] | None = None) -> Any:
+    """Pin the CPU thread pools of the model's framework to ``threads`` (results depend on it: keep it fixed
+    to reproduce; before the framework initialises its pools), then load the model (``params``: read once)."""
+    from .model import detect_framework, load_model
 
-    if detect_backend(Path(model_path), read_params(model_path)) == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    else:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if threads:
+        detect_framework(params).set_threads(threads)
+    return load_model(params, **(load_options or {}))
 
 
 def budget_bytes(memory_budget_mb: int | None) -> int | None:
@@ -296,11 +284,7 @@ def load_chunk(
 ) -> ChunkInput:
     """Pin ``threads``, load the model once and read ``chunk``'s tiles; a chunk with no tiles, or tiles
     of another size than the model's ``tile_px``, is an :class:`InputError`."""
-    from .model import load_model
-
-    if threads:
-        set_threads(model_path, threads)
-    model = load_model(model_path, **(load_options or {}))
+    model = load_with_threads(model_params(model_path), threads, load_options)
     rows = read_tile_table(table_path, chunk)
     names = [row["tile"] for row in rows]
     check(bool(names), f"tile table '{table_path}': no tiles in {chunk}")

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from .backends import FRAMEWORKS
 from .errors import check
 from .files import write_text
 from .methods import METHODS
@@ -115,7 +116,7 @@ def methods_paragraphs(
     first = next(iter(metas.values()))
     n_tiles = len({(r["slide"], r["tile"]) for r in rows})
     n_slides = len({r["slide"] for r in rows})
-    framework = {"torch": "PyTorch", "tensorflow": "TensorFlow"}.get(first["framework"], first["framework"])
+    framework = FRAMEWORKS[first["framework"]].title if first["framework"] in FRAMEWORKS else first["framework"]
     geometry = _joined([
         f"{r['tile_px']} × {r['tile_px']} px covering {r['tile_um']} µm"
         + (f" (read at pyramid level {r['level']} of slides at {r['mpp']} µm/px)" if r["mpp"] else "")

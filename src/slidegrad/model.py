@@ -48,8 +48,9 @@ look like probabilities (a softmax in the model) are explained as given, with a 
 Slideflow's keys (``tile_px``, ``tile_um``, ``outcome_labels``, ``backend``,
 ``hp.normalizer``) plus ``preprocessing`` (a name of :data:`PREPROCESSORS`, or
 ``{"mean": [r, g, b], "std": [r, g, b]}`` on the 0–1 scale), ``architecture`` and
-``architecture_kwargs``.  Loading code for each framework lives in its backend
-module; this module imports no framework.
+``architecture_kwargs``; it is read once, into a :class:`ModelParams` (:func:`model_params`).
+Loading code for each framework lives in its backend module, reached through its
+:class:`~slidegrad.backends.Framework`; this module imports no framework.
 """
 
 from __future__ import annotations
@@ -58,15 +59,18 @@ import hashlib
 import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from . import stain
+from .backends import DEFAULT_FRAMEWORK, FRAMEWORKS, Framework, framework_at, get_framework  # noqa: F401 - API
 from .errors import InputError, check, is_int
 from .model_files import (  # noqa: F401 - re-exported: slidegrad.model.LoadedModel, .PARAMS_FILE, ...
     EXPORT_FILE,
+    HF_CONFIG_FILE,
     KERAS_FILE,
     PARAMS_FILE,
     SAVED_MODEL_FILE,
@@ -78,11 +82,8 @@ from .model_files import (  # noqa: F401 - re-exported: slidegrad.model.LoadedMo
     params_path,
 )
 
-BACKENDS = ("torch", "tensorflow")
-DEFAULT_PREPROCESSING = {"torch": "scale", "tensorflow": "standardize"}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-HF_CONFIG_FILE = "config.json"  # a Hugging Face transformers save_pretrained folder's config
 LOGGER = logging.getLogger("slidegrad")
 
 
@@ -117,20 +118,84 @@ def file_sha256(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def read_params(path: str | Path, transformers: bool = True) -> dict[str, Any]:
-    """``params.json`` of a model directory (or beside a model file); ``{}`` where there is none.
+@dataclass(frozen=True)
+class ModelParams:
+    """A model's ``params.json``, read and checked once (:func:`model_params`).
 
-    A ``transformers`` folder's ``config.json`` fills in what ``params.json`` leaves out
-    (:func:`transformers_defaults`), unless ``transformers=False``.
+    ``values``: the file's JSON object as checked (``outcome_labels`` as a list; ``{}`` where there is
+    no file).  ``defaults``: what a ``transformers`` folder's ``config.json`` gives (``outcome_labels``,
+    ``tile_px``) where ``values`` has none; ``transformers_type``: that folder's ``model_type`` (else None).
     """
+
+    model_path: Path
+    file: Path
+    values: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    transformers_type: str | None = None
+
+    @property
+    def found(self) -> bool:
+        """Whether the model has a ``params.json``."""
+        return self.file.exists()
+
+    def get(self, key: str) -> Any:
+        """``params.json``'s ``key``, else the ``config.json`` default, else None."""
+        value = self.values.get(key)
+        return self.defaults.get(key) if value is None else value
+
+    @property
+    def tile_px(self) -> int | None:
+        return self.get("tile_px")
+
+    @property
+    def tile_um(self) -> float | str | None:
+        return self.get("tile_um")
+
+    @property
+    def outcome_labels(self) -> list[Any] | None:
+        return self.get("outcome_labels")
+
+    @property
+    def preprocessing(self) -> str | dict[str, Any] | None:
+        return self.get("preprocessing")
+
+    @property
+    def framework(self) -> str | None:
+        """Slideflow's ``backend`` field as a framework name (``pytorch`` → ``torch``, ``tf`` → ``tensorflow``);
+        None where it is not given; an unknown one is an InputError line."""
+        name = self.values.get("backend")
+        return None if name is None else get_framework(name, f"model '{self.model_path}': backend").name
+
+    def as_dict(self) -> dict[str, Any]:
+        """``values`` with ``defaults`` filled in, as a new dict."""
+        return {**self.values, **{k: v for k, v in self.defaults.items() if self.values.get(k) is None}}
+
+    def require(self, key: str, hint: str = "") -> Any:
+        """``key``'s value, or one InputError line saying it is missing (``hint``: how else to give it)."""
+        if self.get(key) is not None:
+            return self.get(key)
+        where = f"{PARAMS_FILE} has no {key!r}" if self.found else f"no {PARAMS_FILE} to read {key!r} from"
+        raise InputError(f"model '{self.model_path}': {where}; add it{' ' + hint if hint else ''}")
+
+
+def model_params(path: str | Path) -> ModelParams:
+    """The :class:`ModelParams` of the model at ``path``: its ``params.json`` (in a model directory, or
+    beside a model file) and a ``transformers`` folder's ``config.json``; each bad field is one InputError
+    line naming the file and the field.  A torch model directory must have a ``params.json``."""
     path = Path(path)
     params_file = params_path(path)
+    values = _read_params_file(params_file) if params_file.exists() else {}
     if not params_file.exists():
         check(
-            not path.is_dir() or _is_tensorflow_path(path) or is_transformers_folder(path),
+            not path.is_dir() or FRAMEWORKS["tensorflow"].holds(path) or is_transformers_folder(path),
             f"model '{path}': no {PARAMS_FILE} in the model directory",
         )
-        return transformers_defaults(path, {}) if transformers else {}
+    defaults, transformers_type = transformers_config(path, values)
+    return ModelParams(path, params_file, values, defaults, transformers_type)
+
+
+def _read_params_file(params_file: Path) -> dict[str, Any]:
+    """A ``params.json`` file's JSON object, checked field by field (one InputError line naming the file)."""
     try:
         params = json.loads(params_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -167,7 +232,18 @@ def read_params(path: str | Path, transformers: bool = True) -> dict[str, Any]:
         where = f"'{params_file}': field 'preprocessing'"
         params["preprocessing"] = check_preprocessing(params["preprocessing"], where)
     stain.from_params(params, str(params_file))  # hp.normalizer, hp.normalizer_source, norm_fit: one-line errors
-    return transformers_defaults(path, params) if transformers else params
+    return params
+
+
+def read_params(path: str | Path, transformers: bool = True) -> dict[str, Any]:
+    """``params.json`` of a model directory (or beside a model file) as a dict; ``{}`` where there is none.
+
+    A ``transformers`` folder's ``config.json`` fills in what ``params.json`` leaves out
+    (:func:`transformers_defaults`), unless ``transformers=False``.  :func:`model_params` gives the same
+    as a :class:`ModelParams`.
+    """
+    params = model_params(path)
+    return params.as_dict() if transformers else dict(params.values)
 
 
 def is_transformers_folder(path: str | Path) -> bool:
@@ -175,7 +251,7 @@ def is_transformers_folder(path: str | Path) -> bool:
     model file (``model.pt2``, ``weights.pt``, ``model.pt``, ``*.pt2``/``*.pth``/``*.pt``/``*.zip``,
     ``model.keras``, ``saved_model.pb``) beside it."""
     path = Path(path)
-    if not path.is_dir() or not (path / HF_CONFIG_FILE).is_file() or _is_tensorflow_path(path):
+    if not path.is_dir() or not (path / HF_CONFIG_FILE).is_file() or FRAMEWORKS["tensorflow"].holds(path):
         return False
     return not any(p.is_file() and (p.name in TORCH_FILES or p.suffix in TORCH_SUFFIXES) for p in path.iterdir())
 
@@ -202,61 +278,55 @@ def read_hf_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def transformers_defaults(path: Path, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with what a ``transformers`` folder's ``config.json`` gives where they have none:
-    ``outcome_labels`` from ``id2label`` (by index), ``tile_px`` from ``image_size``.  Other paths: unchanged."""
+def transformers_config(path: Path, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """What a ``transformers`` folder's ``config.json`` gives where ``params`` has none — ``outcome_labels``
+    from ``id2label`` (by index), ``tile_px`` from ``image_size`` — and its ``model_type``; other paths:
+    ``({}, None)``."""
     if not is_transformers_folder(path):
-        return params
+        return {}, None
     file = path / HF_CONFIG_FILE
     config = read_hf_config(path)
+    defaults: dict[str, Any] = {}
     id2label = config.get("id2label")
     if params.get("outcome_labels") is None and id2label is not None:
         check(
             isinstance(id2label, dict) and bool(id2label) and all(str(k).isdigit() for k in id2label),
             f"'{file}': field 'id2label' must map class indices to labels, got {id2label!r}",
         )
-        params["outcome_labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
+        defaults["outcome_labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
     size = config.get("image_size")
     if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
         size = size[0]
     if params.get("tile_px") is None and is_int(size) and size > 0:
-        params["tile_px"] = size
+        defaults["tile_px"] = size
+    return defaults, config["model_type"]
+
+
+def transformers_defaults(path: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with what a ``transformers`` folder's ``config.json`` gives where they have none
+    (:func:`transformers_config`).  Other paths: unchanged."""
+    params.update(transformers_config(Path(path), params)[0])
     return params
 
 
-def _is_tensorflow_path(path: Path) -> bool:
-    if path.suffix == ".keras":
-        return True
-    return path.is_dir() and ((path / SAVED_MODEL_FILE).exists() or (path / KERAS_FILE).exists())
+def detect_framework(params: ModelParams) -> Framework:
+    """A model's framework: ``params.json``'s ``backend`` (Slideflow: ``tensorflow`` / ``torch``), else the
+    one whose files the model path holds (:func:`slidegrad.backends.framework_at`)."""
+    name = params.framework
+    return get_framework(name) if name is not None else framework_at(params.model_path)
 
 
-def detect_backend(path: Path, params: dict[str, Any]) -> str:
-    """``params.json``'s ``backend`` (Slideflow: ``tensorflow`` / ``torch``), else by file layout."""
-    backend = params.get("backend")
-    if backend is not None:
-        backend = {"tf": "tensorflow", "pytorch": "torch"}.get(backend, backend)
-        check(backend in BACKENDS, f"model '{path}': backend {backend!r} is not supported; expected one of {BACKENDS}")
-        return backend
-    return "tensorflow" if _is_tensorflow_path(path) else "torch"
-
-
-def require_param(path: str | Path, key: str, params: dict[str, Any] | None = None, hint: str = "") -> Any:
+def require_param(path: str | Path, key: str, params: ModelParams | None = None, hint: str = "") -> Any:
     """``params.json``'s ``key`` for the model at ``path``, or one InputError line saying it is missing.
 
-    ``params``: already read (``read_params(path)``); ``hint``: how else to give the value,
+    ``params``: already read (``model_params(path)``); ``hint``: how else to give the value,
     e.g. ``"or set tile_px in the config"``.
     """
-    path = Path(path)
-    params = read_params(path) if params is None else params
-    if params.get(key) is not None:
-        return params[key]
-    params_file = params_path(path)
-    where = f"{PARAMS_FILE} has no {key!r}" if params_file.exists() else f"no {PARAMS_FILE} to read {key!r} from"
-    raise InputError(f"model '{path}': {where}; add it{' ' + hint if hint else ''}")
+    return (model_params(path) if params is None else params).require(key, hint)
 
 
 def load_model(
-    path: str | Path,
+    path: str | Path | ModelParams,
     preprocessing: str | dict[str, Any] | None = None,
     *,
     architecture: str | None = None,
@@ -269,6 +339,7 @@ def load_model(
 ) -> LoadedModel:
     """Load a model file or directory (see the module docstring) with its labels and tile geometry.
 
+    ``path``: the model, or its :class:`ModelParams` already read (:func:`model_params`).
     ``architecture`` / ``architecture_kwargs`` rebuild a PyTorch state dict and override
     ``params.json``'s fields of those names (each on its own); a ``"module:function"`` given here
     is your own code and is imported and called.
@@ -284,22 +355,64 @@ def load_model(
     ``preprocessing``: a name of :data:`PREPROCESSORS`, or ``{"mean": [r, g, b], "std": [r, g, b]}`` on
     the 0–1 scale (``(img / 255 − mean) / std``); overrides ``params.json``'s.
     """
-    path = Path(path)
+    read = path if isinstance(path, ModelParams) else None
+    path = read.model_path if read is not None else Path(path)
     allow_code = resolve_allow_code(allow_code, allow_pickle)
     check(path.exists(), f"model '{path}': file not found")
-    params = read_params(path, transformers=False)
-    params_file = params_path(path)
+    params = read or model_params(path)
+    tile_px = _tile_px(params, tile_px)
+    values = _with_architecture(params.as_dict(), architecture, architecture_kwargs)
+    framework = detect_framework(params)
+    check(
+        framework.builds_architectures or (architecture is None and architecture_kwargs is None),
+        f"model '{path}': architecture= rebuilds PyTorch state dicts; this is a {framework.title} model",
+    )
+    architecture_from = params.file if architecture is None else None  # None: the caller's own
+    module, files = framework.load(path, values, allow_code, architecture_from, params.transformers_type)
+    n_outputs = check_outputs(framework.probe_outputs(module, tile_px, str(path)), str(path))
+    labels = [str(label) for label in values.get("outcome_labels") or []] or [str(i) for i in range(n_outputs)]
+    check(
+        len(labels) == n_outputs,
+        f"model '{path}': {n_outputs} outputs but {len(labels)} outcome_labels in {PARAMS_FILE}",
+    )
+    normalizer_fn = stain.from_params(values, str(params.file), normalizer, normalizer_fit, framework.name)
+    if preprocessing is not None:
+        prep = check_preprocessing(preprocessing, f"model '{path}': preprocessing")
+    else:
+        prep = params.preprocessing or framework.default_preprocessing
+    return LoadedModel(
+        module=module,
+        framework=framework.name,
+        outcome_labels=labels,
+        tile_px=tile_px,
+        tile_um=params.tile_um,
+        preprocessing=prep,
+        path=path,
+        sha256=file_sha256(files + ([params.file] if params.found else [])),
+        params=values,
+        normalizer=normalizer_fn,
+    )
+
+
+def _tile_px(params: ModelParams, tile_px: int | None) -> int | None:
+    """The tiles' size: ``params.json``'s, else ``load_model(tile_px=)``, else a ``transformers`` config's;
+    the keyword must be a positive integer that agrees with ``params.json``'s."""
     check(
         tile_px is None or (is_int(tile_px) and tile_px > 0),
         f"load_model: tile_px must be a positive integer, got {tile_px!r}",
     )
+    given = params.values.get("tile_px")
     check(
-        tile_px is None or params.get("tile_px") in (None, tile_px),
-        f"model '{path}': {PARAMS_FILE} has tile_px {params.get('tile_px')} but tile_px={tile_px} was given",
+        tile_px is None or given in (None, tile_px),
+        f"model '{params.model_path}': {PARAMS_FILE} has tile_px {given} but tile_px={tile_px} was given",
     )
-    tile_px = params.get("tile_px") or tile_px
-    params = transformers_defaults(path, params)  # config.json's image_size: where no tile_px is given
-    tile_px = tile_px or params.get("tile_px")
+    return given or tile_px or params.defaults.get("tile_px")
+
+
+def _with_architecture(
+    values: dict[str, Any], architecture: str | None, architecture_kwargs: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``values`` with ``load_model``'s ``architecture`` / ``architecture_kwargs`` (checked) overriding."""
     check(
         architecture is None or (isinstance(architecture, str) and bool(architecture)),
         f"load_model: architecture must be a name or 'module:function', got {architecture!r}",
@@ -309,50 +422,10 @@ def load_model(
         f"load_model: architecture_kwargs must be a dict, got {type(architecture_kwargs).__name__}",
     )
     if architecture is not None:
-        params["architecture"] = architecture
+        values["architecture"] = architecture
     if architecture_kwargs is not None:
-        params["architecture_kwargs"] = dict(architecture_kwargs)
-    architecture_from = params_file if architecture is None else None  # None: the caller's own
-    backend = detect_backend(path, params)
-    if backend == "torch":
-        from .backends.torch_backend import load_module, load_transformers, probe_outputs
-
-        if is_transformers_folder(path):
-            module, files = load_transformers(path, HF_CONFIG_FILE, read_hf_config(path)["model_type"])
-        else:
-            module, files = load_module(path, params, allow_code=allow_code, params_file=architecture_from)
-    else:
-        from .backends.tf_backend import load_module, probe_outputs
-
-        check(
-            architecture is None and architecture_kwargs is None,
-            f"model '{path}': architecture= rebuilds PyTorch state dicts; this is a TensorFlow model",
-        )
-        module, files = load_module(path, params, allow_code=allow_code)
-    outputs = probe_outputs(module, tile_px, str(path))
-    n_outputs = check_outputs(outputs, str(path))
-    labels = [str(label) for label in params.get("outcome_labels") or []] or [str(i) for i in range(n_outputs)]
-    check(
-        len(labels) == n_outputs,
-        f"model '{path}': {n_outputs} outputs but {len(labels)} outcome_labels in {PARAMS_FILE}",
-    )
-    normalizer_fn = stain.from_params(params, str(params_file), normalizer, normalizer_fit, backend)
-    if preprocessing is not None:
-        prep = check_preprocessing(preprocessing, f"model '{path}': preprocessing")
-    else:
-        prep = params.get("preprocessing") or DEFAULT_PREPROCESSING[backend]
-    return LoadedModel(
-        module=module,
-        backend=backend,
-        outcome_labels=labels,
-        tile_px=tile_px,
-        tile_um=params.get("tile_um"),
-        preprocessing=prep,
-        path=path,
-        sha256=file_sha256(files + ([params_file] if params_file.exists() else [])),
-        params=params,
-        normalizer=normalizer_fn,
-    )
+        values["architecture_kwargs"] = dict(architecture_kwargs)
+    return values
 
 
 def check_outputs(outputs: np.ndarray, where: str) -> int:
@@ -497,9 +570,9 @@ def get_preprocess_fn(model: str | Path | LoadedModel, stain_normalize: bool = T
     """
     if isinstance(model, LoadedModel):
         return Preprocess(model.preprocessing, model.normalizer if stain_normalize else None)
-    path = Path(model)
-    params = read_params(path)
-    params_file = params_path(path)
-    backend = detect_backend(path, params)
-    prep = params.get("preprocessing") or DEFAULT_PREPROCESSING[backend]
-    return Preprocess(prep, stain.from_params(params, str(params_file), backend=backend) if stain_normalize else None)
+    params = model_params(model)
+    framework = detect_framework(params)
+    prep = params.preprocessing or framework.default_preprocessing
+    if not stain_normalize:
+        return Preprocess(prep)
+    return Preprocess(prep, stain.from_params(params.values, str(params.file), framework=framework.name))

@@ -26,7 +26,8 @@ from .config import (
 from .errors import InputError, check
 from .layout import Layout
 from . import stain
-from .model import check_preprocessing, detect_backend, read_params, require_param
+from .backends import DEFAULT_FRAMEWORK
+from .model import ModelParams, check_preprocessing, detect_framework, model_params
 from .tables import Slide, TileLocations, check_in_grid, chunk_labels, read_samples, read_tile_locations
 
 
@@ -41,7 +42,7 @@ class Plan:
     """
 
     config: dict[str, Any]
-    backend: str
+    framework: str  # the mask jobs' framework ("torch" or "tensorflow"): their conda env
     slides: dict[str, Slide]
     methods: list[MethodSpec]
     selection: dict[str, Any]
@@ -112,27 +113,28 @@ class Plan:
 
 
 def resolve_geometry(
-    tile_px: int | None, tile_um: float | str | None, model_path: str | None
+    tile_px: int | None, tile_um: float | str | None, model_path: str | None, params: ModelParams | None = None
 ) -> tuple[int, float | str]:
-    """``(tile_px, tile_um)``: the config's, else the model's ``params.json``'s."""
+    """``(tile_px, tile_um)``: the config's, else the model's ``params.json``'s (``params``: read already)."""
     if tile_px is None or tile_um is None:
         check(
             model_path is not None and Path(model_path).exists(),
             f"config: tile_px/tile_um are not set and model '{model_path}' does not exist yet to read them from",
         )
-        params = read_params(model_path)
+        params = params or model_params(model_path)
         if tile_px is None:
-            tile_px = require_param(model_path, "tile_px", params, "or set tile_px in the config")
+            tile_px = params.require("tile_px", "or set tile_px in the config")
         if tile_um is None:
-            tile_um = require_param(model_path, "tile_um", params, "or set tile_um in the config")
+            tile_um = params.require("tile_um", "or set tile_um in the config")
     return int(tile_px), tile_um
 
 
-def geometry_mismatches(tile_px: Any, tile_um: Any, model_path: str) -> list[str]:
-    """One line per config ``tile_px``/``tile_um`` that differs from the model's ``params.json``."""
+def geometry_mismatches(tile_px: Any, tile_um: Any, model_path: str, params: ModelParams | None = None) -> list[str]:
+    """One line per config ``tile_px``/``tile_um`` that differs from the model's ``params.json``
+    (``params``: read already)."""
     if not Path(model_path).exists():
         return []
-    params = read_params(model_path)
+    params = params or model_params(model_path)
     lines = []
     for key, value in (("tile_px", tile_px), ("tile_um", tile_um)):
         trained = params.get(key)
@@ -190,29 +192,27 @@ def mask_gpus(config: dict[str, Any], visible_gpus: int) -> int:
     return int(device == "cuda" or (device == "auto" and visible_gpus > 0))
 
 
-def check_normalizer(config: dict[str, Any]) -> None:
-    """``model.normalizer`` / ``model.normalizer_fit`` against the model's ``params.json`` (when the model
-    exists; until then, on their own): one InputError line before any job runs."""
-    from .model_files import params_path
-
+def check_normalizer(config: dict[str, Any], params: ModelParams | None) -> None:
+    """``model.normalizer`` / ``model.normalizer_fit`` against the model's ``params.json`` (``params``: None
+    while the model does not exist; then checked on their own): one InputError line before any job runs."""
     model = config["model"]
-    method, fit, path = model.get("normalizer"), model.get("normalizer_fit"), Path(model["path"])
-    if path.exists():
-        params_file = params_path(path)
-        stain.from_params(read_params(path), str(params_file), method, fit)
+    method, fit = model.get("normalizer"), model.get("normalizer_fit")
+    if params is not None:
+        stain.from_params(params.as_dict(), str(params.file), method, fit)
     elif method is not None:
         stain.from_params({"hp": {"normalizer": method}}, "config", method, fit)
 
 
-def check_class_idx(config: dict[str, Any]) -> int | str | None:
+def check_class_idx(config: dict[str, Any], params: ModelParams | None) -> int | str | None:
     """``model.class_idx`` as a class index of the model: a label is looked up in its ``outcome_labels``.
 
-    Checked when the model exists; until then (the demo builds it) the value is returned as is.
+    Checked when the model exists (``params``: its ``params.json``); until then (the demo builds it) the
+    value is returned as is.
     """
     class_idx, model_path = config["model"].get("class_idx"), config["model"]["path"]
-    if class_idx is None or not Path(model_path).exists():
+    if class_idx is None or params is None:
         return class_idx
-    labels = [str(label) for label in read_params(model_path).get("outcome_labels") or []]
+    labels = [str(label) for label in params.outcome_labels or []]
     where = "config field 'model.class_idx'"
     if isinstance(class_idx, str):
         check(
@@ -264,12 +264,30 @@ def check_outdir(outdir: str) -> None:
             check(_writable(folder), f"{where}: folder '{folder}' is not writable")
 
 
-def model_backend(config: dict[str, Any]) -> str:
-    """The mask jobs' framework: ``model.backend``, else detected from the model (torch if not built yet)."""
-    backend, path = config["model"].get("backend", "auto"), Path(config["model"]["path"])
-    if backend != "auto":
-        return backend
-    return detect_backend(path, read_params(path)) if path.exists() else "torch"
+def model_framework(config: dict[str, Any], params: ModelParams | None) -> str:
+    """The mask jobs' framework: ``model.framework``, else detected from the model (``params``: its
+    ``params.json``; None while it does not exist: torch, which the demo builds)."""
+    framework = config["model"]["framework"]
+    if framework != "auto":
+        return framework
+    return detect_framework(params).name if params is not None else DEFAULT_FRAMEWORK
+
+
+def check_framework_alias(config: dict[str, Any]) -> list[str]:
+    """``model.backend``, the deprecated old name of ``model.framework``, moved there (both given must
+    agree): a warning line where it is used."""
+    model = config["model"]
+    old = model.pop("backend", None)
+    if old is None:
+        return []
+    check(
+        "auto" in (old, model["framework"]) or old == model["framework"],
+        f"config fields 'model.framework' ({model['framework']!r}) and 'model.backend' ({old!r}, its old name) "
+        "disagree; keep model.framework alone",
+    )
+    if old != "auto":
+        model["framework"] = old
+    return ["config field 'model.backend': deprecated, renamed 'model.framework'"]
 
 
 def tfrecord_slides(names: list[str], directory: str, samples: dict[str, Slide]) -> dict[str, Slide]:
@@ -286,7 +304,7 @@ def tfrecord_slides(names: list[str], directory: str, samples: dict[str, Slide])
     return slides
 
 
-def check_grid_locations(plan: Plan) -> None:
+def check_grid_locations(plan: Plan, params: ModelParams | None = None) -> None:
     """A table's grid ``col,row`` lie inside each slide's grid: each slide is opened once.
 
     Skipped while ``tile_px``/``tile_um`` must come from a model that does not exist yet (the
@@ -298,7 +316,7 @@ def check_grid_locations(plan: Plan) -> None:
     if locations is None or not locations.grid:
         return
     try:
-        tile_px, tile_um = resolve_geometry(config["tile_px"], config["tile_um"], config["model"]["path"])
+        tile_px, tile_um = resolve_geometry(config["tile_px"], config["tile_um"], config["model"]["path"], params)
     except InputError:
         if not Path(config["model"]["path"]).exists():
             return
@@ -333,9 +351,11 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
     )
     slides = read_samples(samples_path) if samples_path else {}
     locations = None
-    warnings = geometry_mismatches(config["tile_px"], config["tile_um"], config["model"]["path"])
+    model_path = config["model"]["path"]
+    params = model_params(model_path) if Path(model_path).exists() else None  # read once per plan
+    warnings = geometry_mismatches(config["tile_px"], config["tile_um"], model_path, params)
     warnings += check_evaluate(config["evaluate"], given_evaluate)
-    warnings += allow_warnings
+    warnings += allow_warnings + check_framework_alias(config)
     if mode in ("table", "tfrecords"):
         locations = read_tile_locations(selection["path"], samples_path, slides)
         unused = [name for name in slides if name not in locations.by_slide]
@@ -348,13 +368,13 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
             slides = tfrecord_slides(list(locations.by_slide), selection["directory"], slides)
         slides = {name: slides[name] for name in locations.by_slide}
     figure_methods(config, methods)  # figure.methods names the run's methods
-    check_normalizer(config)
+    check_normalizer(config, params)
     if config["model"].get("preprocessing") is not None:  # the schema's checks, and finite numbers
         config["model"]["preprocessing"] = check_preprocessing(
             config["model"]["preprocessing"], "config field 'model.preprocessing'"
         )
-    config["model"]["class_idx"] = check_class_idx(config)  # the mask jobs get the index
-    plan = Plan(config, model_backend(config), slides, methods, selection, locations, warnings)
+    config["model"]["class_idx"] = check_class_idx(config, params)  # the mask jobs get the index
+    plan = Plan(config, model_framework(config, params), slides, methods, selection, locations, warnings)
     if open_slides:
-        check_grid_locations(plan)
+        check_grid_locations(plan, params)
     return plan

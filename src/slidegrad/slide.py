@@ -19,6 +19,7 @@ that names the file or argument and says what was expected.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import os
@@ -38,7 +39,8 @@ __all__ = ["WSI", "write_pyramidal_tiff"]
 # A magnification given as tile_um, e.g. "20x", "40X", "2.5x".
 _MAG_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*[xX]\s*$")
 
-_BACKENDS = ("auto", "openslide", "tiffslide")
+_READERS = ("auto", "openslide", "tiffslide")
+LOGGER = logging.getLogger("slidegrad")
 
 # Compression schemes write_pyramidal_tiff accepts (all read by OpenSlide).
 _COMPRESSIONS = ("none", "zlib", "lzw", "jpeg")
@@ -138,6 +140,19 @@ def _tiff_damage(path: str) -> str | None:
 # --------------------------------------------------------------------------
 
 
+def _reader_keyword(name: str, reader: str, backend: str | None) -> tuple[str, str]:
+    """The slide reader asked for and the keyword that asked (``reader``, or ``backend``: its deprecated
+    old name, which logs one warning line); both given and different is an InputError."""
+    if backend is None:
+        return reader, "reader"
+    LOGGER.warning("WSI: backend= is deprecated; use reader= (the library that reads the slide)")
+    if reader not in ("auto", backend):
+        raise InputError(
+            f"{name}: reader={reader!r} and backend={backend!r} (its old name) disagree; pass reader alone"
+        )
+    return backend, "backend"
+
+
 class WSI:
     """A whole-slide image cut into a grid of square tiles (Slideflow geometry).
 
@@ -156,15 +171,16 @@ class WSI:
     mpp:
         Microns per level-0 pixel; overrides the value in the file.  Needed
         when ``tile_um`` is in microns and the file has none.
-    backend:
-        ``"auto"`` (OpenSlide, then tiffslide), ``"openslide"`` or ``"tiffslide"``.
+    reader:
+        The library that reads the file: ``"auto"`` (OpenSlide, then tiffslide),
+        ``"openslide"`` or ``"tiffslide"``.  ``backend=``: its deprecated old name.
 
     Attributes
     ----------
     path, tile_px, tile_um, mpp (float or None), extract_px (level-0 px per
     tile side), stride_px (level-0 px per grid step), dimensions (level-0
     (width, height)), vendor (str or None), level (pyramid level read),
-    backend (``"openslide"`` or ``"tiffslide"``), grid_shape ((n_cols, n_rows)).
+    reader (``"openslide"`` or ``"tiffslide"``; ``backend``: its old name), grid_shape ((n_cols, n_rows)).
     """
 
     def __init__(
@@ -175,7 +191,8 @@ class WSI:
         stride_div: int = 1,
         mpp: float | None = None,
         *,
-        backend: str = "auto",
+        reader: str = "auto",
+        backend: str | None = None,
     ) -> None:
         self.path = Path(path)
         self._name = f"slide {quote(self.path)}"
@@ -186,9 +203,10 @@ class WSI:
             raise InputError(f"{self._name}: tile_px must be an integer >= 1, got {tile_px!r}")
         if not is_int(stride_div) or stride_div < 1:
             raise InputError(f"{self._name}: stride_div must be an integer >= 1, got {stride_div!r}")
-        if backend not in _BACKENDS:
+        reader, keyword = _reader_keyword(self._name, reader, backend)
+        if reader not in _READERS:
             raise InputError(
-                f"{self._name}: backend must be one of {', '.join(_BACKENDS)}, got {backend!r}"
+                f"{self._name}: {keyword} must be one of {', '.join(_READERS)}, got {reader!r}"
             )
         magnification: float | None = None
         if isinstance(tile_um, str):
@@ -217,7 +235,7 @@ class WSI:
         self.stride_div: int = int(stride_div)
 
         # -- open ---------------------------------------------------------
-        self._slide, self.backend = self._open(backend)
+        self._slide, self.reader = self._open(reader)
         try:
             self._setup(magnification, mpp_override)
         except BaseException:
@@ -226,7 +244,7 @@ class WSI:
 
     # -- opening -----------------------------------------------------------
 
-    def _open(self, backend: str) -> tuple[Any, str]:
+    def _open(self, reader: str) -> tuple[Any, str]:
         path = self.path
         if not path.exists():
             raise InputError(f"{self._name}: file not found")
@@ -238,7 +256,7 @@ class WSI:
         reasons: list[str] = []
         slide: Any = None
         used = ""
-        if backend in ("auto", "openslide"):
+        if reader in ("auto", "openslide"):
             import openslide
 
             try:
@@ -266,7 +284,7 @@ class WSI:
             raise InputError(
                 f"{self._name}: not a readable whole-slide image ({'; '.join(reasons)})"
             )
-        if backend in ("auto", "tiffslide"):
+        if reader in ("auto", "tiffslide"):
             import tiffslide
 
             try:
@@ -412,7 +430,7 @@ class WSI:
         except Exception as exc:  # noqa: BLE001 - OpenSlideError, codec errors, ...
             raise InputError(
                 f"{self._name}: cannot read the tile at x={x}, y={y} "
-                f"({self.backend}: {first_line(exc)}); the file may be damaged"
+                f"({self.reader}: {first_line(exc)}); the file may be damaged"
             ) from exc
         if region.size != (self.tile_px, self.tile_px):
             region = region.resize((self.tile_px, self.tile_px), Image.Resampling.LANCZOS)
@@ -452,7 +470,7 @@ class WSI:
             image = image.convert("RGB")
         except Exception as exc:  # noqa: BLE001
             raise InputError(
-                f"{self._name}: cannot read a thumbnail ({self.backend}: {first_line(exc)}); "
+                f"{self._name}: cannot read a thumbnail ({self.reader}: {first_line(exc)}); "
                 "the file may be damaged"
             ) from exc
         return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
@@ -471,10 +489,15 @@ class WSI:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def backend(self) -> str:
+        """The old name of :attr:`reader` (deprecated)."""
+        return self.reader
+
     def __repr__(self) -> str:
         return (
             f"WSI({str(self.path)!r}, tile_px={self.tile_px}, tile_um={self.tile_um!r}, "
-            f"stride_div={self.stride_div}, backend={getattr(self, 'backend', None)!r})"
+            f"stride_div={self.stride_div}, reader={getattr(self, 'reader', None)!r})"
         )
 
 

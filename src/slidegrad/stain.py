@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .backends import get_framework
 from .errors import InputError, check, listed
 
 METHODS = ("reinhard", "reinhard_fast", "reinhard_mask", "reinhard_fast_mask", "macenko", "macenko_fast")
@@ -344,20 +345,21 @@ def from_params(
     params_path: str,
     method: str | None = None,
     fit: Any = None,
-    backend: str = "torch",
+    framework: str = "torch",
 ) -> StainNormalizer | None:
     """The normaliser of a Slideflow ``params.json`` (``hp.normalizer``, ``hp.normalizer_source``,
     ``norm_fit``), with ``method`` / ``fit`` (the config's ``model.normalizer`` /
     ``model.normalizer_fit``: a preset name or values) overriding them; ``None`` when there is none.
 
-    ``method="none"`` turns a model's normaliser off.  ``backend``: the model's framework; Slideflow
-    normalises a TensorFlow model's tiles with its TensorFlow code, whose percentiles take the
-    nearest value.
+    ``method="none"`` turns a model's normaliser off.  ``framework``: the model's framework, whose
+    :attr:`~slidegrad.backends.Framework.stain_percentile` says how percentiles are taken (Slideflow
+    normalises a TensorFlow model's tiles with its TensorFlow code, whose percentiles take the nearest value).
     """
     normalizer = _from_params(params, params_path, method, fit)
-    if normalizer is None or backend != "tensorflow":
+    percentile = get_framework(framework).stain_percentile
+    if normalizer is None or percentile == normalizer.percentile:
         return normalizer
-    return StainNormalizer(normalizer.method, normalizer.fit, normalizer.source, percentile="nearest")
+    return StainNormalizer(normalizer.method, normalizer.fit, normalizer.source, percentile=percentile)
 
 
 def _from_params(params: Mapping[str, Any], params_path: str, method: str | None, fit: Any) -> StainNormalizer | None:

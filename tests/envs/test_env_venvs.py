@@ -32,7 +32,7 @@ from ..conftest import REPO
 from .venvs import EnvVenv, build_all, envs_dir, unpinned
 
 RUNNER = Path(__file__).with_name("run_script.py")
-MASK_BACKENDS = ("torch", "tensorflow")  # slidegrad.model.BACKENDS: MASK_ENV is envs/{backend}.yaml
+MASK_BACKENDS = ("torch", "tensorflow")  # slidegrad.backends.FRAMEWORKS: MASK_ENV is envs/{framework}.yaml
 # The jobs, in the order they run: (env, rule); each rule that has a script, in every env its `conda:` can name.
 JOBS = [
     ("base", "demo_slide"),
@@ -81,11 +81,11 @@ def test_every_scripted_rule_runs_in_every_env_it_can_use():
     assert rule_envs() == set(JOBS)
 
 
-def test_mask_env_is_the_backend_env():
-    from slidegrad.model import BACKENDS
+def test_mask_env_is_the_framework_env():
+    from slidegrad.backends import FRAMEWORKS
 
-    assert tuple(BACKENDS) == MASK_BACKENDS
-    assert 'MASK_ENV = f"../envs/{PLAN.backend}.yaml"' in (REPO / "rules/common.smk").read_text()
+    assert tuple(FRAMEWORKS) == MASK_BACKENDS
+    assert 'MASK_ENV = f"../envs/{PLAN.framework}.yaml"' in (REPO / "rules/common.smk").read_text()
 
 
 # -- the venvs -------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def reference():
 def test_every_tile_within_one_level_of_slideflow_tensorflow(reference, ihc, method):
     module, name = CLASSES[method]
     ref = getattr(reference.tensorflow_module(module), name)()
-    ours = stain.from_params({"hp": {"normalizer": method}}, "test", backend="tensorflow")
+    ours = stain.from_params({"hp": {"normalizer": method}}, "test", framework="tensorflow")
     assert ours.percentile == "nearest" and ours.source == "preset v3"
     tiles = [ihc[y : y + 128, x : x + 128] for y in range(0, 512, 128) for x in range(0, 512, 128)]
     for tile in tiles:

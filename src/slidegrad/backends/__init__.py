@@ -16,19 +16,28 @@ the few device-side array operations every method is written over, so one
 implementation of each method runs on torch or TensorFlow tensors, on the
 model's device.
 
-Torch and TensorFlow each implement both in one module; nothing else imports a
-framework.
+Torch and TensorFlow each implement both in one module (``torch_backend``, with
+``torch_vit`` for vision transformers; ``tf_backend``).  Everything else that depends
+on the framework — detecting a model's framework, loading, the output probe, CPU
+threads, GPU visibility, devices, the sanity check's re-initialisation and the default
+preprocessing — is a :class:`Framework` in :data:`FRAMEWORKS`, which imports its
+module on first use: importing slidegrad imports no framework, and no other module
+imports one to decide which it is.
 """
 
 from __future__ import annotations
 
 import sys
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..model_files import LoadedModel
+from ..errors import InputError
+from ..model_files import KERAS_FILE, SAVED_MODEL_FILE, LoadedModel
 from .common import AttentionMaps, cache_class_count, cached_class_count, checked_output  # noqa: F401 - API
 from .common import nan_where_nonfinite  # noqa: F401 - API
 
@@ -99,17 +108,101 @@ def get_backend(model: Any, device: str = "auto") -> Backend:
     if loaded:
         name = str(model.path or type(module).__name__)
         known = {"n_classes": model.n_classes, "tile_px": model.tile_px, "name": name}
-    if _is_torch_module(module):
-        from .torch_backend import TorchBackend
+    framework = framework_of(module)
+    if framework is None:
+        raise TypeError(
+            f"model: unsupported model type {type(module).__name__}; expected a torch.nn.Module or a keras.Model"
+        )
+    return framework.backend(module, device=device, **known)
 
-        return TorchBackend(module, device=device, **known)
-    if _is_keras_model(module):
-        from .tf_backend import TensorFlowBackend
 
-        return TensorFlowBackend(module, device=device, **known)
-    raise TypeError(
-        f"model: unsupported model type {type(module).__name__}; expected a torch.nn.Module or a keras.Model"
-    )
+# -- frameworks ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Framework:
+    """A deep-learning framework slidegrad runs models of: everything that depends on which one it is.
+
+    ``name`` is the framework string of configs, plans and sidecars.  Detection (:meth:`holds`,
+    :meth:`owns`) imports nothing; everything else imports the framework's backend module
+    (``module``) on first use.
+    """
+
+    name: str  # "torch" or "tensorflow"
+    title: str  # for messages: "PyTorch", "TensorFlow"
+    aliases: tuple[str, ...]  # other spellings of the name in Slideflow's params.json "backend"
+    default_preprocessing: str  # a name of slidegrad.model.PREPROCESSORS (Slideflow's convention)
+    stain_percentile: str  # how Slideflow's stain normalisers take percentiles for this framework's models
+    builds_architectures: bool  # rebuilds state dicts from an architecture (load_model(architecture=...))
+    _holds: Callable[[Path], bool]
+    _owns: Callable[[Any], bool]
+    _import: Callable[[], ModuleType]
+
+    @property
+    def module(self) -> ModuleType:
+        """The backend module (imports the framework)."""
+        return self._import()
+
+    def holds(self, path: str | Path) -> bool:
+        """Whether ``path`` holds a model of this framework, by file layout alone."""
+        return self._holds(Path(path))
+
+    def owns(self, model: Any) -> bool:
+        """Whether ``model`` (an object) is a model of this framework; imports nothing."""
+        return self._owns(model)
+
+    def load(
+        self,
+        path: Path,
+        params: dict[str, Any],
+        allow_code: bool = False,
+        architecture_from: Path | None = None,
+        transformers_type: str | None = None,
+    ) -> tuple[Any, list[Path]]:
+        """The model at ``path`` (see :mod:`slidegrad.model`) and the files it was read from."""
+        return self.module.load(path, params, allow_code, architecture_from, transformers_type)
+
+    def probe_outputs(self, model: Any, tile_px: int | None, where: str) -> np.ndarray:
+        """``(1, K)`` outputs of ``model`` on one zero tile (``tile_px``, else the model's input size)."""
+        return self.module.probe_outputs(model, tile_px, where)
+
+    def set_threads(self, threads: int) -> None:
+        """Pin the framework's CPU thread pools (before it initialises them, i.e. before loading a model)."""
+        self.module.set_threads(threads)
+
+    def sees_gpu(self) -> bool:
+        """Whether the framework can use a CUDA GPU in this process."""
+        return self.module.sees_gpu()
+
+    def resolve_device(self, device: str | None) -> Any:
+        """The framework's device for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a GPU it does not see is an error."""
+        return self.module.resolve_device(device)
+
+    def backend(self, model: Any, device: str = "auto", **known: Any) -> Backend:
+        """``model`` wrapped behind the :class:`Backend` contract on ``device``."""
+        return self.module.make_backend(model, device=device, **known)
+
+    def randomisation_copy(self, model: Any) -> Any:
+        """A copy of ``model`` with its own weights (the sanity check re-initialises it)."""
+        return self.module.randomisation_copy(model)
+
+    def randomisable_layers(self, model: Any) -> list[tuple[str, Any]]:
+        """``(name, layer)`` of the layers holding weights, last first; one it cannot re-initialise: an error."""
+        return self.module.randomisable_layers(model)
+
+    def reinitialise(self, layer: Any, seed: int) -> None:
+        """Re-initialise ``layer``'s weights, seeded with ``seed``."""
+        self.module.reinitialise(layer, seed)
+
+
+def _torch_module() -> ModuleType:
+    from . import torch_backend
+
+    return torch_backend
+
+
+def _tf_module() -> ModuleType:
+    from . import tf_backend
+
+    return tf_backend
 
 
 def _is_torch_module(module: Any) -> bool:
@@ -121,3 +214,59 @@ def _is_keras_model(module: Any) -> bool:
     """Keras 3, tf_keras or a signature-wrapped SavedModel: decided by class module, importing nothing."""
     names = [cls.__module__ for cls in type(module).__mro__]
     return any(n.startswith(("keras", "tf_keras", "tensorflow", "slidegrad.backends.tf_backend")) for n in names)
+
+
+def _holds_keras(path: Path) -> bool:
+    """A Keras 3 ``.keras`` file, or a folder holding ``model.keras`` or a SavedModel (``saved_model.pb``)."""
+    if path.suffix == ".keras":
+        return True
+    return path.is_dir() and ((path / SAVED_MODEL_FILE).exists() or (path / KERAS_FILE).exists())
+
+
+FRAMEWORKS: dict[str, Framework] = {
+    "torch": Framework(
+        name="torch",
+        title="PyTorch",
+        aliases=("pytorch",),
+        default_preprocessing="scale",
+        stain_percentile="linear",
+        builds_architectures=True,
+        _holds=lambda path: not _holds_keras(path),  # any other file or folder: torch reads what it holds
+        _owns=_is_torch_module,
+        _import=_torch_module,
+    ),
+    "tensorflow": Framework(
+        name="tensorflow",
+        title="TensorFlow",
+        aliases=("tf",),
+        default_preprocessing="standardize",
+        stain_percentile="nearest",
+        builds_architectures=False,
+        _holds=_holds_keras,
+        _owns=_is_keras_model,
+        _import=_tf_module,
+    ),
+}
+"""Every framework slidegrad runs, by name (the order of error messages)."""
+
+DEFAULT_FRAMEWORK = "torch"
+"""The framework of a model that does not exist yet (the demo builds it)."""
+
+
+def get_framework(name: str, where: str = "framework") -> Framework:
+    """The framework called ``name`` (or one of its Slideflow aliases, e.g. ``pytorch``, ``tf``); else one
+    InputError line starting with ``where``."""
+    for framework in FRAMEWORKS.values():
+        if name == framework.name or name in framework.aliases:
+            return framework
+    raise InputError(f"{where} {name!r} is not supported; expected one of {tuple(FRAMEWORKS)}")
+
+
+def framework_at(path: str | Path) -> Framework:
+    """The framework whose model ``path`` holds, by file layout alone (no import)."""
+    return next(framework for framework in FRAMEWORKS.values() if framework.holds(path))
+
+
+def framework_of(model: Any) -> Framework | None:
+    """The framework of a model object (``None``: none slidegrad runs); imports nothing."""
+    return next((framework for framework in FRAMEWORKS.values() if framework.owns(model)), None)

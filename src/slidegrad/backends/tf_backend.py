@@ -161,6 +161,33 @@ def resolve_device(device: str | None) -> str:
     return "/CPU:0"
 
 
+def sees_gpu() -> bool:
+    """Whether TensorFlow sees a GPU in this process."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def set_threads(threads: int) -> None:
+    """Pin TensorFlow's intra- and inter-op CPU thread pools (before it initialises them)."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def load(
+    path: Path,
+    params: dict[str, Any],
+    allow_code: bool = False,
+    architecture_from: Any = None,
+    transformers_type: str | None = None,
+) -> tuple[Any, list[Path]]:
+    """A Keras model path (:func:`load_module`); ``architecture_from`` and ``transformers_type`` are PyTorch's."""
+    return load_module(path, params, allow_code=allow_code)
+
+
+def make_backend(model: Any, device: str = "auto", **known: Any) -> TensorFlowBackend:
+    """``model`` behind the backend contract (``known``: ``n_classes``, ``tile_px``, ``name``)."""
+    return TensorFlowBackend(model, device=device, **known)
+
+
 # -- model randomisation (slidegrad.evaluate.sanity) ---------------------------------
 _INITIALISER_ALIASES = {"kernel": ("kernel_initializer", "depthwise_initializer")}  # DepthwiseConv2D's kernel
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, check, first_line
-from ..model_files import TORCH_FILES, TORCH_SUFFIXES
+from ..model_files import HF_CONFIG_FILE, TORCH_FILES, TORCH_SUFFIXES
 from .common import AttentionMaps, cache_class_count, cached_class_count, checked_output, nan_where_nonfinite
 from .torch_vit import TokenModel, attention_bytes, capture_attention, is_patch_embedding, token_model, tokens_to_grid
 from .torch_vit import check_tile_size, warn_patch_embedding
@@ -620,6 +620,35 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             f"device: '{device}' was asked for but torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}",
         )
     return device
+
+
+def sees_gpu() -> bool:
+    """Whether torch can use a CUDA GPU in this process."""
+    return bool(torch.cuda.is_available())
+
+
+def set_threads(threads: int) -> None:
+    """Pin torch's CPU thread pool (results depend on it: keep it fixed to reproduce)."""
+    torch.set_num_threads(threads)
+
+
+def load(
+    path: Path,
+    params: dict[str, Any],
+    allow_code: bool = False,
+    architecture_from: Any = None,
+    transformers_type: str | None = None,
+) -> tuple[nn.Module, list[Path]]:
+    """A PyTorch model path: a ``transformers`` folder (``transformers_type``: its ``model_type``), else
+    :func:`load_module` (``architecture_from``: the ``params.json`` the architecture comes from)."""
+    if transformers_type is not None:
+        return load_transformers(path, HF_CONFIG_FILE, transformers_type)
+    return load_module(path, params, allow_code=allow_code, params_file=architecture_from)
+
+
+def make_backend(module: nn.Module, device: str = "auto", **known: Any) -> TorchBackend:
+    """``module`` behind the backend contract (``known``: ``n_classes``, ``tile_px``, ``name``)."""
+    return TorchBackend(module, device=device, **known)
 
 
 def _on_device(module: nn.Module, device: torch.device) -> nn.Module:

@@ -177,7 +177,7 @@ def run_evaluation_job(
     job = load_chunk(model_path, table_path, chunk, tile_dir, load_options, threads)
     model, names, tiles = job.model, job.names, job.images
     slide = job.rows[0]["slide"]
-    chosen, _lock = claim_device(device, lock_dir, model.backend)
+    chosen, _lock = claim_device(device, lock_dir, model.framework)
     budget = budget_bytes(memory_budget_mb)
     sal = SaliencyMap(model, device=chosen, memory_budget=budget)
     truth = None

@@ -4,9 +4,9 @@ A saliency method that explains the *model* must give different maps once the
 model's weights are destroyed.  :func:`model_randomisation` re-initialises a copy
 of the model cascading from the last layer down and, after each step, compares
 the method's map of the same tiles with the trained model's map.  The framework
-part lives in the backends (``randomisation_copy``, ``randomisable_layers``,
-``reinitialise`` in :mod:`slidegrad.backends.torch_backend` and
-:mod:`~slidegrad.backends.tf_backend`):
+part is the model's :class:`~slidegrad.backends.Framework` (``randomisation_copy``,
+``randomisable_layers``, ``reinitialise``, implemented in
+:mod:`slidegrad.backends.torch_backend` and :mod:`~slidegrad.backends.tf_backend`):
 
 - PyTorch: a deep copy; the modules holding parameters, in reverse registration
   order, each with its ``reset_parameters()`` right after
@@ -93,21 +93,16 @@ def randomisable_layers(module: Any) -> list[tuple[str, Any]]:
 
 
 def _framework(module: Any) -> Any:
-    """The backend module (torch or TensorFlow) of a bare model, importing only that framework."""
-    from ..backends import _is_keras_model, _is_torch_module
+    """The :class:`~slidegrad.backends.Framework` of a bare model (its re-initialisation), importing only it."""
+    from ..backends import framework_of
 
-    if _is_torch_module(module):
-        from ..backends import torch_backend
-
-        return torch_backend
-    if _is_keras_model(module):
-        from ..backends import tf_backend
-
-        return tf_backend
-    raise InputError(
-        "model: model_randomisation needs a PyTorch or Keras model (torch.nn.Module, keras.Model or a "
-        f"LoadedModel of one), got {type(module).__name__}"
-    )
+    framework = framework_of(module)
+    if framework is None:
+        raise InputError(
+            "model: model_randomisation needs a PyTorch or Keras model (torch.nn.Module, keras.Model or a "
+            f"LoadedModel of one), got {type(module).__name__}"
+        )
+    return framework
 
 
 def model_randomisation(
