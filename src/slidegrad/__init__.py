@@ -25,10 +25,11 @@ _LAZY = {
     "get_preprocess_fn": ("model", "get_preprocess_fn"),
     "LoadedModel": ("model_files", "LoadedModel"),
     "METHODS": ("methods", "METHODS"),
+    "METRICS": ("metrics", "METRICS"),
 }
 _SUBMODULES = {
-    "plot", "slide", "model", "methods", "saliency", "demo", "config", "tables", "layout", "planning", "jobs",
-    "progress", "files", "devices", "backends", "engines", "evaluate",
+    "plot", "slide", "model", "methods", "metrics", "saliency", "demo", "config", "tables", "layout", "planning",
+    "jobs", "progress", "files", "devices", "backends", "engines", "evaluate",
 }  # fmt: skip
 
 __all__ = ["InputError", "SlidegradError", *_LAZY, *sorted(_SUBMODULES)]

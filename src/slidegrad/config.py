@@ -1,7 +1,7 @@
 """The workflow config: validated against ``schemas/config.schema.json`` (its method part
-comes from :mod:`slidegrad.methods`), with the schema's defaults filled in for every
-field a config leaves out.  Every problem is one :class:`~slidegrad.errors.InputError`
-line naming the field."""
+comes from :mod:`slidegrad.methods`, its evaluate options from :mod:`slidegrad.metrics`), with
+the schema's defaults filled in for every field a config leaves out.  Every problem is one
+:class:`~slidegrad.errors.InputError` line naming the field."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import jsonschema
 
 from .errors import InputError, check, is_int
 from .methods import get_method, method_schema, output_params, resolve_params, title
+from .metrics import check_needs, evaluate_schema
 from .tables import parse_roi
 
 DYNAMIC_MODES = ("grid", "top_k", "random")
@@ -57,9 +58,11 @@ class MethodSpec:
 
 
 def load_schema() -> dict[str, Any]:
-    """The config's JSON schema; ``methods.items`` is :func:`slidegrad.methods.method_schema`."""
+    """The config's JSON schema; ``methods.items`` is :func:`slidegrad.methods.method_schema`,
+    ``evaluate.properties`` :func:`slidegrad.metrics.evaluate_schema`."""
     schema = json.loads(resources.files("slidegrad").joinpath("schemas/config.schema.json").read_text())
     schema["properties"]["methods"]["items"] = method_schema()
+    schema["properties"]["evaluate"]["properties"] = evaluate_schema()
     return schema
 
 
@@ -176,17 +179,13 @@ def check_evaluate(section: dict[str, Any], given: Any = None) -> list[str]:
     ``section``: the validated section (defaults filled in); ``given``: the config's own, before that.
     """
     metrics, truth = section["metrics"], section["ground_truth"]
-    where = "config field 'evaluate.ground_truth'"
-    if "pointing" in metrics:
-        check(truth is not None, f"{where}: metric 'pointing' needs one: 'dab' or a folder of {{slide}}/{{tile}}.png masks")
+    unused = check_needs(section)  # a chosen metric's missing option is an error; options no chosen metric reads
     if truth is not None and truth != "dab":
+        where = "config field 'evaluate.ground_truth'"
         check(Path(truth).is_dir(), f"{where}: folder '{truth}' does not exist (expected 'dab' or a folder of masks)")
-    warnings = []
     if not metrics and set(given or {}) - {"metrics"}:
-        warnings.append("config field 'evaluate': settings given but 'metrics' is empty; the maps are not evaluated")
-    elif truth is not None and "pointing" not in metrics:
-        warnings.append("config field 'evaluate.ground_truth': set, but 'pointing' is not in evaluate.metrics; unused")
-    return warnings
+        return ["config field 'evaluate': settings given but 'metrics' is empty; the maps are not evaluated"]
+    return unused
 
 
 def figure_methods(config: dict[str, Any], methods: list[MethodSpec]) -> list[MethodSpec]:

@@ -21,6 +21,7 @@ from .backends import FRAMEWORKS
 from .errors import check
 from .files import write_text
 from .methods import METHODS
+from .metrics import evaluation_paragraph, metric_references
 
 SMOOTH_CITATION = "Smilkov et al. 2017"
 PHRASES = {
@@ -43,12 +44,9 @@ PHRASES = {
 }
 ADAPTIVE_ONLY = {"tolerance", "max_steps"}  # unsaid with tolerance 0 (fixed steps)
 HIDDEN = {"batch_size", "layer"}  # change no result / reported from the sidecar's gradcam_layer instead
-REFERENCES = {  # the methods' own are on their declarations (slidegrad.methods)
+REFERENCES = {  # the methods' own are on their declarations (slidegrad.methods); the metrics' on theirs (.metrics)
     **{m.citation: m.reference for m in METHODS.values() if m.citation and m.reference},
     "Smilkov et al. 2017": "Smilkov et al., SmoothGrad: removing noise by adding noise, arXiv:1706.03825",
-    "Petsiuk et al. 2018": "Petsiuk, Das & Saenko, RISE, BMVC 2018",
-    "Adebayo et al. 2018": "Adebayo et al., Sanity checks for saliency maps, NeurIPS 2018",
-    "Yeh et al. 2019": "Yeh et al., On the (in)fidelity and sensitivity of explanations, NeurIPS 2019",
 }
 
 
@@ -145,14 +143,14 @@ def methods_paragraphs(
         + ("attention maps are scaled to [minimum, maximum]; " if attention else "")
         + "all maps are clipped to [0, 1]."
     )
-    paragraphs = [saliency]
+    paragraphs, metric_refs = [saliency], {}
     metrics = list((evaluate or {}).get("metrics") or [])
     if metrics:
-        paragraphs.append(_evaluation_paragraph(metrics, evaluate or {}))
-        cites += [c for m, c in (("deletion", "Petsiuk et al. 2018"), ("insertion", "Petsiuk et al. 2018"),
-                                 ("pic", "Kapishnikov et al. 2019"), ("sanity", "Adebayo et al. 2018"),
-                                 ("stability", "Yeh et al. 2019")) if m in metrics]  # fmt: skip
-    references = [REFERENCES[c] for c in dict.fromkeys(cites) if c in REFERENCES]
+        paragraphs.append(evaluation_paragraph({**(evaluate or {}), "metrics": metrics}))
+        metric_refs = metric_references(metrics)
+        cites += list(metric_refs)
+    known = {**metric_refs, **REFERENCES}  # PIC's citation is XRAI's: the method's reference wins
+    references = [known[c] for c in dict.fromkeys(cites) if c in known]
     return paragraphs, references
 
 
@@ -166,41 +164,6 @@ def _stain_sentence(record: dict[str, Any] | None) -> str:
         f"{record['fit_source']}) before preprocessing; attributions are with respect to the normalised tile "
         "and are shown over the original."
     )
-
-
-def _evaluation_paragraph(metrics: list[str], settings: dict[str, Any]) -> str:
-    parts = []
-    if "deletion" in metrics or "insertion" in metrics:
-        baseline = settings.get("baseline", "white")
-        if baseline == "blur":
-            baseline = f"blur (σ = {settings.get('sigma')} px)"
-        kinds = " and ".join(k for k in ("deletion", "insertion") if k in metrics)
-        parts.append(
-            f"{kinds} curves (Petsiuk et al. 2018; {settings.get('steps')} steps, {baseline} baseline, softmax "
-            "probability of the explained class, AUC by the trapezoid rule), each against the same curve in a "
-            f"seeded random pixel order (seed {settings.get('seed')})"
-        )
-    if "pic" in metrics:
-        parts.append("SIC and AIC (Kapishnikov et al. 2019, PAIR's thresholds), against a seeded random map")
-    if "pointing" in metrics:
-        truth = settings.get("ground_truth")
-        what = f"DAB (rgb2hed > {settings.get('dab_threshold')})" if truth == "dab" else "the given masks"
-        parts.append(
-            f"the share of each map's top {100 * settings.get('top', 0.1):g}% of pixels inside {what}, over the tile's "
-            "share (pointing ratio; 1 is chance)"
-        )
-    if "sanity" in metrics:
-        parts.append(
-            "a cascading model-randomisation test (Adebayo et al. 2018; Spearman correlation of |attribution| "
-            "with the fully randomised model's, passing below 0.5)"
-        )
-    if "stability" in metrics:
-        radius = (settings.get("perturbations") or {}).get("radius")
-        parts.append(
-            f"max-sensitivity (Yeh et al. 2019; {(settings.get('perturbations') or {}).get('n')} uniform "
-            f"perturbations of radius {radius if radius is not None else '0.02 × the input range'})"
-        )
-    return "Faithfulness of every map was measured by " + "; ".join(parts) + "."
 
 
 def _rst(text: str) -> str:

@@ -20,22 +20,16 @@ from typing import Sequence
 import matplotlib.figure
 import numpy as np
 
+from ..metrics import METRICS
 from ..plot import plt
 from .perturbation import curve_auc
 
-# column, panel title, its reference column (chance) or a fixed reference value
-PANELS: tuple[tuple[str, str, str | float | None], ...] = (
-    ("deletion_auc", "deletion AUC ↓", "deletion_chance"),
-    ("insertion_auc", "insertion AUC ↑", "insertion_chance"),
-    ("sic", "SIC AUC ↑", "sic_chance"),
-    ("aic", "AIC AUC ↑", "aic_chance"),
-    ("pointing_ratio", "pointing ratio ↑", "pointing_chance"),
-    ("sanity_spearman", "sanity: Spearman vs random model ↓", 0.5),
-    ("max_sensitivity", "max-sensitivity ↓", None),
+# column, panel title, its reference column (chance) or a fixed reference value: every metric's panels
+PANELS: tuple[tuple[str, str, str | float | None], ...] = tuple(
+    (panel.column, panel.title, panel.reference) for metric in METRICS.values() for panel in metric.panels
 )
 MAX_CLASS_ROWS = 4  # curves per explained class up to this many classes, else all tiles together
-CURVE_TITLES = {"deletion": "deletion", "insertion": "insertion"}
-CURVE_XLABELS = {"deletion": "fraction of pixels removed", "insertion": "fraction of pixels restored"}
+CURVE_XLABELS = {metric.name: metric.curve for metric in METRICS.values() if metric.curve}  # curve kind → x label
 
 
 def _values(rows: Sequence[dict[str, str]], method: str, column: str) -> np.ndarray:
@@ -75,7 +69,7 @@ def _curve_panel(ax, kind: str, curves, rows, label: str | None, method_ids, met
                     transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.3")  # fmt: skip
     n_tiles = len(chance_parts[0]) if chance_parts else 0
     who = f"class {label}" if label is not None else "all classes"
-    ax.set_title(f"{CURVE_TITLES[kind]}: {who}, {n_tiles} tiles (legend: mean AUC)", fontsize=8)
+    ax.set_title(f"{kind}: {who}, {n_tiles} tiles (legend: mean AUC)", fontsize=8)
     ax.set_xlabel(CURVE_XLABELS[kind], fontsize=7)
     ax.set_ylabel("probability of the explained class", fontsize=7)
     ax.set_xlim(0, 1)
@@ -124,12 +118,13 @@ def evaluation_figure(
     """The figure for one slide.
 
     ``rows``: its ``evaluation.csv`` rows (strings, as read); ``curves``: ``"{method}:{kind}"`` →
-    ``(N, steps + 1)`` curves, ``kind`` in deletion, insertion, deletion_chance, insertion_chance
-    (absent when neither metric ran); ``method_ids`` / ``method_titles``: the methods, in order.
+    ``(N, K)`` curves, ``kind`` a metric with a curve plot (:attr:`slidegrad.metrics.Metric.curve`:
+    deletion, insertion) or its ``{kind}_chance`` (absent when no such metric ran);
+    ``method_ids`` / ``method_titles``: the methods, in order.
     """
     columns = set(rows[0]) if rows else set()
     panels = [p for p in PANELS if p[0] in columns]
-    kinds = [k for k in CURVE_TITLES if any(key.endswith(f":{k}") for key in curves)]
+    kinds = [k for k in CURVE_XLABELS if any(key.endswith(f":{k}") for key in curves)]
     colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(method_ids))]
     n_cols = max(len(panels), 1)
     width = max(2.3 * n_cols + 1.0, 7.0)

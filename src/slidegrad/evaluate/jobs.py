@@ -2,21 +2,14 @@
 
 One evaluate job per (slide, chunk) loads the model once, reads the chunk's tiles
 and every method's masks (and the class each mask explains, from its sidecar),
-and computes the configured metrics:
-
-* ``deletion`` / ``insertion`` — AUCs (:func:`~.perturbation.deletion_insertion`) and
-  their chance level, the same curves in a seeded random pixel order;
-* ``pic`` — SIC and AIC (:func:`~.pic.pic_metric`), chance: a seeded uniform random map;
-* ``pointing`` — :func:`~.perturbation.pointing_ratio` against the ground truth
-  (DAB, or a folder of masks); chance is 1 by definition;
-* ``sanity`` — :func:`~.sanity.model_randomisation` (Spearman and SSIM against the fully
-  randomised model, and whether the tile passes);
-* ``stability`` — :func:`~.stability.max_sensitivity` of the raw attribution.
+and computes the configured metrics: each registered :class:`~slidegrad.metrics.Metric`
+in ``evaluate.metrics``, in registry order (:data:`slidegrad.metrics.METRICS` says
+what each computes, its columns and its chance level).
 
 It writes ``evaluation/{slide}/{chunk}.csv`` (one row per tile × method) and
-``{chunk}.npz`` (the deletion / insertion curves, for the figure).  The table rule
-concatenates the chunks into ``evaluation.csv``; the figure rule draws one figure
-per slide (:func:`write_evaluation_figure`).
+``{chunk}.npz`` (the metrics' curves, ``{method}:{kind}`` and ``{method}:{kind}_chance``,
+for the figure).  The table rule concatenates the chunks into ``evaluation.csv``; the
+figure rule draws one figure per slide (:func:`write_evaluation_figure`).
 """
 
 from __future__ import annotations
@@ -28,125 +21,46 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import MethodSpec
-from ..errors import check
 from ..failures import load_npy
 from ..files import atomic_write, write_csv
 from ..jobs import format_cell, read_sidecar
+from ..metrics import Metric, MetricInputs, MetricResult, chosen, metric_columns
 from ..progress import LOGGER
-from ..tables import read_tile_table
 
-METRICS = ("deletion", "insertion", "pic", "pointing", "sanity", "stability")
-METRIC_COLUMNS = {
-    "deletion": ("deletion_auc", "deletion_chance"),
-    "insertion": ("insertion_auc", "insertion_chance"),
-    "pic": ("sic", "sic_chance", "aic", "aic_chance"),
-    "pointing": ("pointing_ratio", "pointing_chance"),
-    "sanity": ("sanity_spearman", "sanity_ssim", "sanity_passes"),
-    "stability": ("max_sensitivity",),
-}
 ID_COLUMNS = ("slide", "tile", "method", "class_idx", "class_label")
-CURVES = ("deletion", "insertion")
 
 
 def evaluation_columns(metrics: Sequence[str]) -> list[str]:
-    """The columns of ``evaluation.csv`` for ``metrics`` (in :data:`METRICS` order)."""
-    return [*ID_COLUMNS, *(c for m in METRICS if m in metrics for c in METRIC_COLUMNS[m])]
-
-
-# -- ground truth ---------------------------------------------------------------------------
-def ground_truth(source: str, tiles: np.ndarray, slide: str, names: Sequence[str], dab_threshold: float) -> np.ndarray:
-    """Boolean ``(N, H, W)`` truth masks: ``dab`` (rgb2hed DAB > ``dab_threshold``), or a folder's
-    ``{slide}/{tile}.png`` (non-zero pixels are inside; any channel of an RGB mask)."""
-    from PIL import Image
-
-    from .perturbation import dab_truth
-
-    if source == "dab":
-        return dab_truth(tiles, dab_threshold)
-    truths = []
-    for name in names:
-        path = Path(source) / slide / f"{name}.png"
-        check(path.is_file(), f"evaluate.ground_truth: no mask '{path}' for tile {name} of slide {slide}")
-        mask = np.asarray(Image.open(path))
-        truth = (mask != 0).any(axis=-1) if mask.ndim == 3 else mask != 0
-        check(
-            truth.shape == tiles.shape[1:3],
-            f"evaluate.ground_truth: mask '{path}' is {truth.shape[1]}×{truth.shape[0]} px; "
-            f"its tile is {tiles.shape[2]}×{tiles.shape[1]} px",
-        )
-        truths.append(truth)
-    return np.stack(truths)
+    """The columns of ``evaluation.csv`` for ``metrics`` (in :data:`slidegrad.metrics.METRICS` order)."""
+    return [*ID_COLUMNS, *metric_columns(metrics)]
 
 
 # -- one job ----------------------------------------------------------------------------------
-class _ChunkEvaluator:
-    """The metrics of one chunk's tiles, one method at a time; the chance levels are computed once per
-    distinct set of explained classes (the same for every method unless class_idx differs)."""
-
-    def __init__(self, sal: Any, tiles: np.ndarray, settings: dict[str, Any], device: str, budget: int | None) -> None:
-        from ..model import get_preprocess_fn
-
-        self.sal, self.tiles, self.settings = sal, tiles, settings
-        self.device, self.budget = device, budget  # for the randomised models' SaliencyMaps
-        self.batch = get_preprocess_fn(sal.model)(tiles)
-        self.curve_options = {"steps": settings["steps"], "baseline": settings["baseline"], "sigma": settings["sigma"]}
-        self._chance: dict[tuple[int, ...], dict[str, Any]] = {}
-
-    def chance(self, classes: np.ndarray) -> dict[str, Any]:
-        from .perturbation import random_order_deletion_insertion
-        from .pic import pic_metric
-
-        key = tuple(int(c) for c in classes)
-        if key in self._chance:
-            return self._chance[key]
-        metrics, seed, out = self.settings["metrics"], self.settings["seed"], {}
-        if "deletion" in metrics or "insertion" in metrics:
-            out.update(random_order_deletion_insertion(self.sal, self.tiles, seed, class_idx=classes, **self.curve_options))
-        if "pic" in metrics:
-            noise = np.random.default_rng(seed).random(self.tiles.shape[:3])
-            for kind in ("sic", "aic"):
-                out[kind] = pic_metric(self.sal, self.tiles, noise, classes, metric=kind, seed=seed).auc
-        self._chance[key] = out
-        return out
-
-    def evaluate(self, method: MethodSpec, masks: np.ndarray, classes: np.ndarray, truth: Any) -> dict[str, Any]:
-        """Per-tile columns (``(N,)`` arrays) and the method's curves."""
-        from .perturbation import deletion_insertion, pointing_ratio
-        from .pic import pic_metric
-        from .sanity import model_randomisation
-        from .stability import max_sensitivity
-
-        metrics, seed, n = self.settings["metrics"], self.settings["seed"], len(masks)
-        cols: dict[str, Any] = {}
-        curves: dict[str, np.ndarray] = {}
-        chance = self.chance(classes)
-        if "deletion" in metrics or "insertion" in metrics:
-            result = deletion_insertion(self.sal, self.tiles, masks, class_idx=classes, **self.curve_options)
-            for kind in CURVES:
-                if kind in metrics:
-                    cols[f"{kind}_auc"], cols[f"{kind}_chance"] = result[f"{kind}_auc"], chance[f"{kind}_auc"]
-                curves[kind], curves[f"{kind}_chance"] = result[f"{kind}_curve"], chance[f"{kind}_curve"]
-        if "pic" in metrics:
-            for kind in ("sic", "aic"):
-                cols[kind] = pic_metric(self.sal, self.tiles, masks, classes, metric=kind, seed=seed).auc
-                cols[f"{kind}_chance"] = chance[kind]
-        if "pointing" in metrics:
-            cols["pointing_ratio"] = pointing_ratio(masks, truth, self.settings["top"])
-            cols["pointing_chance"] = np.where(truth.reshape(n, -1).any(axis=1), 1.0, np.nan)
-        params = {"smooth": method.smooth, **method.params}
-        if "sanity" in metrics:
-            result = model_randomisation(
-                self.sal.model, self.batch, method.name, classes, seed, device=self.device, memory_budget=self.budget,
-                method_options=params,
-            )
-            cols["sanity_spearman"], cols["sanity_ssim"] = result["spearman_full"], result["ssim_full"]
-            cols["sanity_passes"] = result["passes"]
-        if "stability" in metrics:
-            noise = self.settings["perturbations"]
-            cols["max_sensitivity"] = max_sensitivity(
-                self.sal, self.batch, method.name, noise["n"], noise["radius"], seed, classes, method_options=params
-            )
-        return {"columns": cols, "curves": curves}
+def evaluate_method(inputs: MetricInputs, metrics: Sequence[Metric]) -> MetricResult:
+    """Every metric of one method's masks: per-tile columns (``(N,)`` arrays) and curves, each curve
+    kind followed by its chance (``{kind}_chance``).  Chance levels are computed once per set of
+    explained classes (the same for every method unless class_idx differs)."""
+    columns: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    chance_curves: dict[str, Any] = {}
+    for metric in metrics:
+        own = metric.function("compute")(inputs)
+        chance_of = metric.function("chance")
+        chance = inputs.once(f"chance:{metric.name}", lambda: chance_of(inputs), per="classes") if chance_of else None
+        parts = [own] if chance is None else [own, chance]
+        returned = [column for part in parts for column in part.columns]
+        if sorted(returned) != sorted(metric.columns):
+            raise RuntimeError(f"metric {metric.name}: returned columns {returned}, declared {list(metric.columns)}")
+        for part in parts:
+            columns.update(part.columns)
+        curves.update(own.curves)
+        chance_curves.update(chance.curves if chance is not None else {})
+    ordered: dict[str, Any] = {}
+    for kind, curve in curves.items():
+        ordered[kind] = curve
+        if kind in chance_curves:
+            ordered[f"{kind}_chance"] = chance_curves[kind]
+    return MetricResult(columns, ordered)
 
 
 def run_evaluation_job(
@@ -172,18 +86,21 @@ def run_evaluation_job(
     Scores run through the native engine (batched, on ``device``, under ``memory_budget_mb``).
     """
     from ..jobs import budget_bytes, claim_device, load_chunk
+    from ..model import get_preprocess_fn
     from ..saliency import SaliencyMap
 
     job = load_chunk(model_path, table_path, chunk, tile_dir, load_options, threads)
     model, names, tiles = job.model, job.names, job.images
     slide = job.rows[0]["slide"]
-    chosen, _lock = claim_device(device, lock_dir, model.framework)
+    chosen_device, _lock = claim_device(device, lock_dir, model.framework)
     budget = budget_bytes(memory_budget_mb)
-    sal = SaliencyMap(model, device=chosen, memory_budget=budget)
-    truth = None
-    if "pointing" in settings["metrics"]:
-        truth = ground_truth(settings["ground_truth"], tiles, slide, names, settings["dab_threshold"])
-    evaluator = _ChunkEvaluator(sal, tiles, settings, chosen, budget)
+    sal = SaliencyMap(model, device=chosen_device, memory_budget=budget)
+    metrics = chosen(settings["metrics"])
+    chunk_inputs = MetricInputs(sal, tiles, get_preprocess_fn(model)(tiles), settings, slide, names, chosen_device, budget)
+    for metric in metrics:  # before any method: a missing ground truth fails at once
+        prepare = metric.function("prepare")
+        if prepare is not None:
+            prepare(chunk_inputs)
     columns = evaluation_columns(settings["metrics"])
     table_rows, curve_arrays = [], {"tiles": np.array(names)}
     for method_id, mask_dir in mask_dirs.items():
@@ -192,13 +109,13 @@ def run_evaluation_job(
         metas = [read_sidecar(Path(mask_dir) / f"{name}.json") for name in names]
         classes = np.array([meta["class_idx"] for meta in metas], np.int64)
         LOGGER.info("%s on %s: %d tiles, metrics %s", method_id, chunk, len(names), ", ".join(settings["metrics"]))
-        result = evaluator.evaluate(method, masks, classes, truth)
-        for kind, curve in result["curves"].items():
+        result = evaluate_method(chunk_inputs.for_method(method, masks, classes), metrics)
+        for kind, curve in result.curves.items():
             curve_arrays[f"{method_id}:{kind}"] = curve
         for i, (name, meta) in enumerate(zip(names, metas)):
             row = {"slide": slide, "tile": name, "method": method_id, "class_idx": meta["class_idx"]}
             row["class_label"] = meta["class_label"]
-            row.update({key: values[i] for key, values in result["columns"].items()})
+            row.update({key: values[i] for key, values in result.columns.items()})
             table_rows.append({key: format_cell(row[key]) for key in columns})
     with atomic_write(out_curves, "wb") as handle:
         np.savez(handle, **curve_arrays)

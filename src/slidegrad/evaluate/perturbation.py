@@ -12,16 +12,22 @@ ties in row-major order.  Step ``k`` of ``steps`` (``k = 0..steps``) acts on the
 first ``round(k·H·W/steps)`` pixels (Python's ``round``).  All
 ``N × 2 × (steps + 1)`` perturbed tiles are built in chunks and scored in model
 batches sized by the native engine's memory budget.
+
+The registry's ``deletion``, ``insertion`` and ``pointing`` metrics (:mod:`slidegrad.metrics`)
+compute through :func:`deletion_result`, :func:`insertion_result`, :func:`pointing_result` and
+their ``*_chance`` functions, at the end of this module.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import InputError, check, is_int
+from ..metrics import MetricInputs, MetricResult
 
 BASELINES = ("white", "black", "blur", "mean")
 ORDERS = ("mask", "random")
@@ -310,3 +316,97 @@ def dab_truth(tiles: np.ndarray, threshold: float = 0.05) -> np.ndarray:
         f"threshold: expected a finite number, got {threshold!r}",
     )
     return np.stack([rgb2hed(tile)[..., 2] > threshold for tile in tiles])
+
+
+def ground_truth(source: str, tiles: np.ndarray, slide: str, names: Sequence[str], dab_threshold: float) -> np.ndarray:
+    """Boolean ``(N, H, W)`` truth masks: ``dab`` (rgb2hed DAB > ``dab_threshold``), or a folder's
+    ``{slide}/{tile}.png`` (non-zero pixels are inside; any channel of an RGB mask)."""
+    from PIL import Image
+
+    if source == "dab":
+        return dab_truth(tiles, dab_threshold)
+    truths = []
+    for name in names:
+        path = Path(source) / slide / f"{name}.png"
+        check(path.is_file(), f"evaluate.ground_truth: no mask '{path}' for tile {name} of slide {slide}")
+        mask = np.asarray(Image.open(path))
+        truth = (mask != 0).any(axis=-1) if mask.ndim == 3 else mask != 0
+        check(
+            truth.shape == tiles.shape[1:3],
+            f"evaluate.ground_truth: mask '{path}' is {truth.shape[1]}×{truth.shape[0]} px; "
+            f"its tile is {tiles.shape[2]}×{tiles.shape[1]} px",
+        )
+        truths.append(truth)
+    return np.stack(truths)
+
+
+# -- the metrics' units (slidegrad.metrics): deletion, insertion, pointing ------------------------
+CURVE_KINDS = ("deletion", "insertion")
+
+
+def _curve_options(inputs: MetricInputs) -> dict[str, Any]:
+    settings = inputs.settings
+    options = {key: settings[key] for key in ("steps", "baseline", "sigma")}
+    return {"class_idx": inputs.classes, **options}
+
+
+def _curves(inputs: MetricInputs) -> dict[str, np.ndarray]:
+    """The method's deletion and insertion curves, computed once for both metrics."""
+    options = _curve_options(inputs)
+    return inputs.once("deletion_insertion", lambda: deletion_insertion(inputs.scorer, inputs.tiles, inputs.masks, **options))
+
+
+def _chance_curves(inputs: MetricInputs) -> dict[str, np.ndarray]:
+    """The random-order curves of the explained classes, computed once for both metrics."""
+    seed = inputs.settings["seed"]
+    return inputs.once(
+        "random_order_deletion_insertion",
+        lambda: random_order_deletion_insertion(inputs.scorer, inputs.tiles, seed, **_curve_options(inputs)),
+        per="classes",
+    )
+
+
+def _curve_result(curves: dict[str, np.ndarray], kind: str, column: str) -> MetricResult:
+    """``kind``'s AUC as ``column``, and both curves (the figure draws each that is saved)."""
+    return MetricResult({column: curves[f"{kind}_auc"]}, {k: curves[f"{k}_curve"] for k in CURVE_KINDS})
+
+
+def deletion_result(inputs: MetricInputs) -> MetricResult:
+    """``deletion_auc`` ``(N,)`` in [0, 1] (lower is better) and the curves ``(N, steps + 1)``."""
+    return _curve_result(_curves(inputs), "deletion", "deletion_auc")
+
+
+def deletion_chance(inputs: MetricInputs) -> MetricResult:
+    """``deletion_chance``: the deletion AUC in a seeded random pixel order."""
+    return _curve_result(_chance_curves(inputs), "deletion", "deletion_chance")
+
+
+def insertion_result(inputs: MetricInputs) -> MetricResult:
+    """``insertion_auc`` ``(N,)`` in [0, 1] (higher is better) and the curves ``(N, steps + 1)``."""
+    return _curve_result(_curves(inputs), "insertion", "insertion_auc")
+
+
+def insertion_chance(inputs: MetricInputs) -> MetricResult:
+    """``insertion_chance``: the insertion AUC in a seeded random pixel order."""
+    return _curve_result(_chance_curves(inputs), "insertion", "insertion_chance")
+
+
+def load_ground_truth(inputs: MetricInputs) -> np.ndarray:
+    """The chunk's boolean ``(N, H, W)`` ground truth (``evaluate.ground_truth``), read once."""
+    settings = inputs.settings
+    return inputs.once(
+        "ground_truth",
+        lambda: ground_truth(settings["ground_truth"], inputs.tiles, inputs.slide, inputs.names, settings["dab_threshold"]),
+        per="chunk",
+    )
+
+
+def pointing_result(inputs: MetricInputs) -> MetricResult:
+    """``pointing_ratio`` ``(N,)`` (:func:`pointing_ratio` at ``evaluate.top``; NaN without truth pixels)."""
+    return MetricResult({"pointing_ratio": pointing_ratio(inputs.masks, load_ground_truth(inputs), inputs.settings["top"])})
+
+
+def pointing_chance(inputs: MetricInputs) -> MetricResult:
+    """``pointing_chance``: 1 by definition (NaN where the tile has no truth pixel)."""
+    truth = load_ground_truth(inputs)
+    return MetricResult({"pointing_chance": np.where(truth.reshape(len(truth), -1).any(axis=1), 1.0, np.nan)})

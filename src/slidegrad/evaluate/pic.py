@@ -35,6 +35,9 @@ PAIR's module calls ``np.trapz``, which numpy 2.4 removed; as
 :mod:`slidegrad.engines.pair` does for Guided IG, PAIR's ``pic`` module sees a
 numpy proxy whose ``trapz`` is ``np.trapezoid`` (the same function, renamed);
 nothing else in the process is touched.
+
+The registry's ``pic`` metric (:mod:`slidegrad.metrics`) computes through :func:`pic_result`
+and :func:`pic_chance`, at the end of this module.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from saliency.metrics import pic as _pair_pic
 from scipy import interpolate
 
 from ..errors import InputError, check, is_int
+from ..metrics import MetricInputs, MetricResult
 
 __all__ = ["DEFAULT_THRESHOLDS", "PicResults", "blurred_image", "pic_metric", "random_masks"]
 
@@ -401,3 +405,23 @@ def _curve(preds: np.ndarray, entropies: np.ndarray, keep_monotonous: bool, xs: 
     x = np.append(norm_entropy, [0.0, 1.0])
     y = np.append(norm_pred.astype(np.float64), [0.0, 1.0])
     return np.asarray(interpolate.interp1d(x=x, y=y)(xs), dtype=np.float64)
+
+
+# -- the metric's unit (slidegrad.metrics): pic -----------------------------------------------------
+def _sic_aic(inputs: MetricInputs, saliency: np.ndarray, suffix: str) -> MetricResult:
+    seed = inputs.settings["seed"]
+    return MetricResult({
+        f"{kind}{suffix}": pic_metric(inputs.scorer, inputs.tiles, saliency, inputs.classes, metric=kind, seed=seed).auc
+        for kind in METRICS
+    })  # fmt: skip
+
+
+def pic_result(inputs: MetricInputs) -> MetricResult:
+    """``sic`` and ``aic`` ``(N,)`` in [0, 1] (higher is better; NaN where PAIR would skip the tile)."""
+    return _sic_aic(inputs, inputs.masks, "")
+
+
+def pic_chance(inputs: MetricInputs) -> MetricResult:
+    """``sic_chance`` and ``aic_chance``: the same of a uniform random map seeded with ``evaluate.seed``."""
+    noise = np.random.default_rng(inputs.settings["seed"]).random(inputs.tiles.shape[:3])
+    return _sic_aic(inputs, noise, "_chance")

@@ -29,6 +29,8 @@ The class explained by every randomised model is the trained model's class
 for that tile (the call's ``class_idx``, else the trained model's argmax),
 never the randomised model's argmax.  The user's model is never modified (the
 copy holds a second set of weights; L layers cost L + 1 attribution passes).
+
+The registry's ``sanity`` metric (:mod:`slidegrad.metrics`) computes through :func:`sanity_result`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import numpy as np
 
 from ..errors import InputError, check, is_int
 from ..methods import get_method
+from ..metrics import MetricInputs, MetricResult
 from ..model_files import LoadedModel
 from .inputs import preprocessed_batch
 
@@ -180,3 +183,16 @@ def model_randomisation(
 
 def _check_batch(batch: Any) -> np.ndarray:
     return preprocessed_batch(batch, MIN_SSIM_SIDE, " for SSIM")
+
+
+# -- the metric's unit (slidegrad.metrics): sanity ----------------------------------------------------
+def sanity_result(inputs: MetricInputs) -> MetricResult:
+    """``sanity_spearman`` and ``sanity_ssim`` ``(N,)`` in [-1, 1] against the fully randomised model
+    (re-initialised from ``evaluate.seed``), and ``sanity_passes`` ``(N,)`` bool."""
+    result = model_randomisation(
+        inputs.scorer.model, inputs.batch, inputs.method.name, inputs.classes, inputs.settings["seed"],
+        device=inputs.device, memory_budget=inputs.memory_budget, method_options=inputs.method_options,
+    )  # fmt: skip
+    return MetricResult({
+        "sanity_spearman": result["spearman_full"], "sanity_ssim": result["ssim_full"], "sanity_passes": result["passes"],
+    })  # fmt: skip

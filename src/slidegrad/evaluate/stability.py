@@ -18,6 +18,8 @@ Where ``||m(x)|| = 0`` the score is 0 if no perturbation changed the map, else i
 Quantus' default noise is ``U[-0.2, 0.2]`` (its ``lower_bound``) in absolute
 input units; here the default radius is 0.02 × the batch's value range
 (``max − min`` over the whole batch), Yeh et al.'s and Captum's 0.02 for inputs in [0, 1].
+
+The registry's ``stability`` metric (:mod:`slidegrad.metrics`) computes through :func:`stability_result`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from ..errors import check, is_int
 from ..methods import get_method
+from ..metrics import MetricInputs, MetricResult
 from .inputs import preprocessed_batch
 
 DEFAULT_N = 10
@@ -113,3 +116,15 @@ def max_sensitivity(
         scores = np.where(denominators > 0, numerators / np.where(denominators > 0, denominators, 1), 0.0)
     scores = np.where((denominators == 0) & (numerators > 0), np.inf, scores)
     return float(scores[0]) if single else scores
+
+
+# -- the metric's unit (slidegrad.metrics): stability -------------------------------------------------
+def stability_result(inputs: MetricInputs) -> MetricResult:
+    """``max_sensitivity`` ``(N,)`` ≥ 0 (lower is more stable) of the method's raw attribution under
+    ``evaluate.perturbations`` (``n`` copies, ``radius``), noise seeded with ``evaluate.seed``."""
+    noise, seed = inputs.settings["perturbations"], inputs.settings["seed"]
+    scores = max_sensitivity(
+        inputs.scorer, inputs.batch, inputs.method.name, noise["n"], noise["radius"], seed, inputs.classes,
+        method_options=inputs.method_options,
+    )  # fmt: skip
+    return MetricResult({"max_sensitivity": scores})

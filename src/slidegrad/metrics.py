@@ -1,0 +1,400 @@
+"""The evaluation metrics slidegrad offers: one declaration each, the contract they share.
+
+A metric is declared once, as a :class:`Metric` in :data:`METRICS`; the rest follows
+from that declaration: the evaluate job's loop (:mod:`slidegrad.evaluate.jobs`), the
+columns of ``evaluation.csv`` (:func:`metric_columns`), the config schema's
+``evaluate`` section (:func:`evaluate_schema`: the metric enum and the options each
+metric reads), what a config must set (:attr:`Metric.needs`), the figure's panels and
+curves (:mod:`slidegrad.evaluate.figure`) and the methods paragraph with its
+references (:func:`evaluation_paragraph`, :func:`metric_references`).
+
+Every metric computes through one contract: a function in its own module of
+:mod:`slidegrad.evaluate` takes a :class:`MetricInputs` (one method's masks of one
+chunk, and the chunk's tiles, model and settings) and returns a :class:`MetricResult`
+(per-tile columns and curves).  Those functions wrap the library's metric functions
+(:func:`~slidegrad.evaluate.deletion_insertion`, ...), so the maths lives in one place.
+
+To add a metric: write its ``compute`` (and ``chance``) function in its module, then
+:func:`register` a :class:`Metric` below; nothing else names it.
+
+This module stays light (no numpy-heavy imports): the config and the Snakefile read it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
+
+from .errors import check
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .config import MethodSpec
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of the evaluation figure's metric row: ``column``'s values per method.
+
+    ``title``: the panel's title (an arrow says which way is better); ``reference``: the column
+    holding the chance level (its mean is drawn dashed), a fixed threshold, or ``None``.
+    """
+
+    column: str
+    title: str
+    reference: str | float | None = None
+
+
+@dataclass
+class MetricInputs:
+    """What a metric gets: one method's masks of one chunk, and that chunk's tiles, model and settings.
+
+    ``scorer``: a :class:`~slidegrad.saliency.SaliencyMap` of the job's model (on the job's device,
+    batches under its memory budget); ``tiles``: raw uint8 ``(N, H, W, 3)``; ``batch``: the same tiles
+    preprocessed, float32 ``(N, H, W, 3)``; ``settings``: the config's ``evaluate`` section (defaults
+    filled in); ``slide`` and ``names``: the slide and its N tile names; ``device`` / ``memory_budget``:
+    the job's (bytes; for models a metric builds, e.g. randomised copies).
+
+    Per method (``None`` in :attr:`Metric.prepare`'s call): ``method``, the :class:`~slidegrad.config.MethodSpec`;
+    ``masks``: ``(N, H, W)`` in [0, 1]; ``classes``: ``(N,)`` int64, the class each mask explains.
+    """
+
+    scorer: Any
+    tiles: np.ndarray
+    batch: np.ndarray
+    settings: Mapping[str, Any]
+    slide: str
+    names: Sequence[str]
+    device: str = "auto"
+    memory_budget: int | None = None
+    method: MethodSpec | None = None
+    masks: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    cache: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+
+    def for_method(self, method: MethodSpec, masks: np.ndarray, classes: np.ndarray) -> MetricInputs:
+        """These inputs for one method's ``masks`` explaining ``classes`` (the cache is shared)."""
+        return replace(self, method=method, masks=masks, classes=classes)
+
+    @property
+    def method_options(self) -> dict[str, Any]:
+        """The method's parameters and ``smooth``, as :meth:`SaliencyMap.get` takes them."""
+        check(self.method is not None, "MetricInputs.method: no method (a prepare call has none)")
+        return {"smooth": self.method.smooth, **self.method.params}
+
+    def once(self, key: str, compute: Callable[[], T], per: str = "method") -> T:
+        """``compute()`` the first time ``key`` is asked for, then the stored value.
+
+        ``per``: what the value depends on besides the chunk: ``"method"`` (this method's masks),
+        ``"classes"`` (only the explained classes: a chance level, the same for every method that
+        explains the same classes) or ``"chunk"`` (nothing else, e.g. a ground truth).
+        """
+        check(per in ("method", "classes", "chunk"), f"once: per must be method, classes or chunk, got {per!r}")
+        scope: tuple[Any, ...] = ()
+        if per == "method":
+            scope = (self.method.id if self.method is not None else None,)
+        elif per == "classes":
+            scope = tuple(int(c) for c in (self.classes if self.classes is not None else ()))
+        full_key = (key, per, *scope)
+        if full_key not in self.cache:
+            self.cache[full_key] = compute()
+        return self.cache[full_key]
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """What a metric returns: ``columns``: column name → ``(N,)`` values (float, or bool);
+    ``curves``: curve kind → ``(N, K)`` curves, saved in the chunk's ``.npz`` for the figure."""
+
+    columns: dict[str, Any]
+    curves: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One evaluation metric, declared once.
+
+    ``name``: its name in ``evaluate.metrics``; ``description``: one line for the config schema.
+    ``columns``: its columns of ``evaluation.csv``, in order (its chance level's included).
+    ``compute``: ``"module:function"`` (a module of :mod:`slidegrad.evaluate`, or a dotted module path),
+    ``(MetricInputs) → MetricResult``:
+    the method's own columns (and curves).  ``chance``: the same for its chance level (the masks unused;
+    computed once per set of explained classes; its curves are saved as ``{kind}_chance``), or ``None``.
+    ``compute`` and ``chance`` together return exactly ``columns``.  ``prepare``: ``"module:function"``,
+    ``(MetricInputs) → None``, run once per chunk before any method (to fail early), or ``None``.
+    ``panels``: its panels in the figure; ``curve``: the x-axis label of its curve plot (its curve kind
+    is its name; ``None``: no curve plot).  ``citation`` (``"Petsiuk et al. 2018"``), ``reference`` (the
+    full reference) and ``text`` (``settings → phrase`` for the methods paragraph; ``""``: said by
+    another metric's phrase): the methods text.  ``options``: the ``evaluate`` options it reads → their
+    JSON schema; ``needs``: options that must not be null when it runs → what to set.
+    """
+
+    name: str
+    description: str
+    columns: tuple[str, ...]
+    compute: str
+    text: Callable[[Mapping[str, Any]], str]
+    chance: str | None = None
+    prepare: str | None = None
+    panels: tuple[Panel, ...] = ()
+    curve: str | None = None
+    citation: str | None = None
+    reference: str | None = None
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    needs: Mapping[str, str] = field(default_factory=dict)
+
+    def function(self, role: str) -> Callable[..., Any] | None:
+        """The ``compute``, ``chance`` or ``prepare`` function (``None`` where the metric has none)."""
+        target = getattr(self, role)
+        return None if target is None else getattr(importlib.import_module(self.module(role)), target.split(":")[1])
+
+    def module(self, role: str = "compute") -> str:
+        """The module holding the ``role`` function: ``slidegrad.evaluate.<module>``, or ``<module>`` itself
+        where it has a dot (a metric declared outside slidegrad)."""
+        module = getattr(self, role).split(":")[0]
+        return module if "." in module else f"slidegrad.evaluate.{module}"
+
+
+METRICS: dict[str, Metric] = {}
+"""Every metric by name, in the order of ``evaluation.csv``'s columns, the figure's panels and the
+methods paragraph; see :func:`register`."""
+
+
+def register(metric: Metric) -> Metric:
+    """Add ``metric`` to :data:`METRICS`; its declaration is all slidegrad needs."""
+    where = f"metric {metric.name}"
+    check(metric.name.isidentifier(), f"{where}: a metric name must be a Python identifier")
+    check(metric.name not in METRICS, f"{where}: already registered")
+    for role in ("compute", "chance", "prepare"):
+        target = getattr(metric, role)
+        check(target is None or target.count(":") == 1, f"{where}: {role} must be 'module:function', got {target!r}")
+    taken = {c: m.name for m in METRICS.values() for c in m.columns}
+    clash = [c for c in metric.columns if c in taken]
+    owner = taken[clash[0]] if clash else ""
+    check(not clash, f"{where}: column(s) {', '.join(clash)} already belong to metric {owner}")
+    check({p.column for p in metric.panels} <= set(metric.columns), f"{where}: a panel shows a column it does not have")
+    for option, schema in metric.options.items():
+        other = next((m for m in METRICS.values() if option in m.options), None)
+        check(
+            other is None or dict(other.options[option]) == dict(schema),
+            f"{where}: option {option!r} has another schema in metric {other.name if other else ''}",
+        )
+    check(set(metric.needs) <= set(metric.options), f"{where}: needs an option it does not read")
+    METRICS[metric.name] = metric
+    return metric
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric ``name``; an unknown name is one error line listing the metrics."""
+    check(name in METRICS, f"metric {name!r}: unknown; expected one of {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+def chosen(names: Sequence[str]) -> list[Metric]:
+    """The metrics among ``names``, in registry order (unknown names are an error)."""
+    for name in names:
+        get_metric(name)
+    return [m for m in METRICS.values() if m.name in names]
+
+
+def metric_columns(names: Sequence[str]) -> list[str]:
+    """The columns of the metrics ``names``, in registry order."""
+    return [c for m in chosen(names) for c in m.columns]
+
+
+# -- config ---------------------------------------------------------------------------------------
+def evaluate_schema() -> dict[str, Any]:
+    """The ``properties`` of the config schema's ``evaluate`` section: ``metrics`` (an enum of the
+    registered names) and every option a metric reads, in registry order."""
+    names = list(METRICS)
+    summary = ", ".join(f"{m.name} ({m.description})" for m in METRICS.values())
+    properties: dict[str, Any] = {
+        "metrics": {
+            "type": "array",
+            "items": {"enum": names},
+            "uniqueItems": True,
+            "default": [],
+            "description": f"{summary}; [] turns evaluation off",
+        }
+    }
+    for metric in METRICS.values():
+        for option, schema in metric.options.items():
+            properties.setdefault(option, dict(schema))
+    return properties
+
+
+def check_needs(section: Mapping[str, Any]) -> list[str]:
+    """Raise where a chosen metric needs an option the ``evaluate`` ``section`` leaves null; return a
+    warning line for each such option set while no chosen metric reads it."""
+    metrics = chosen(section["metrics"])
+    for metric in metrics:
+        for option, what in metric.needs.items():
+            check(
+                section.get(option) is not None,
+                f"config field 'evaluate.{option}': metric '{metric.name}' needs one: {what}",
+            )
+    warnings = []
+    needed = dict.fromkeys(option for m in METRICS.values() for option in m.needs)
+    for option in needed:
+        readers = [m.name for m in METRICS.values() if option in m.options]
+        if section.get(option) is not None and not any(m.name in readers for m in metrics):
+            named = " or ".join(f"'{name}'" for name in readers)
+            warnings.append(f"config field 'evaluate.{option}': set, but {named} is not in evaluate.metrics; unused")
+    return warnings
+
+
+# -- methods text ---------------------------------------------------------------------------------
+def evaluation_paragraph(settings: Mapping[str, Any]) -> str:
+    """The methods paragraph of the metrics in ``settings['metrics']`` (the ``evaluate`` section)."""
+    parts = [text for text in (m.text(settings) for m in chosen(settings["metrics"])) if text]
+    return "Faithfulness of every map was measured by " + "; ".join(parts) + "."
+
+
+def metric_references(names: Sequence[str]) -> dict[str, str]:
+    """Citation → full reference of the metrics ``names`` that have both, in registry order."""
+    return {m.citation: m.reference for m in chosen(names) if m.citation and m.reference}
+
+
+# -- the metrics --------------------------------------------------------------------------------
+_SEED = {
+    "type": "integer",
+    "default": 0,
+    "description": "random pixel order (chance level), PIC's random seed pixels, sanity's re-initialisation, "
+    "stability's noise",
+}
+_CURVE_OPTIONS: dict[str, Mapping[str, Any]] = {
+    "steps": {"type": "integer", "minimum": 1, "default": 20, "description": "deletion/insertion: steps of the curves"},
+    "baseline": {
+        "enum": ["white", "black", "blur", "mean"],
+        "default": "white",
+        "description": "deletion/insertion: what removed pixels become (white: glass)",
+    },
+    "sigma": {"type": "number", "exclusiveMinimum": 0, "default": 8.0, "description": "baseline blur: Gaussian sigma in px"},
+    "seed": _SEED,
+}
+_PETSIUK = ("Petsiuk et al. 2018", "Petsiuk, Das & Saenko, RISE, BMVC 2018")
+
+
+def _curves_text(settings: Mapping[str, Any]) -> str:
+    """Deletion and insertion share one phrase (said by the first of them that runs)."""
+    baseline = settings.get("baseline", "white")
+    if baseline == "blur":
+        baseline = f"blur (σ = {settings.get('sigma')} px)"
+    kinds = " and ".join(k for k in ("deletion", "insertion") if k in settings["metrics"])
+    return (
+        f"{kinds} curves (Petsiuk et al. 2018; {settings.get('steps')} steps, {baseline} baseline, softmax "
+        "probability of the explained class, AUC by the trapezoid rule), each against the same curve in a "
+        f"seeded random pixel order (seed {settings.get('seed')})"
+    )
+
+
+def _pointing_text(settings: Mapping[str, Any]) -> str:
+    truth = settings.get("ground_truth")
+    what = f"DAB (rgb2hed > {settings.get('dab_threshold')})" if truth == "dab" else "the given masks"
+    return (
+        f"the share of each map's top {100 * settings.get('top', 0.1):g}% of pixels inside {what}, over the tile's "
+        "share (pointing ratio; 1 is chance)"
+    )
+
+
+def _stability_text(settings: Mapping[str, Any]) -> str:
+    perturbations = settings.get("perturbations") or {}
+    radius = perturbations.get("radius")
+    return (
+        f"max-sensitivity (Yeh et al. 2019; {perturbations.get('n')} uniform "
+        f"perturbations of radius {radius if radius is not None else '0.02 × the input range'})"
+    )
+
+
+for _metric in (
+    Metric(
+        "deletion", "Petsiuk 2018; with a random-order chance level",
+        columns=("deletion_auc", "deletion_chance"),
+        compute="perturbation:deletion_result", chance="perturbation:deletion_chance",
+        panels=(Panel("deletion_auc", "deletion AUC ↓", "deletion_chance"),), curve="fraction of pixels removed",
+        citation=_PETSIUK[0], reference=_PETSIUK[1], text=_curves_text, options=_CURVE_OPTIONS,
+    ),
+    Metric(
+        "insertion", "Petsiuk 2018; with a random-order chance level",
+        columns=("insertion_auc", "insertion_chance"),
+        compute="perturbation:insertion_result", chance="perturbation:insertion_chance",
+        panels=(Panel("insertion_auc", "insertion AUC ↑", "insertion_chance"),), curve="fraction of pixels restored",
+        citation=_PETSIUK[0], reference=_PETSIUK[1], options=_CURVE_OPTIONS,
+        text=lambda settings: "" if "deletion" in settings["metrics"] else _curves_text(settings),
+    ),
+    Metric(
+        "pic", "SIC and AIC, Kapishnikov 2019",
+        columns=("sic", "sic_chance", "aic", "aic_chance"),
+        compute="pic:pic_result", chance="pic:pic_chance",
+        panels=(Panel("sic", "SIC AUC ↑", "sic_chance"), Panel("aic", "AIC AUC ↑", "aic_chance")),
+        citation="Kapishnikov et al. 2019",
+        reference="Kapishnikov et al., XRAI: better attributions through regions, ICCV 2019",
+        text=lambda _: "SIC and AIC (Kapishnikov et al. 2019, PAIR's thresholds), against a seeded random map",
+        options={"seed": _SEED},
+    ),
+    Metric(
+        "pointing", "needs ground_truth",
+        columns=("pointing_ratio", "pointing_chance"),
+        compute="perturbation:pointing_result", chance="perturbation:pointing_chance",
+        prepare="perturbation:load_ground_truth",
+        panels=(Panel("pointing_ratio", "pointing ratio ↑", "pointing_chance"),),
+        text=_pointing_text,
+        options={
+            "ground_truth": {
+                "type": ["string", "null"], "minLength": 1, "default": None,
+                "description": "pointing: 'dab' (rgb2hed DAB > dab_threshold) or a folder of {slide}/{tile}.png masks "
+                "(non-zero: inside)",
+            },
+            "dab_threshold": {
+                "type": "number", "default": 0.05, "description": "ground_truth dab: threshold on rgb2hed's DAB channel",
+            },
+            "top": {
+                "type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.1,
+                "description": "pointing: fraction of the mask's top pixels",
+            },
+        },
+        needs={"ground_truth": "'dab' or a folder of {slide}/{tile}.png masks"},
+    ),
+    Metric(
+        "sanity", "model randomisation, Adebayo 2018",
+        columns=("sanity_spearman", "sanity_ssim", "sanity_passes"),
+        compute="sanity:sanity_result",
+        panels=(Panel("sanity_spearman", "sanity: Spearman vs random model ↓", 0.5),),  # sanity.SANITY_THRESHOLD
+        citation="Adebayo et al. 2018", reference="Adebayo et al., Sanity checks for saliency maps, NeurIPS 2018",
+        text=lambda _: (
+            "a cascading model-randomisation test (Adebayo et al. 2018; Spearman correlation of |attribution| "
+            "with the fully randomised model's, passing below 0.5)"
+        ),
+        options={"seed": _SEED},
+    ),
+    Metric(
+        "stability", "max-sensitivity, Yeh 2019",
+        columns=("max_sensitivity",),
+        compute="stability:stability_result",
+        panels=(Panel("max_sensitivity", "max-sensitivity ↓"),),
+        citation="Yeh et al. 2019",
+        reference="Yeh et al., On the (in)fidelity and sensitivity of explanations, NeurIPS 2019",
+        text=_stability_text,
+        options={
+            "perturbations": {
+                "type": "object", "additionalProperties": False, "description": "stability: input perturbations",
+                "properties": {
+                    "n": {"type": "integer", "minimum": 1, "default": 10, "description": "perturbed copies per tile"},
+                    "radius": {
+                        "type": ["number", "null"], "minimum": 0, "default": None,
+                        "description": "uniform noise half-width in preprocessed units; "
+                        "null: 0.02 x the tiles' value range",
+                    },
+                },
+                "default": {},
+            },
+            "seed": _SEED,
+        },
+    ),
+):  # fmt: skip
+    register(_metric)
+del _metric
