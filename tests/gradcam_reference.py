@@ -25,7 +25,7 @@ _STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.funct
 
 
 def pytorch_grad_cam() -> types.SimpleNamespace:
-    """``GradCAM`` and ``ClassifierOutputTarget`` of pytorch-grad-cam 1.5.7 (fails the test where it is missing)."""
+    """``GradCAM``, ``GradCAMPlusPlus`` and ``ClassifierOutputTarget`` of pytorch-grad-cam 1.5.7 (fails the test where it is missing)."""
     try:
         version = importlib.metadata.version("grad-cam")
     except importlib.metadata.PackageNotFoundError:
@@ -46,7 +46,10 @@ def pytorch_grad_cam() -> types.SimpleNamespace:
             transforms.functional.resize = _unavailable("torchvision.transforms.functional.resize")  # SESS only
         grad_cam = importlib.import_module("pytorch_grad_cam")
         targets = importlib.import_module("pytorch_grad_cam.utils.model_targets")
-        return types.SimpleNamespace(GradCAM=grad_cam.GradCAM, ClassifierOutputTarget=targets.ClassifierOutputTarget)
+        return types.SimpleNamespace(
+            GradCAM=grad_cam.GradCAM, GradCAMPlusPlus=grad_cam.GradCAMPlusPlus,
+            ClassifierOutputTarget=targets.ClassifierOutputTarget,
+        )  # fmt: skip
     finally:
         # the stand-ins and pytorch_grad_cam itself leave sys.modules as found; real packages it imported
         # (OpenCV, scikit-learn, ...) stay: a C extension must not be imported twice

@@ -32,6 +32,8 @@ METHODS = {
     "xrai": ("xrai", {}),
     "xrai_fast": ("xrai_fast", {}),
     "gradcam": ("gradcam", {}),
+    "gradcam_plusplus": ("gradcam_plusplus", {}),
+    "occlusion": ("occlusion", {"size": 24}),
     "vanilla_smooth": ("vanilla", SMOOTH),
     "integrated_gradients_smooth": ("integrated_gradients", SMOOTH),
     "guided_integrated_gradients_smooth": ("guided_integrated_gradients", SMOOTH),
@@ -64,7 +66,7 @@ def main(framework: str, weights: str, tiles: str, out: str) -> None:
     one_at_a_time = sg.SaliencyMap(model, class_idx=CLASS_IDX, engine="pair")
     results = {"probabilities": sal.backend.probabilities(batch)}
     for key, (method, params) in METHODS.items():
-        if method == "gradcam":
+        if sg.methods.get_method(method).layer:
             params = {**params, "layer": GRADCAM_LAYER[framework]}
         engine = one_at_a_time if method == "guided_integrated_gradients" else sal  # see CLASS_IDX's note
         results[key] = engine.get(batch, method, **params)

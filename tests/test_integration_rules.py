@@ -26,12 +26,41 @@ def test_gauss_legendre_is_exact_on_polynomials_of_degree_up_to_2n_minus_1(n):
 
 
 @pytest.mark.parametrize("n", [2, 3, 25])
-def test_riemann_trapezoid_is_pairs_linspace_mean_and_exact_on_degree_1(n):
-    nodes, weights = quadrature("riemann_trapezoid", n)
+def test_riemann_mean_is_pairs_linspace_mean_and_exact_on_degree_1(n):
+    nodes, weights = quadrature("riemann_mean", n)
     np.testing.assert_array_equal(nodes, np.linspace(0, 1, n))
     assert np.all(weights == 1 / n)
     assert float(weights @ nodes) == pytest.approx(0.5, rel=1e-12)
     assert abs(float(weights @ nodes**2) - 1 / 3) > 1e-4  # degree 2: only approximate
+
+
+@pytest.mark.parametrize("n", [2, 3, 25])
+def test_trapezoid_halves_the_end_weights_and_its_error_falls_as_1_over_n_squared(n):
+    nodes, weights = quadrature("trapezoid", n)
+    np.testing.assert_array_equal(nodes, np.linspace(0, 1, n))
+    assert weights[0] == weights[-1] == pytest.approx(0.5 / (n - 1)) and weights.sum() == pytest.approx(1.0)
+    assert float(weights @ nodes) == pytest.approx(0.5, rel=1e-12)  # exact on degree 1
+    # on x²: the trapezoid error is 1/(6 (n-1)²); the mean's 1/(6 (n-1)) — larger by a factor n - 1
+    assert float(weights @ nodes**2) - 1 / 3 == pytest.approx(1 / (6 * (n - 1) ** 2), rel=1e-9)
+    nodes_1, weights_1 = quadrature("trapezoid", 1)  # one step: the midpoint
+    assert nodes_1.tolist() == [0.5] and weights_1.tolist() == [1.0]
+
+
+def test_riemann_trapezoid_is_an_old_name_of_riemann_mean_with_one_warning(tiny_cnn, caplog):
+    import logging
+
+    x = sg.model.scale(np.zeros((1, 64, 64, 3), np.uint8) + 120)
+    sal = sg.SaliencyMap(tiny_cnn, class_idx=1)
+    with caplog.at_level(logging.WARNING, logger="slidegrad"):
+        old = sal.integrated_gradients(x, x_steps=3, integration="riemann_trapezoid")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "method integrated_gradients: integration 'riemann_trapezoid' is an old name (deprecated); use "
+        "'riemann_mean', the same rule"
+    ]
+    np.testing.assert_array_equal(old, sal.integrated_gradients(x, x_steps=3, integration="riemann_mean"))
+    resolved = sg.methods.resolve_params(sg.methods.get_method("xrai"), {"integration": "riemann_trapezoid"}, False)
+    assert resolved["integration"] == "riemann_mean"
 
 
 class _Linear(torch.nn.Module):
@@ -46,7 +75,7 @@ class _Linear(torch.nn.Module):
         return self.fc(x.flatten(1))
 
 
-@pytest.mark.parametrize("rule", ["riemann_trapezoid", "gauss_legendre"])
+@pytest.mark.parametrize("rule", ["riemann_mean", "trapezoid", "gauss_legendre"])
 def test_completeness_on_a_linear_model_is_exact(rule):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (3, 8, 8, 3)).astype(np.float32)
@@ -78,12 +107,16 @@ def test_xrai_takes_the_integration_rule(ihc_tiles):
 
 def test_unknown_integration_rule_is_one_line_naming_the_field(tiny_cnn):
     x = np.zeros((1, 64, 64, 3), np.float32)
-    with pytest.raises(sg.InputError, match=r"parameter 'integration' must be one of riemann_trapezoid, gauss_legendre"):
+    with pytest.raises(
+        sg.InputError, match=r"parameter 'integration' must be one of riemann_mean, trapezoid, gauss_legendre"
+    ):
         sg.SaliencyMap(tiny_cnn).integrated_gradients(x, integration="simpson")
-    with pytest.raises(sg.InputError, match=r"'integration' must be riemann_trapezoid with the pair engine"):
+    with pytest.raises(sg.InputError, match=r"'integration' must be riemann_mean with the pair engine"):
         sg.SaliencyMap(tiny_cnn, engine="pair").integrated_gradients(x, integration="gauss_legendre")
     schema = sg.methods.method_schema()["oneOf"][1]["properties"]["integration"]
-    assert schema["enum"] == ["riemann_trapezoid", "gauss_legendre"] and schema["default"] == "riemann_trapezoid"
+    # the old name stays valid in configs (resolve_params maps it to riemann_mean with a warning)
+    assert schema["enum"] == ["riemann_mean", "trapezoid", "gauss_legendre", "riemann_trapezoid"]
+    assert schema["default"] == "riemann_mean"
 
 
 def test_completeness_error_formula_and_undefined_cases(tiny_cnn):
@@ -136,7 +169,9 @@ def test_methods_paragraph_names_gauss_legendre_only():
 
     meta = {"method_name": "integrated_gradients", "smooth": False, "params": {"x_steps": 8, "batch_size": 20}}
     gauss, _ = method_phrase({**meta, "params": {**meta["params"], "integration": "gauss_legendre"}})
-    riemann, _ = method_phrase({**meta, "params": {**meta["params"], "integration": "riemann_trapezoid"}})
+    riemann, _ = method_phrase({**meta, "params": {**meta["params"], "integration": "riemann_mean"}})
+    older, _ = method_phrase({**meta, "params": {**meta["params"], "integration": "riemann_trapezoid"}})  # old sidecars
+    assert older == riemann
     assert "black baseline, Gauss–Legendre quadrature, 8 integration steps" in gauss
     assert riemann == method_phrase(meta)[0] == "integrated gradients (Sundararajan et al. 2017; black baseline, 8 integration steps)"
     fixed, _ = method_phrase({**meta, "params": {**meta["params"], "tolerance": 0.0, "max_steps": 128}})

@@ -139,7 +139,7 @@ def test_meaning_tells_ranges_apart():
 def test_registry_declares_each_method_once():
     assert list(METHODS) == [
         "vanilla", "integrated_gradients", "guided_integrated_gradients", "blur_integrated_gradients",
-        "xrai", "xrai_fast", "gradcam", "attention_rollout", "transformer_attribution",
+        "xrai", "xrai_fast", "gradcam", "gradcam_plusplus", "occlusion", "attention_rollout", "transformer_attribution",
     ]  # fmt: skip
     assert not hasattr(methods, "TITLES")
     assert methods.title("integrated_gradients") == "IG"
@@ -249,8 +249,8 @@ def test_method_schema_accepts_every_default_config():
 @pytest.mark.parametrize(
     "config",
     [
-        "occlusion",
-        {"name": "occlusion"},
+        "no_such_method",
+        {"name": "no_such_method"},
         {"x_steps": 3},
         {"name": "integrated_gradients", "x_steps": "25"},
         {"name": "integrated_gradients", "x_steps": 0},

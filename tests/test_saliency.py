@@ -137,7 +137,7 @@ def test_all_and_get_cover_every_method(tiny_cnn, batch):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda s, b: s.get(b, "occlusion"), "unknown method 'occlusion'"),
+        (lambda s, b: s.get(b, "no_such_method"), "unknown method 'no_such_method'"),
         (lambda s, b: s.vanilla(b, class_idx=2), "class_idx: 2 is out of range; the model has 2 classes"),
         (lambda s, b: s.xrai(b, smooth=True), "xrai: does not support smooth=True"),
         (lambda s, b: s.get(b, "vanilla", x_steps=3), "unknown parameter\\(s\\) x_steps"),

@@ -80,7 +80,7 @@ def test_plan_expands_slides_tiles_methods_and_chunks(tmp_path, slide_path, mode
     smooth = plan.method("vanilla_smooth")
     assert smooth.params == {"stdev_spread": 0.15, "nsamples": 4, "magnitude": True, "seed": 0}
     assert plan.method("integrated_gradients").params == {
-        "x_steps": 8, "batch_size": 20, "integration": "riemann_trapezoid", "tolerance": 0.0, "max_steps": 128
+        "x_steps": 8, "batch_size": 20, "integration": "riemann_mean", "tolerance": 0.0, "max_steps": 128
     }
     assert plan.config["device"] == "auto" and plan.config["tiles_per_job"] == 2
 

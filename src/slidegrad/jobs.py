@@ -362,22 +362,21 @@ def run_mask_job(
         probabilities = sal.probabilities(batch)
         classes = sal.resolve_classes(batch, probabilities=probabilities)
         progress = Progress(method.id, len(names))
-        masks, raws = sal.attributions(
+        result = sal.explain(
             batch, method.name, class_idx=classes, smooth=method.smooth, progress=progress, **method.params
         )
     except NonFiniteError as err:
         raise nonfinite_tiles(model_path, err.what, rows[0]["slide"], [names[i] for i in err.indices]) from None
-    item_batch = getattr(sal.engine, "item_batch", None)  # the native engine's budgeted batch; PAIR: one tile
-    forward_batch = item_batch(tuple(batch.shape[1:]), len(batch)) if item_batch else 1
+    masks, raws, ran = result.masks, result.raws, result.engine
     completeness = completeness_errors(
-        sal.backend, batch, classes, raws, method.name, method.params, method.smooth, forward_batch
+        sal.backend, batch, classes, raws, spec, method.params, method.smooth, ran.item_batch, ran.scores
     )
     provenance = {
-        "engine": engine, "device": chosen, "gradcam_layer": layer, "prefix_tokens": prefix,
+        "engine": engine, "device": chosen, "gradcam_layer": ran.layer, "prefix_tokens": prefix,
         **software_versions(model.backend),
     }  # fmt: skip
     adaptive = method.params.get("tolerance") and not method.smooth  # IG's adaptive steps: each tile's count
-    steps = getattr(sal.engine, "tile_steps", []) if adaptive else []
+    steps = (ran.tile_steps or []) if adaptive else []
     provenance["stain_normalizer"] = model.normalizer.record() if model.normalizer else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

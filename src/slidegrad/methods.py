@@ -2,10 +2,12 @@
 
 A method is declared once, as a :class:`Method` in :data:`METHODS`; the rest
 follows from that declaration: ``SaliencyMap.<name>`` (signature and docstring
-from the defaults), the native engine's dispatch (:attr:`Method.native`), PAIR's
-call (:class:`PairCall`, read by :mod:`slidegrad.engines.pair`), figure titles,
-the config entry's JSON schema (:func:`method_schema`) and the parameter checks
-(:func:`resolve_params`; types and ranges in :data:`PARAMS`).
+from the defaults), the native function in the method's own module (:attr:`Method.native`), PAIR's
+call (:class:`PairCall`, read by :mod:`slidegrad.engines.pair`), figure titles, the methods text
+(citation, reference, phrase), the layer its sidecar records, its completeness check
+(:attr:`Method.path_start`), the config entry's JSON schema (:func:`method_schema`) and the parameter
+checks (:func:`resolve_params`; types and ranges in :data:`PARAMS`).  Nothing else compares method
+names (``tests/test_method_units.py`` checks).
 
 Defaults follow Slideflow's ``slideflow.grad.SaliencyMap`` (which calls PAIR's
 ``saliency.core``); PAIR's own defaults apply where Slideflow sets none.
@@ -13,6 +15,7 @@ Defaults follow Slideflow's ``slideflow.grad.SaliencyMap`` (which calls PAIR's
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -21,6 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import InputError, check, is_int
+
+LOGGER = logging.getLogger("slidegrad")
 
 ENGINES = ("native", "pair")
 """The engines that compute attributions (:mod:`slidegrad.engines`)."""
@@ -38,12 +43,14 @@ class PairCall:
     ``extra``: fixed keywords; ``hook``: keywords built from PAIR objects or the image —
     ``"black_baseline"``: ``x_baseline`` of zeros; ``"xrai_parameters"``:
     ``extra_parameters=XRAIParameters(steps=steps, algorithm=method.algorithm)``.
+    ``first_channel``: PAIR returns one map repeated over the channels (its 3-D Grad-CAM): keep the first.
     """
 
     cls: str
     params: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     hook: str | None = None
+    first_channel: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,12 +63,12 @@ class Method:
     (:func:`max_scaled`); ``attention`` maps are ``(H, W)`` ≥ 0 (:func:`min_max_scaled`).
 
     ``title``: figure column title (``"IG"``).  ``description``: one line, the
-    docstring of ``SaliencyMap.<name>``.  ``native``: the
-    :class:`~slidegrad.engines.native.NativeEngine` method computing it, or ``"module:function"``
-    naming a function ``(engine, x, classes, params, method)`` → per-tile raw maps in the method's own
-    module of :mod:`slidegrad.engines` (e.g. ``"attention:attention_rollout"``).
+    docstring of ``SaliencyMap.<name>``.  ``native``: ``"module:function"`` naming the function
+    ``(engine, x, classes, params, method)`` → raw maps (:mod:`slidegrad.engines.native.protocol`) in the
+    method's own module under :mod:`slidegrad.engines` (e.g. ``"native.cam:gradcam"``,
+    ``"attention:attention_rollout"``).
     ``pair``: how PAIR computes it (``None``: PAIR has no such method; native engine only).
-    ``layer``: the method reads a layer's activations (Grad-CAM): its sidecar records the layer.
+    ``layer``: the method reads a layer's activations (the CAMs): its sidecar records the layer.
     ``transformer``: it needs a vision transformer (reads its attention); ``SaliencyMap.all`` skips it
     on other models.
     ``citation`` (``"Simonyan et al. 2014"``), ``reference`` (the full reference), ``phrase`` (its
@@ -70,6 +77,11 @@ class Method:
     (types and ranges in :data:`PARAMS`).  ``smoothable``: takes ``smooth=True``
     (SmoothGrad).  ``algorithm``: a variant the native function and PAIR read
     (XRAI's region selection: ``"full"`` or ``"fast"``).
+    ``path_start``: where the method's integration path starts, one of :data:`PATH_STARTS` (``"black"``:
+    zeros; ``"blurred"``: the tile blurred at the last σ), which :mod:`slidegrad.completeness` checks the
+    map's total against; ``None``: not a path method (no completeness error).
+    ``noise_dtype``: the dtype of SmoothGrad's noisy copies in the native engine (``"float64"`` where the
+    method's finite differences need PAIR's precision: Blur IG).
     """
 
     name: str
@@ -77,7 +89,7 @@ class Method:
     title: str
     description: str
     native: str
-    pair: PairCall | None
+    pair: PairCall | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     smoothable: bool = True
     algorithm: str | None = None
@@ -87,6 +99,12 @@ class Method:
     reference: str | None = None
     phrase: str | None = None
     baseline: str | None = None
+    path_start: str | None = None
+    noise_dtype: str = "float32"
+
+
+PATH_STARTS = ("black", "blurred")
+"""Where a path method's integration starts (:attr:`Method.path_start`; see :mod:`slidegrad.completeness`)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +114,8 @@ class Param:
     ``kind``: ``int``, ``float`` (an int is accepted too), ``bool``, ``layer`` (a
     string or ``None``) or ``choice`` (one of the strings ``choices``); bools are never
     numbers.  ``low``/``high`` bound numbers, inclusively unless ``low_open``/``high_open``.  ``engine``: the only engine whose
-    result it can change (``None``: every engine).
+    result it can change (``None``: every engine).  ``aliases``: old names of choices, old → new (accepted
+    with a warning, see :func:`resolve_params`).
     """
 
     kind: str
@@ -106,6 +125,7 @@ class Param:
     high_open: bool = False
     engine: str | None = None
     choices: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
         """What is expected, e.g. ``an integer ≥ 1`` or ``a number > 0 and ≤ 1``."""
@@ -129,7 +149,7 @@ class Param:
         if self.kind == "layer":
             return value is None or isinstance(value, str)
         if self.kind == "choice":
-            return isinstance(value, str) and value in self.choices
+            return isinstance(value, str) and (value in self.choices or value in self.aliases)
         real = isinstance(value, numbers.Real) and not isinstance(value, bool)
         number = is_int(value) or (self.kind == "float" and real)
         if not number or not math.isfinite(value):
@@ -145,7 +165,7 @@ class Param:
     def schema(self) -> dict[str, Any]:
         """JSON schema (draft 2020-12) of a value: its type and bounds."""
         if self.kind == "choice":
-            return {"type": "string", "enum": list(self.choices)}
+            return {"type": "string", "enum": [*self.choices, *self.aliases]}
         if self.kind in ("bool", "layer"):
             return {"type": "boolean" if self.kind == "bool" else ["string", "null"]}
         out: dict[str, Any] = {"type": "integer" if self.kind == "int" else "number"}
@@ -156,9 +176,14 @@ class Param:
         return out
 
 
-INTEGRATION_RULES = ("riemann_trapezoid", "gauss_legendre")
-"""IG's quadrature rules: PAIR's ``linspace(0, 1, steps)`` mean (both ends, the default) or
-Gauss–Legendre nodes on [0, 1] (``steps`` nodes; exact on polynomials of degree ≤ 2·steps − 1)."""
+INTEGRATION_RULES = ("riemann_mean", "trapezoid", "gauss_legendre")
+"""IG's quadrature rules: PAIR's mean over ``linspace(0, 1, steps)`` (both ends, every step weight 1/steps; the
+default), the trapezoid rule on the same nodes (the two ends weighted half), or Gauss–Legendre nodes on
+[0, 1] (``steps`` nodes; exact on polynomials of degree ≤ 2·steps − 1); see
+:func:`slidegrad.engines.native.quadrature`."""
+
+INTEGRATION_ALIASES = {"riemann_trapezoid": "riemann_mean"}
+"""Old names of the rules (deprecated: accepted with a warning): ``riemann_trapezoid`` was PAIR's mean."""
 
 PARAMS: dict[str, Param] = {
     "x_steps": Param("int", 1),
@@ -174,8 +199,8 @@ PARAMS: dict[str, Param] = {
     "nsamples": Param("int", 1),
     "magnitude": Param("bool"),
     "seed": Param("int", 0, 2**32 - 1),
-    # the IG path's quadrature; the pair engine computes only riemann_trapezoid (and refuses the other)
-    "integration": Param("choice", choices=INTEGRATION_RULES),
+    # the IG path's quadrature; the pair engine computes only riemann_mean (and refuses the others)
+    "integration": Param("choice", choices=INTEGRATION_RULES, aliases=INTEGRATION_ALIASES),
     # adaptive IG (native engine): tiles whose completeness error exceeds tolerance rerun with 2× steps,
     # up to max_steps; 0: fixed steps (PAIR's)
     "tolerance": Param("float", 0),
@@ -183,6 +208,9 @@ PARAMS: dict[str, Param] = {
     # attention rollout: how a block's heads are fused, and the share of lowest fused weights dropped
     "head_fusion": Param("choice", choices=("mean", "max", "min")),
     "discard_ratio": Param("float", 0, 1, high_open=True),
+    # occlusion: the window's side in pixels, and the value it fills in
+    "size": Param("int", 1),
+    "value": Param("float"),
 }
 """Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 
@@ -197,13 +225,18 @@ def register(method: Method) -> Method:
     """Add ``method`` to :data:`METHODS`; its declaration is all slidegrad needs.
 
     ``SaliencyMap.<name>``, config entries, the schema and figure titles follow.  The
-    engines must be able to compute it: ``method.native`` names a ``NativeEngine``
-    method and ``method.pair`` a ``saliency.core`` class (or the method runs on one engine only).
+    engines must be able to compute it: ``method.native`` names its native function
+    (``"module:function"``) and ``method.pair`` a ``saliency.core`` class (or ``None``: native only).
     """
     where = f"method {method.name}"
     check(method.name.isidentifier(), f"{where}: a method name must be a Python identifier")
     check(method.name not in METHODS, f"{where}: already registered")
     check(method.kind in KINDS, f"{where}: kind {method.kind!r} is not one of {', '.join(KINDS)}")
+    check(":" in method.native, f"{where}: native {method.native!r} is not 'module:function'")
+    check(
+        method.path_start in (None, *PATH_STARTS),
+        f"{where}: path_start {method.path_start!r} is not one of {', '.join(PATH_STARTS)} or None",
+    )
     unknown = sorted(set(method.defaults) - set(PARAMS))
     check(not unknown, f"{where}: parameter(s) {', '.join(unknown)} are not in PARAMS")
     for key, value in method.defaults.items():
@@ -216,64 +249,86 @@ def register(method: Method) -> Method:
 
 _BLACK_IG = PairCall("IntegratedGradients", ("x_steps", "batch_size"), hook="black_baseline")
 _XRAI = PairCall("XRAI", ("batch_size",), hook="xrai_parameters")
-_XRAI_DEFAULTS = {"batch_size": 20, "steps": 100, "integration": "riemann_trapezoid"}
+_XRAI_DEFAULTS = {"batch_size": 20, "steps": 100, "integration": "riemann_mean"}
 for _method in (
     Method(
         "vanilla", "gradient", "Gradient",
         "Gradient of the class logit with respect to the input.",
-        native="vanilla", pair=PairCall("GradientSaliency"),
+        native="native.gradients:vanilla", pair=PairCall("GradientSaliency"),
         citation="Simonyan et al. 2014", reference="Simonyan, Vedaldi & Zisserman, Deep inside convolutional networks, ICLR Workshop 2014",
         phrase="vanilla gradients",
     ),
     Method(
         "integrated_gradients", "gradient", "IG",
         "Integrated gradients from a black (zero) baseline.",
-        native="integrated_gradients", pair=_BLACK_IG,
+        native="native.integrated:integrated_gradients", pair=_BLACK_IG,
         citation="Sundararajan et al. 2017", reference="Sundararajan, Taly & Yan, Axiomatic attribution for deep networks, ICML 2017",
-        phrase="integrated gradients", baseline="black baseline",
+        phrase="integrated gradients", baseline="black baseline", path_start="black",
         defaults={
-            "x_steps": 25, "batch_size": 20, "integration": "riemann_trapezoid", "tolerance": 0.0, "max_steps": 128,
+            "x_steps": 25, "batch_size": 20, "integration": "riemann_mean", "tolerance": 0.0, "max_steps": 128,
         },
     ),
     Method(
         "guided_integrated_gradients", "gradient", "Guided IG",
         "Guided integrated gradients (Kapishnikov et al. 2021) from a black baseline.",
-        native="guided_integrated_gradients",
+        native="native.guided:guided_integrated_gradients",
         citation="Kapishnikov et al. 2021", reference="Kapishnikov et al., Guided integrated gradients, CVPR 2021",
-        phrase="guided integrated gradients", baseline="black baseline",
+        phrase="guided integrated gradients", baseline="black baseline", path_start="black",
         pair=PairCall("GuidedIG", ("x_steps", "max_dist", "fraction"), hook="black_baseline"),
         defaults={"x_steps": 25, "max_dist": 1.0, "fraction": 0.5},
     ),
     Method(
         "blur_integrated_gradients", "gradient", "Blur IG",
         "Blur IG (Xu et al. 2020): integrated gradients along a path of Gaussian blurs.",
-        native="blur_integrated_gradients",
+        native="native.blur:blur_integrated_gradients",
         citation="Xu et al. 2020", reference="Xu, Venugopalan & Sundararajan, Attribution in scale and space, CVPR 2020",
-        phrase="blur integrated gradients",
+        phrase="blur integrated gradients", path_start="blurred", noise_dtype="float64",
         pair=PairCall("BlurIG", ("max_sigma", "steps", "grad_step", "sqrt", "batch_size")),
         defaults={"batch_size": 20, "max_sigma": 50.0, "steps": 100, "grad_step": 0.01, "sqrt": False},
     ),
     Method(
         "xrai", "xrai", "XRAI",
         "XRAI (full algorithm): integrated gradients summed over Felzenszwalb regions, ranked greedily.",
-        native="xrai", pair=_XRAI, defaults=dict(_XRAI_DEFAULTS), smoothable=False, algorithm="full",
+        native="native.xrai:xrai", pair=_XRAI, defaults=dict(_XRAI_DEFAULTS), smoothable=False, algorithm="full",
         citation="Kapishnikov et al. 2019", reference="Kapishnikov et al., XRAI: better attributions through regions, ICCV 2019",
         phrase="XRAI", baseline="integrated gradients from a black and a white baseline",
     ),
     Method(
         "xrai_fast", "xrai", "XRAI (fast)",
         "XRAI, fast algorithm: regions ranked once by their mean attribution.",
-        native="xrai", pair=_XRAI, defaults=dict(_XRAI_DEFAULTS), smoothable=False, algorithm="fast",
+        native="native.xrai:xrai", pair=_XRAI, defaults=dict(_XRAI_DEFAULTS), smoothable=False, algorithm="fast",
         citation="Kapishnikov et al. 2019", reference="Kapishnikov et al., XRAI: better attributions through regions, ICCV 2019",
         phrase="fast XRAI", baseline="integrated gradients from a black and a white baseline",
     ),
     Method(
         "gradcam", "gradcam", "Grad-CAM",
         "Grad-CAM on ``layer`` (``None``: the last convolutional layer), resized to the input.",
-        native="gradcam", pair=PairCall("GradCam", extra={"should_resize": True, "three_dims": True}),
+        native="native.cam:gradcam",
+        pair=PairCall("GradCam", extra={"should_resize": True, "three_dims": True}, first_channel=True),
         citation="Selvaraju et al. 2017", reference="Selvaraju et al., Grad-CAM, ICCV 2017",
         phrase="Grad-CAM",
         defaults={"layer": None}, layer=True,
+    ),
+    Method(
+        "gradcam_plusplus", "gradcam", "Grad-CAM++",
+        "Grad-CAM++ on ``layer`` (``None``: the last convolutional layer): channels weighted by their positive "
+        "gradients, each scaled by the closed-form α of Chattopadhay et al.; resized to the input.",
+        native="native.cam:gradcam_plusplus", pair=None,
+        citation="Chattopadhay et al. 2018",
+        reference="Chattopadhay, Sarkar, Howlader & Balasubramanian, Grad-CAM++: generalized gradient-based "
+        "visual explanations for deep convolutional networks, WACV 2018",
+        phrase="Grad-CAM++",
+        defaults={"layer": None}, layer=True,
+    ),
+    Method(
+        "occlusion", "gradient", "Occlusion",
+        "Occlusion: a ``size`` × ``size`` window of ``value`` slid over the input at stride 1; each pixel sums "
+        "the class logit's drop of the windows covering it (PAIR's; forward passes only).",
+        native="native.occlusion:occlusion", pair=PairCall("Occlusion", ("size", "value")),
+        citation="Zeiler & Fergus 2014",
+        reference="Zeiler & Fergus, Visualizing and understanding convolutional networks, ECCV 2014",
+        phrase="occlusion",
+        defaults={"size": 15, "value": 0.0},
     ),
     Method(
         "attention_rollout", "attention", "Rollout",
@@ -325,6 +380,12 @@ def resolve_params(method: Method, params: dict[str, Any], smooth: bool) -> dict
         spec = PARAMS[key]
         if not spec.accepts(value):
             raise InputError(f"method {method.name}: parameter {key!r} must be {spec.describe()}, got {value!r}")
+        if isinstance(value, str) and value in spec.aliases:
+            LOGGER.warning(
+                "method %s: %s %r is an old name (deprecated); use %r, the same rule", method.name, key, value,
+                spec.aliases[value],
+            )  # fmt: skip
+            value = spec.aliases[value]
         resolved[key] = spec.convert(value)
     return resolved
 

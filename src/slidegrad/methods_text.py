@@ -36,7 +36,13 @@ PHRASES = {
     "stdev_spread": "noise σ = {} × the input range",
     "magnitude": {True: "squared gradients", False: "signed gradients"},
     "seed": "seed {}",
-    "integration": {"riemann_trapezoid": "", "gauss_legendre": "Gauss–Legendre quadrature"},  # default: unsaid
+    # the default (riemann_mean, and its old name in older sidecars) is unsaid
+    "integration": {
+        "riemann_mean": "", "riemann_trapezoid": "", "trapezoid": "trapezoid rule",
+        "gauss_legendre": "Gauss–Legendre quadrature",
+    },
+    "size": "a {} px window",
+    "value": "filled with {}",
     "tolerance": "steps doubled per tile until its completeness error ≤ {}",
     "max_steps": "at most {} steps",
     "head_fusion": "heads fused by their {}",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .backends import Backend, get_backend
 from .engines import Engine, ProgressCallback, Request, make_engine
+from .engines.base import EngineResult
 from .errors import InputError, check, is_int, listed
 from .methods import METHODS, PARAMS, SMOOTH_DEFAULTS, Method, get_method, normalize, resolve_params
 from .model import LoadedModel
@@ -114,6 +116,28 @@ class SaliencyMap:
         return np.broadcast_to(classes, (len(batch),)).astype(np.int64)
 
     # -- core ----------------------------------------------------------------------
+    def explain(
+        self,
+        img: np.ndarray,
+        method: str,
+        class_idx: Any = None,
+        smooth: bool = False,
+        progress: ProgressCallback | None = None,
+        **params: Any,
+    ) -> SaliencyResult:
+        """Everything one call computes for a batch (or one image, as a batch of one): :class:`SaliencyResult`.
+
+        ``(N, H, W)`` masks in [0, 1], the raw attributions, the classes explained and what the engine
+        reports of the call (steps, batch sizes, layer, completeness inputs).
+        """
+        spec = get_method(method)
+        request = Request(spec, resolve_params(spec, params, smooth), smooth)
+        batch = _as_batch(img)
+        classes = self.resolve_classes(batch, class_idx)
+        result = self.engine.attribute(batch.astype(np.float32, copy=False), classes, request, progress=progress)
+        masks = np.stack([normalize(spec, raw) for raw in result.raws]).astype(np.float32)
+        return SaliencyResult(masks, result.raws, classes, request.params, result)
+
     def attributions(
         self,
         img: np.ndarray,
@@ -128,20 +152,15 @@ class SaliencyMap:
         One ``(H, W, 3)`` image gives an ``(H, W)`` mask and one raw array; an
         ``(N, H, W, 3)`` batch gives ``(N, H, W)`` masks and a list of N raw arrays.
         Raw arrays are PAIR's: ``(H, W, 3)`` for gradient methods, ``(H, W)`` for
-        XRAI and Grad-CAM.
+        XRAI and the CAMs.
 
         ``progress(tiles_done, tiles_total)`` is called as groups of tiles finish
         (never decreasing; the last call is ``(N, N)``).
         """
-        spec = get_method(method)
-        request = Request(spec, resolve_params(spec, params, smooth), smooth)
-        batch = _as_batch(img)
-        classes = self.resolve_classes(batch, class_idx)
-        raws = self.engine.attribute(batch.astype(np.float32, copy=False), classes, request, progress=progress)
-        masks = np.stack([normalize(spec, raw) for raw in raws]).astype(np.float32)
+        result = self.explain(img, method, class_idx, smooth, progress, **params)
         if np.ndim(img) == 3:
-            return masks[0], raws[0]
-        return masks, raws
+            return result.masks[0], result.raws[0]
+        return result.masks, result.raws
 
     def get(self, img: np.ndarray, method: str, **kwargs: Any) -> np.ndarray:
         """Mask(s) of ``method`` for ``img``: ``(H, W)`` or ``(N, H, W)`` float32 in [0, 1]."""
@@ -162,6 +181,20 @@ class SaliencyMap:
 
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(METHODS))
+
+
+@dataclass(frozen=True)
+class SaliencyResult:
+    """One :meth:`SaliencyMap.explain` call: ``masks`` ``(N, H, W)`` float32 in [0, 1], ``raws`` (N raw arrays,
+    PAIR's shapes), ``classes`` ``(N,)`` int64 explained, ``params`` as resolved (defaults filled in), and
+    ``engine``: what the engine reported (:class:`~slidegrad.engines.base.EngineResult`: IG steps per tile,
+    model batch sizes, the layer read, the class scores of the tiles and their path starts)."""
+
+    masks: np.ndarray
+    raws: list[np.ndarray]
+    classes: np.ndarray
+    params: dict[str, Any]
+    engine: EngineResult
 
 
 _ANNOTATIONS = {"int": int, "float": float, "bool": bool, "layer": str | None, "choice": str}
@@ -248,9 +281,16 @@ class _Guarded:
 
     def __init__(self, engine: Engine, backend: Backend, precheck: bool = False) -> None:
         self.engine, self.backend, self.precheck = engine, backend, precheck
+        self.last: EngineResult | None = None  # the last attribute() call's result (interactive use)
 
     def __getattr__(self, name: str) -> Any:  # the engine's own attributes (max_batch_seen, tile_group, ...)
         return getattr(self.engine, name)
+
+    @property
+    def tile_steps(self) -> list[int]:
+        """IG steps per tile (with SmoothGrad: per tile × sample) of the last call; ``[]`` where none.
+        A convenience for interactive use: :meth:`SaliencyMap.explain` returns them with the maps."""
+        return list(self.last.tile_steps or []) if self.last is not None else []
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """``(N, K)``, checked finite."""
@@ -258,13 +298,15 @@ class _Guarded:
 
     def attribute(
         self, batch: np.ndarray, classes: np.ndarray, request: Request, progress: ProgressCallback | None = None
-    ) -> list[np.ndarray]:
-        """The engine's raw attributions (one array per image), checked finite."""
+    ) -> EngineResult:
+        """The engine's result, its raw attributions (one array per image) checked finite."""
         if self.precheck:
             self.probabilities(batch)
         with self.backend.gradients():
-            raws = self.engine.attribute(batch, classes, request, progress=progress)
-        return list(refuse_nonfinite(raws, self.backend.name, f"{request.method.name} attributions are"))
+            result = self.engine.attribute(batch, classes, request, progress=progress)
+        refuse_nonfinite(result.raws, self.backend.name, f"{request.method.name} attributions are")
+        self.last = result
+        return result
 
 
 def _as_batch(img: np.ndarray) -> np.ndarray:

@@ -491,6 +491,12 @@ class TensorFlowOps:
                 score = tf.reduce_sum(tf.gather(out, tf.cast(class_idx, tf.int32), axis=1, batch_dims=1))
             return tape.gradient(score, inputs)
 
+    def class_scores(self, x: tf.Tensor, class_idx: tf.Tensor) -> tf.Tensor:
+        """``(B,)`` class scores of a channels-last batch, forward only (no tape), on the device."""
+        with tf.device(self.backend.device):
+            out = self.backend.model(tf.cast(x, tf.float32), training=False)
+            return tf.gather(out, tf.cast(class_idx, tf.int32), axis=1, batch_dims=1)
+
     def conv(self, x: tf.Tensor, class_idx: tf.Tensor, layer: str | None) -> tuple[tf.Tensor, tf.Tensor]:
         acts, grads = self.backend.conv_gradients(x.numpy(), class_idx.numpy(), layer)
         return self.tensor(acts), self.tensor(grads)

@@ -953,6 +953,12 @@ class TorchOps:
         (grads,) = torch.autograd.grad(out.gather(1, class_idx[:, None]).sum(), inputs)
         return grads.permute(0, 2, 3, 1)
 
+    def class_scores(self, x: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` class logits of a channels-last batch, forward only (no gradient), on the device."""
+        with torch.no_grad():
+            out = model_logits(self.backend.module(self.backend.model_input(x)))
+            return out.gather(1, class_idx[:, None])[:, 0]
+
     def attention(self, x: torch.Tensor, class_idx: torch.Tensor | None) -> AttentionMaps:
         """A vision transformer's attention for a channels-last batch (and its gradients with ``class_idx``)."""
         maps, grads = self.backend.attention_maps(x, class_idx)

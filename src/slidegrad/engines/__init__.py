@@ -5,10 +5,12 @@ SmoothGrad or not) into raw attributions.
   noise samples on the model's device, packed by a memory budget.
 * ``pair``: PAIR's reference ``saliency.core``, one tile at a time in numpy.
 
-Both take a ``(N, H, W, C)`` float32 batch and return one raw array per tile:
-``(H, W, C)`` for gradient methods, ``(H, W)`` for XRAI and Grad-CAM.  Which
-function computes a method is part of its declaration
-(:class:`~slidegrad.methods.Method`: ``native``, ``pair``).
+Both take a ``(N, H, W, C)`` float32 batch and return an
+:class:`~slidegrad.engines.base.EngineResult`: one raw array per tile (``(H, W, C)`` for gradient
+methods and occlusion, ``(H, W)`` for XRAI, the CAMs and the attention maps), with the steps, batch
+sizes, layer and class scores of the call.  Which function computes a method is part of its
+declaration (:class:`~slidegrad.methods.Method`: ``native``, ``pair``); each native method is a
+module of :mod:`slidegrad.engines.native`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any
 
 from ..errors import check
 from ..methods import ENGINES
-from .base import Engine, ProgressCallback, Request
+from .base import ClassScores, Engine, EngineResult, ProgressCallback, Request
 
-__all__ = ["ENGINES", "Engine", "ProgressCallback", "Request", "make_engine"]
+__all__ = ["ENGINES", "ClassScores", "Engine", "EngineResult", "ProgressCallback", "Request", "make_engine"]
 
 
 def make_engine(name: str, backend: Any, memory_budget: int | None = None) -> Engine:

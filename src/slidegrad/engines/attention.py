@@ -68,7 +68,7 @@ def transformer_attribution(
 def _cls_maps(engine: Any, x: Any, classes: Any, combine: Any, with_grads: bool) -> list[np.ndarray]:
     """``combine(attention)`` → ``(n, T, T)`` per budgeted batch; each tile's CLS row over the patch tokens,
     on the patch grid, resized to the tile."""
-    from .native import gradcam_resize
+    from .native.cam import gradcam_resize
 
     ops = engine.ops
     n, *shape = x.shape
@@ -76,7 +76,7 @@ def _cls_maps(engine: Any, x: Any, classes: Any, combine: Any, with_grads: bool)
     out: list[np.ndarray] = []
     for items in batching.chunks(n, engine.item_batch(tuple(shape), n)):
         index = ops.tensor(np.arange(items.start, items.stop), "int64")
-        engine.max_batch_seen = max(engine.max_batch_seen, len(items))
+        engine.seen(len(items))
         attention = ops.attention(ops.gather(x, index), ops.gather(classes, index) if with_grads else None)
         cls_rows = ops.numpy(combine(attention)[:, 0, attention.prefix_tokens :])
         for row in cls_rows:
@@ -86,7 +86,7 @@ def _cls_maps(engine: Any, x: Any, classes: Any, combine: Any, with_grads: bool)
 
 def _resize(grid_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A patch-grid map bilinearly resized to the tile, edge patches repeated (Chefer et al.'s
-    ``F.interpolate(mode='bilinear')``; :func:`~slidegrad.engines.native.upsampling_mode`), kept unscaled."""
+    ``F.interpolate(mode='bilinear')``; :func:`~slidegrad.engines.native.cam.upsampling_mode`), kept unscaled."""
     from skimage.transform import resize
 
     if not np.isfinite(grid_map).all():

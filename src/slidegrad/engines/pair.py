@@ -19,7 +19,7 @@ from saliency.core import guided_ig as _pair_guided_ig
 from ..backends import Backend
 from ..errors import check
 from ..methods import Method
-from .base import ProgressCallback, Request
+from .base import EngineResult, ProgressCallback, Request
 
 
 def _quantile(a: Any, q: Any, *args: Any, interpolation: str | None = None, **kwargs: Any) -> Any:
@@ -50,13 +50,17 @@ def seeded_global_numpy(seed: int) -> Iterator[None]:
 
 
 def call_model_function(backend: Backend, layer: str | None = None):
-    """Adapt a backend to PAIR's ``call_model_function(x, args, expected_keys)`` contract."""
+    """Adapt a backend to PAIR's ``call_model_function(x, args, expected_keys)`` contract: input gradients,
+    the class logit of each image (``OUTPUT_LAYER_VALUES``, ``(N,)``: forward only, for Occlusion), or a
+    layer's activations and gradients."""
 
     def call(x_batch: np.ndarray, call_model_args: dict[str, Any], expected_keys: list[str]) -> dict:
         x_batch = np.asarray(x_batch, dtype=np.float32)
         class_idx = np.full(len(x_batch), call_model_args["class_idx"], dtype=np.int64)
         if pair.INPUT_OUTPUT_GRADIENTS in expected_keys:
             return {pair.INPUT_OUTPUT_GRADIENTS: backend.input_gradients(x_batch, class_idx)}
+        if pair.OUTPUT_LAYER_VALUES in expected_keys:
+            return {pair.OUTPUT_LAYER_VALUES: backend.logits(x_batch)[np.arange(len(x_batch)), class_idx]}
         acts, grads = backend.conv_gradients(x_batch, class_idx, layer)
         return {pair.CONVOLUTION_LAYER_VALUES: acts, pair.CONVOLUTION_OUTPUT_GRADIENTS: grads}
 
@@ -85,10 +89,10 @@ def _mask_call(method: Method, params: dict[str, Any], image: np.ndarray) -> tup
 def attribute(backend: Backend, image: np.ndarray, class_idx: int, request: Request) -> np.ndarray:
     """Raw attribution of one ``(H, W, C)`` image: ``(H, W, C)`` for gradient methods, ``(H, W)`` otherwise."""
     method, params = request.method, request.params
-    rule = params.get("integration", "riemann_trapezoid")
+    rule = params.get("integration", "riemann_mean")
     check(
-        rule == "riemann_trapezoid",
-        f"method {method.name}: parameter 'integration' must be riemann_trapezoid with the pair engine, got {rule!r}",
+        rule == "riemann_mean",
+        f"method {method.name}: parameter 'integration' must be riemann_mean with the pair engine, got {rule!r}",
     )
     check(
         not params.get("tolerance"),
@@ -113,7 +117,7 @@ def attribute(backend: Backend, image: np.ndarray, class_idx: int, request: Requ
                 **kwargs,
             )
     raw = np.asarray(raw, dtype=np.float32)
-    if method.kind == "gradcam":  # PAIR's 3-D Grad-CAM repeats one map over channels
+    if method.pair.first_channel:  # PAIR's 3-D Grad-CAM repeats one map over channels
         raw = raw[..., 0]
     return raw
 
@@ -130,12 +134,13 @@ class PairEngine:
 
     def attribute(
         self, batch: np.ndarray, classes: np.ndarray, request: Request, progress: ProgressCallback | None = None
-    ) -> list[np.ndarray]:
+    ) -> EngineResult:
         """Raw attributions of a ``(N, H, W, C)`` batch for ``(N,)`` classes, one tile after another;
-        ``progress(done, N)`` after each tile."""
+        ``progress(done, N)`` after each tile.  Model calls take one tile (``item_batch`` 1)."""
         out = []
         for image, k in zip(batch, classes):
             out.append(attribute(self.backend, image, int(k), request))
             if progress is not None:
                 progress(len(out), len(batch))
-        return out
+        layer = self.backend.gradcam_layer(request.params.get("layer")) if request.method.layer else None
+        return EngineResult(raws=out, layer=layer)
