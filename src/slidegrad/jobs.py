@@ -350,7 +350,7 @@ def run_mask_job(
         prep = describe_preprocessing(model.preprocessing)
         LOGGER.info("stain normalizer %s, then %s preprocessing", model.normalizer.describe(), prep)
     budget = budget_bytes(memory_budget_mb)
-    chosen, _lock = claim_device(device, lock_dir, model.backend)
+    chosen, _lock = claim_device(device, lock_dir, model.framework)
     sal = SaliencyMap(model, class_idx=class_idx, device=chosen, engine=engine, memory_budget=budget)
     spec = get_method(method.name)
     layer = sal.backend.gradcam_layer(method.params.get("layer")) if spec.layer else None
@@ -373,7 +373,7 @@ def run_mask_job(
     )
     provenance = {
         "engine": engine, "device": chosen, "gradcam_layer": ran.layer, "prefix_tokens": prefix,
-        **software_versions(model.backend),
+        **software_versions(model.framework),
     }  # fmt: skip
     adaptive = method.params.get("tolerance") and not method.smooth  # IG's adaptive steps: each tile's count
     steps = (ran.tile_steps or []) if adaptive else []
@@ -391,7 +391,7 @@ def run_mask_job(
             "method_name": method.name,
             "smooth": method.smooth,
             "params": method.params,
-            "backend": model.backend,
+            "backend": model.framework,
             "class_idx": k,
             "class_label": model.outcome_labels[k],
             "probability": float(probabilities[i, k]),
