@@ -353,10 +353,7 @@ def run_mask_job(
     chosen, _lock = claim_device(device, lock_dir, model.framework)
     sal = SaliencyMap(model, class_idx=class_idx, device=chosen, engine=engine, memory_budget=budget)
     spec = get_method(method.name)
-    layer = sal.backend.gradcam_layer(method.params.get("layer")) if spec.layer else None
-    # maps on a vision transformer's patch tokens (a token layer, or the attention): the prefix tokens dropped
-    on_tokens = (spec.layer and sal.backend.token_prefix() is not None and layer not in sal.backend.conv_layer_names())
-    prefix = sal.backend.token_prefix() if on_tokens or spec.kind == "attention" else None
+    layer, prefix = _layer_and_prefix(sal.backend, spec, method)
     LOGGER.info("%s (%s engine%s) on %s: %s", method.id, engine, f", layer {layer}" if layer else "", chunk, method.params)
     try:
         probabilities = sal.probabilities(batch)
@@ -386,24 +383,29 @@ def run_mask_job(
             np.save(out / f"{name}.raw.npy", raws[i])
         k = int(classes[i])
         meta = {
-            "tile_png": str(tile_pngs[i]),
-            "method": method.id,
-            "method_name": method.name,
-            "smooth": method.smooth,
-            "params": method.params,
-            "backend": model.framework,
-            "class_idx": k,
-            "class_label": model.outcome_labels[k],
-            "probability": float(probabilities[i, k]),
-            "probabilities": [float(p) for p in probabilities[i]],
-            "outcome_labels": model.outcome_labels,
-            "model_sha256": model.sha256,
-            "completeness_error": completeness[i],
-            **({"ig_steps": steps[i]} if len(steps) == len(names) else {}),
-            **row_geometry(row),
-            **provenance,
-        }
+            "tile_png": str(tile_pngs[i]), **_method_record(method, model),
+            "class_idx": k, "class_label": model.outcome_labels[k], "probability": float(probabilities[i, k]),
+            "probabilities": [float(p) for p in probabilities[i]], "completeness_error": completeness[i],
+            **({"ig_steps": steps[i]} if len(steps) == len(names) else {}), **row_geometry(row), **provenance,
+        }  # fmt: skip
         write_text(out / f"{name}.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def _layer_and_prefix(backend: Any, spec: Any, method: MethodSpec) -> tuple[str | None, int | None]:
+    """The layer a layer-reading method (Grad-CAM) uses, and the prefix tokens its maps drop: a vision
+    transformer's maps on patch tokens (a token layer, or the attention) drop them (``None`` otherwise)."""
+    layer = backend.gradcam_layer(method.params.get("layer")) if spec.layer else None
+    on_tokens = spec.layer and backend.token_prefix() is not None and layer not in backend.conv_layer_names()
+    prefix = backend.token_prefix() if on_tokens or spec.kind == "attention" else None
+    return layer, prefix
+
+
+def _method_record(method: MethodSpec, model: Any) -> dict[str, Any]:
+    """A sidecar's method and model fields (the same for every tile of a job)."""
+    return {
+        "method": method.id, "method_name": method.name, "smooth": method.smooth, "params": method.params,
+        "backend": model.framework, "outcome_labels": model.outcome_labels, "model_sha256": model.sha256,
+    }  # fmt: skip
 
 
 # -- overlays ------------------------------------------------------------------------
