@@ -9,9 +9,9 @@ resized to ``tile_px`` pixels.  Tiles lie on a grid with a step of
 Slides are opened with OpenSlide; files OpenSlide cannot open (for example a
 stripped, non-tiled TIFF) are opened with tiffslide instead.
 
-:func:`write_pyramidal_tiff` writes an RGB array as a tiled pyramidal TIFF that
-OpenSlide reads as a multi-level ``generic-tiff`` slide (or, with an Aperio
-``description``, as an ``aperio`` slide), with its microns-per-pixel.
+:func:`write_pyramidal_tiff` writes an RGB (or RGBA) array as a tiled pyramidal
+TIFF that OpenSlide reads as a multi-level ``generic-tiff`` slide (or, with an
+Aperio ``description``, as an ``aperio`` slide), with its microns-per-pixel.
 
 Every bad input raises :class:`~slidegrad.errors.InputError` with one line
 that names the file or argument and says what was expected.
@@ -524,55 +524,40 @@ def _halve(image: np.ndarray) -> np.ndarray:
     return ((total + 2) // 4).astype(np.uint8)
 
 
-def write_pyramidal_tiff(
-    path: str | os.PathLike[str],
-    image: np.ndarray,
-    mpp: float,
-    tile_size: int = 256,
-    compression: str = "zlib",
-    min_level_size: int = 512,
-    description: str | None = None,
-    pyramid: bool = True,
-) -> None:
-    """Write an RGB image as a tiled (pyramidal) TIFF that OpenSlide reads.
+def _halve_rgba(image: np.ndarray) -> np.ndarray:
+    """2x2 downsample of uint8 RGBA with unassociated alpha: alpha is the 2x2 mean (rounded half up), colour
+    the alpha-weighted mean (rounded half up), so transparent pixels add no colour; fully transparent → 0."""
+    h, w = image.shape[:2]
+    if h % 2 or w % 2:
+        image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    h2, w2 = image.shape[0] // 2, image.shape[1] // 2
+    blocks = image.reshape(h2, 2, w2, 2, 4).astype(np.uint32)
+    alpha = blocks[..., 3:]
+    weight = alpha.sum(axis=(1, 3))  # (h2, w2, 1), 0..1020
+    colour = (blocks[..., :3] * alpha).sum(axis=(1, 3))
+    out = np.zeros((h2, w2, 4), np.uint8)
+    np.floor_divide(2 * colour + weight, 2 * weight, out=colour, where=weight > 0)
+    out[..., :3] = np.where(weight > 0, colour, 0)
+    out[..., 3] = ((weight[..., 0] + 2) // 4).astype(np.uint8)
+    return out
 
-    Parameters
-    ----------
-    path:
-        Output file; written to a temporary file in the same folder and then
-        renamed, so a failure leaves no partial file.
-    image:
-        uint8 array (H, W, 3), RGB 0..255; level 0.
-    mpp:
-        Microns per level-0 pixel (> 0); stored as X/YResolution in pixels
-        per centimetre, which OpenSlide reports as ``openslide.mpp-x``.
-    tile_size:
-        TIFF tile side in pixels (multiple of 16).
-    compression:
-        ``"zlib"`` (lossless, default), ``"lzw"``, ``"none"`` or ``"jpeg"``.
-    min_level_size:
-        Half-size levels (deterministic 2x2 means) are added while the new
-        level's shorter side is at least this many pixels.
-    description:
-        ImageDescription of the first page.  One starting with ``"Aperio"``
-        (e.g. ``"Aperio Image Library v12.0.0\\r\\n...|AppMag = 20|MPP = 0.5"``)
-        makes the file an SVS look-alike: OpenSlide reports vendor
-        ``aperio`` and takes mpp / objective power from the description; a
-        stripped thumbnail page is then written after level 0, as in SVS files.
-    pyramid:
-        False writes level 0 only.
 
-    The file is byte-for-byte identical for identical arguments (no date tag).
-    """
-    import tifffile
-
-    target = Path(path)
-    where = f"output {quote(target)}"
+def _check_tiff_arguments(
+    target: Path,
+    where: str,
+    image: Any,
+    mpp: Any,
+    tile_size: Any,
+    compression: Any,
+    min_level_size: Any,
+    description: Any,
+) -> float:
+    """:func:`write_pyramidal_tiff`'s arguments checked (one InputError line naming ``where``); returns the mpp."""
     if not isinstance(image, np.ndarray):
         raise InputError(f"{where}: image must be a numpy array (H, W, 3) uint8, got {type(image).__name__}")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
         raise InputError(
-            f"{where}: image must be uint8 with shape (H, W, 3), got {image.dtype} {image.shape}"
+            f"{where}: image must be uint8 with shape (H, W, 3) (or (H, W, 4) RGBA), got {image.dtype} {image.shape}"
         )
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InputError(f"{where}: image is empty, shape {image.shape}")
@@ -599,25 +584,86 @@ def write_pyramidal_tiff(
         raise InputError(f"{where}: is a directory, expected a file path")
     if not folder.is_dir():
         raise InputError(f"{where}: folder {quote(folder)} does not exist")
+    if image.shape[2] == 4 and compression.lower() == "jpeg":
+        raise InputError(f"{where}: jpeg compression takes an RGB image (H, W, 3); write RGBA with zlib, lzw or none")
+    return mpp_value
 
+
+def _pyramid_levels(image: np.ndarray, min_level_size: int, halve: Any) -> list[np.ndarray]:
+    """``image`` and its half-size levels while the new level's shorter side is >= ``min_level_size``."""
+    levels = [image]
+    while True:
+        h, w = levels[-1].shape[:2]
+        if min((h + 1) // 2, (w + 1) // 2) < min_level_size:
+            break
+        levels.append(halve(levels[-1]))
+    return levels
+
+
+def _svs_thumbnail(levels: list[np.ndarray], halve: Any) -> np.ndarray:
+    """The smallest level, halved until its longer side is <= 1024 px (an SVS file's thumbnail page)."""
+    thumbnail = levels[-1]
+    while max(thumbnail.shape[:2]) > 1024:
+        thumbnail = halve(thumbnail)
+    return thumbnail
+
+
+def write_pyramidal_tiff(
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    mpp: float,
+    tile_size: int = 256,
+    compression: str = "zlib",
+    min_level_size: int = 512,
+    description: str | None = None,
+    pyramid: bool = True,
+) -> None:
+    """Write an RGB (or RGBA) image as a tiled (pyramidal) TIFF that OpenSlide reads.
+
+    Parameters
+    ----------
+    path:
+        Output file; written to a temporary file in the same folder and then
+        renamed, so a failure leaves no partial file.
+    image:
+        uint8 array (H, W, 3), RGB 0..255; level 0.  (H, W, 4) is RGBA with unassociated
+        alpha (TIFF ExtraSamples 2; OpenSlide returns alpha 0 there as transparent); lower
+        levels then average colour weighted by alpha; ``"jpeg"`` compression takes RGB only.
+    mpp:
+        Microns per level-0 pixel (> 0); stored as X/YResolution in pixels
+        per centimetre, which OpenSlide reports as ``openslide.mpp-x``.
+    tile_size:
+        TIFF tile side in pixels (multiple of 16).
+    compression:
+        ``"zlib"`` (lossless, default), ``"lzw"``, ``"none"`` or ``"jpeg"``.
+    min_level_size:
+        Half-size levels (deterministic 2x2 means) are added while the new
+        level's shorter side is at least this many pixels.
+    description:
+        ImageDescription of the first page.  One starting with ``"Aperio"``
+        (e.g. ``"Aperio Image Library v12.0.0\\r\\n...|AppMag = 20|MPP = 0.5"``)
+        makes the file an SVS look-alike: OpenSlide reports vendor
+        ``aperio`` and takes mpp / objective power from the description; a
+        stripped thumbnail page is then written after level 0, as in SVS files.
+    pyramid:
+        False writes level 0 only.
+
+    The file is byte-for-byte identical for identical arguments (no date tag).
+    """
+    import tifffile
+
+    target = Path(path)
+    where = f"output {quote(target)}"
+    mpp_value = _check_tiff_arguments(target, where, image, mpp, tile_size, compression, min_level_size, description)
     comp = compression.lower()
+    rgba = image.shape[2] == 4
     codec = None if comp == "none" else comp
     image = np.ascontiguousarray(image)
-
-    levels = [image]
-    if pyramid:
-        while True:
-            h, w = levels[-1].shape[:2]
-            if min((h + 1) // 2, (w + 1) // 2) < min_level_size:
-                break
-            levels.append(_halve(levels[-1]))
+    halve = _halve_rgba if rgba else _halve
+    levels = _pyramid_levels(image, min_level_size, halve) if pyramid else [image]
 
     svs_like = description is not None and description.startswith("Aperio")
-    thumbnail = None
-    if svs_like and len(levels) > 1:
-        thumbnail = levels[-1]
-        while max(thumbnail.shape[:2]) > 1024:
-            thumbnail = _halve(thumbnail)
+    thumbnail = _svs_thumbnail(levels, halve) if svs_like and len(levels) > 1 else None
 
     raw_bytes = sum(level.nbytes for level in levels)
     bigtiff = raw_bytes > 2**32 - 2**28
@@ -629,6 +675,7 @@ def write_pyramidal_tiff(
         resolutionunit="CENTIMETER",
         metadata=None,
         software="slidegrad",
+        **({"extrasamples": ("unassalpha",)} if rgba else {}),
     )
 
     # a temporary file in the same folder, renamed onto ``target`` once complete
@@ -639,9 +686,4 @@ def write_pyramidal_tiff(
                 # SVS: page 1 is a stripped thumbnail; levels follow with NewSubfileType 0.
                 tw.write(thumbnail, rowsperstrip=16, **common)
             for level in levels[1:]:
-                tw.write(
-                    level,
-                    tile=(tile_size, tile_size),
-                    subfiletype=0 if svs_like else 1,
-                    **common,
-                )
+                tw.write(level, tile=(tile_size, tile_size), subfiletype=0 if svs_like else 1, **common)
