@@ -111,6 +111,8 @@ def select_tiles(
     ``n``, ``seed``, ``k`` and the model's load options.  ``model_path``: the model, for top_k
     and where tile_px/tile_um come from its ``params.json`` (else ``None``).  Every location is
     checked before anything is written; no tiles is an error.  PNGs are ``tile_px`` square uint8 RGB.
+    The tile folder also gets the record of the slide file read (:mod:`slidegrad.sources`), checked
+    again before the table is written: a slide that changed meanwhile is an error.
     """
     source_stamp = SourceStamp.of(source) if Path(source).is_file() else None  # a missing file: its reader says so
     read = model_params(model_path) if model_path else None  # the model's params.json, read once
