@@ -73,19 +73,37 @@ def mask_method(wildcards):
 
 
 def chunk_masks(wildcards):
-    """A chunk's mask folders, one per method (in method order)."""
+    """A chunk's mask files, one per method (in method order)."""
     return [
-        LAYOUT.mask_dir(wildcards.slide, wildcards.chunk, m) for m in PLAN.method_ids
+        LAYOUT.mask_file(wildcards.slide, wildcards.chunk, m) for m in PLAN.method_ids
     ]
 
 
 def slide_masks(slide, n_chunks=None):
-    """Mask folders of a slide's first ``n_chunks`` chunks (all: None), chunk by chunk."""
+    """Mask files of a slide's first ``n_chunks`` chunks (all: None), chunk by chunk."""
     return [
-        LAYOUT.mask_dir(slide, chunk, method)
+        LAYOUT.mask_file(slide, chunk, method)
         for chunk in slide_chunks(slide)[:n_chunks]
         for method in PLAN.method_ids
     ]
+
+
+def figure_chunks():
+    """How many of a slide's first chunks hold the tiles its figure shows (figure.max_tiles)."""
+    return math.ceil(config["figure"]["max_tiles"] / config["tiles_per_job"])
+
+
+def picture_limit():
+    """The pictures jobs draw a slide's first this many tiles (None: every tile)."""
+    return None if config["pictures"] == "all" else config["figure"]["max_tiles"]
+
+
+def picture_chunks(slide):
+    """The chunks pictures jobs run for (config pictures: figure, all or none)."""
+    if config["pictures"] == "none":
+        return []
+    chunks = slide_chunks(slide)
+    return chunks if config["pictures"] == "all" else chunks[: figure_chunks()]
 
 
 def summary_inputs(wildcards):
@@ -119,10 +137,9 @@ def report_figures(pattern, name, category):
 
 def figure_inputs(wildcards):
     """The slide's tile table and tiles, and the masks of the chunks its first figure.max_tiles rows lie in."""
-    n_chunks = math.ceil(config["figure"]["max_tiles"] / config["tiles_per_job"])
     slide = wildcards.slide
     return [LAYOUT.tile_table(slide), LAYOUT.tile_dir(slide)] + slide_masks(
-        slide, n_chunks
+        slide, figure_chunks()
     )
 
 
@@ -179,7 +196,7 @@ def all_targets(wildcards):
             targets += [LAYOUT.evaluation_figure(slide, ext) for ext in FORMATS]
         targets += [
             LAYOUT.picture_dir(kind, slide, chunk)
-            for chunk in slide_chunks(slide)
+            for chunk in picture_chunks(slide)
             for kind in ("overlays", "heatmaps")
         ]
     return targets

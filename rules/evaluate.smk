@@ -25,6 +25,7 @@ rule evaluate:
         runtime=config["mask_resources"]["runtime"],
         gpu=MASK_GPU,
     params:
+        tile_file=LAYOUT.tile_chunk("{slide}", "{chunk}"),
         evaluation=PLAN.evaluate_params(),
         method_ids=PLAN.method_ids,
         device=config["device"],

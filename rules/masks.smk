@@ -1,7 +1,7 @@
 # Mask jobs: one per (slide, chunk of tiles_per_job tiles, method); the model loads
-# once per job, which writes one folder with a mask + sidecar per tile. One overlay
-# job per chunk then draws every method's overlays and heatmaps (light: grouped on
-# a cluster, see profiles/slurm). A mask job on CUDA declares gpu=1 and takes a GPU of
+# once per job, which writes one results file (masks, attributions, per-tile records).
+# Picture jobs, one per chunk, draw every method's overlay and heatmap PNGs for the
+# tiles `pictures` asks for (light: grouped on a cluster, see profiles/slurm). A mask job on CUDA declares gpu=1 and takes a GPU of
 # its own: `--resources gpu=N` runs at most N at once, one per device.
 
 
@@ -11,7 +11,7 @@ rule masks:
         tiles=LAYOUT.tile_dir("{slide}"),
         model=config["model"]["path"],
     output:
-        directory(LAYOUT.mask_dir("{slide}", "{chunk}", "{method}")),
+        LAYOUT.mask_file("{slide}", "{chunk}", "{method}"),
     log:
         LAYOUT.log("masks/{slide}/{chunk}/{method}"),
     benchmark:
@@ -24,6 +24,7 @@ rule masks:
         runtime=config["mask_resources"]["runtime"],
         gpu=MASK_GPU,
     params:
+        tile_file=LAYOUT.tile_chunk("{slide}", "{chunk}"),
         method=mask_method,
         class_idx=config["model"]["class_idx"],
         device=config["device"],
@@ -34,7 +35,7 @@ rule masks:
         "../scripts/masks.py"
 
 
-rule overlays:
+rule pictures:
     input:
         table=LAYOUT.tile_table("{slide}"),
         tiles=LAYOUT.tile_dir("{slide}"),
@@ -43,16 +44,17 @@ rule overlays:
         overlays=directory(LAYOUT.picture_dir("overlays", "{slide}", "{chunk}")),
         heatmaps=directory(LAYOUT.picture_dir("heatmaps", "{slide}", "{chunk}")),
     log:
-        LAYOUT.log("overlays/{slide}/{chunk}"),
+        LAYOUT.log("pictures/{slide}/{chunk}"),
     benchmark:
-        LAYOUT.benchmark("overlays/{slide}/{chunk}")
+        LAYOUT.benchmark("pictures/{slide}/{chunk}")
     group:
-        "overlays"
+        "pictures"
     conda:
         "../envs/base.yaml"
     params:
         method_ids=PLAN.method_ids,
+        limit=picture_limit(),
         cmap=config["figure"]["cmap"],
         alpha=config["figure"]["alpha"],
     script:
-        "../scripts/overlays.py"
+        "../scripts/pictures.py"

@@ -7,19 +7,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-TILE_SOURCE = "source.json"  # in a slide's tile folder, beside its PNGs
+TILE_SOURCE = "source.json"  # in a slide's tile folder, beside its chunk files
+TILE_SCORES = "scores.npz"  # top_k: every tissue tile's class probabilities, in the tile folder
 
 
 @dataclass(frozen=True)
 class Layout:
     """Paths under ``outdir``; arguments may be wildcard patterns (``"{slide}"``).
 
-    Snakemake tracks folders, one per job, not one file per tile, so DAGs of 100k
-    tiles × methods stay fast:
+    Files grow with jobs, not with tiles (:mod:`slidegrad.results`), so a cohort's DAG and tree stay small:
 
-    * ``tiles/{slide}.csv`` (the tile table) and ``tiles/{slide}/{tile}.png``;
-    * ``masks/{slide}/{chunk}/{method}/{tile}.npy`` + ``{tile}.json`` sidecar;
-    * ``overlays/…`` and ``heatmaps/{slide}/{chunk}/{method}/{tile}.png``;
+    * ``tiles/{slide}.csv`` (the tile table) and ``tiles/{slide}/{chunk}.npz`` (the chunk's tiles),
+      ``source.json`` (the slide file read) and, in top_k mode, ``scores.npz`` (every tissue tile's scores);
+    * ``masks/{slide}/{method}/{chunk}.npz``: a mask job's masks, attributions and per-tile records;
+    * ``overlays/…`` and ``heatmaps/{slide}/{chunk}/{method}/{tile}.png`` for the tiles ``pictures`` asks for;
+    * ``slide_maps/{slide}/{method}.{tiff,png}`` and ``slide_maps/{slide}/predictions.{npz,png}``;
+    * ``qupath/{slide}.geojson``: the explained tiles as QuPath detections;
     * ``figures/{slide}.{pdf,png,svg}``, ``figures/overview/{slide}.…``, ``summary.csv`` + ``.parquet``;
     * ``methods.md`` and ``report/*.rst`` (the report's captions);
     * with ``evaluate.metrics``: ``evaluation/{slide}/{chunk}.csv`` + ``.npz`` (curves),
@@ -40,8 +43,29 @@ class Layout:
         """What the slide file was when the tiles job read it (:mod:`slidegrad.sources`)."""
         return f"{self.tile_dir(slide)}/{TILE_SOURCE}"
 
-    def mask_dir(self, slide: str, chunk: str, method: str) -> str:
-        return f"{self.outdir}/masks/{slide}/{chunk}/{method}"
+    def tile_chunk(self, slide: str, chunk: str) -> str:
+        """A chunk's tiles (:func:`slidegrad.results.write_tile_chunk`), in the slide's tile folder."""
+        return f"{self.tile_dir(slide)}/{chunk}.npz"
+
+    def tile_scores(self, slide: str) -> str:
+        """top_k: the class probabilities of every tissue tile the tiles job scored."""
+        return f"{self.tile_dir(slide)}/{TILE_SCORES}"
+
+    def mask_file(self, slide: str, chunk: str, method: str) -> str:
+        """A mask job's results (:func:`slidegrad.results.write_mask_chunk`)."""
+        return f"{self.outdir}/masks/{slide}/{method}/{chunk}.npz"
+
+    def slide_map(self, slide: str, method: str, ext: str) -> str:
+        """A slide-level saliency map: ``tiff`` (pyramidal, aligned with the slide) or ``png`` (over the thumbnail)."""
+        return f"{self.outdir}/slide_maps/{slide}/{method}.{ext}"
+
+    def prediction_map(self, slide: str, ext: str) -> str:
+        """The slide's prediction heatmap: ``npz`` (the maps) or a figure format."""
+        return f"{self.outdir}/slide_maps/{slide}/predictions.{ext}"
+
+    def qupath(self, slide: str) -> str:
+        """The slide's explained tiles as a GeoJSON FeatureCollection of QuPath detections."""
+        return f"{self.outdir}/qupath/{slide}.geojson"
 
     def picture_dir(self, kind: str, slide: str, chunk: str) -> str:
         """``kind`` is ``overlays`` or ``heatmaps``: one folder per method inside."""
@@ -97,20 +121,21 @@ class Layout:
 
     def folders(self) -> list[str]:
         """``outdir`` and the folders the jobs write directly inside it."""
-        subs = ("tiles", "masks", "overlays", "heatmaps", "evaluation", "figures", "report", "logs", "benchmarks")
+        subs = ("tiles", "masks", "overlays", "heatmaps", "slide_maps", "qupath", "evaluation", "figures", "report",
+                "logs", "benchmarks")  # fmt: skip
         return [self.outdir] + [f"{self.outdir}/{sub}" for sub in subs]
 
 
 def written_by(path: str | os.PathLike[str]) -> tuple[str, str] | None:
     """``(rule, output)`` for a file a job wrote under an outdir (the names of :class:`Layout`), from its
     place there: ``output`` is what that job declared, the thing to delete so that a rerun recomputes the
-    file (a mask's whole folder, the tiles folder, an evaluation chunk file).  ``None`` for any other file."""
+    file (a mask file, the tiles folder, an evaluation chunk file).  ``None`` for any other file."""
     p = Path(path)
     parts = p.parts
-    if len(parts) >= 5 and parts[-5] == "masks" and p.suffix in (".npy", ".json"):
-        return "masks", str(p.parent)  # masks/{slide}/{chunk}/{method}/{tile}.npy
-    if len(parts) >= 3 and parts[-3] == "tiles" and p.suffix == ".png":
-        return "tiles", str(p.parent)  # tiles/{slide}/{tile}.png
+    if len(parts) >= 4 and parts[-4] == "masks" and p.suffix == ".npz":
+        return "masks", str(p)  # masks/{slide}/{method}/{chunk}.npz
+    if len(parts) >= 3 and parts[-3] == "tiles" and p.suffix == ".npz":
+        return "tiles", str(p.parent)  # tiles/{slide}/{chunk}.npz
     if len(parts) >= 2 and parts[-2] == "tiles" and p.suffix == ".csv":
         return "tiles", str(p)  # tiles/{slide}.csv
     if len(parts) >= 3 and parts[-3] == "evaluation" and p.suffix in (".csv", ".npz"):

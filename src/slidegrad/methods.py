@@ -481,3 +481,19 @@ NORMALIZERS = {"gradient": grayscale_p99, "xrai": xrai_p99, "gradcam": max_scale
 def normalize(method: Method, raw: np.ndarray) -> np.ndarray:
     """Raw attribution of one image → ``(H, W)`` float32 mask in [0, 1]."""
     return NORMALIZERS[method.kind](raw)
+
+
+# Channel reductions: the (H, W) map each normalizer scales (before its per-image scaling).
+REDUCERS = {
+    "gradient": lambda attr: np.sum(np.abs(attr), axis=-1),
+    "xrai": lambda attr: attr,
+    "gradcam": lambda attr: np.maximum(attr, 0),
+    "attention": lambda attr: attr,
+}
+
+
+def reduce(method: Method, raw: np.ndarray) -> np.ndarray:
+    """Raw attribution of one image → ``(H, W)`` float32, channel-reduced but not scaled: the values
+    :func:`normalize` scales per image (gradient maps: sum of |attribution| over channels; Grad-CAM: the
+    ReLU'd map; XRAI and attention: the map itself).  Slide maps scale these once per slide."""
+    return np.asarray(REDUCERS[method.kind](raw), np.float32)

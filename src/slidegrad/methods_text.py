@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 from typing import Any, Sequence
 
 from .backends import FRAMEWORKS
@@ -97,13 +96,15 @@ def _rows(summary_path: str) -> list[dict[str, str]]:
 
 
 def _sidecars(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
-    """The first sidecar of each method id, in summary order."""
-    from .jobs import read_sidecar  # not at import: the Snakefile imports this module for CAPTIONS
+    """The first tile's record of each method id, in summary order (from its mask file)."""
+    from .results import read_mask_records  # not at import: the Snakefile imports this module for CAPTIONS
 
     metas: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["method"] not in metas:
-            metas[row["method"]] = read_sidecar(Path(row["mask"]).with_suffix(".json"))
+            records = {r["tile"]: r for r in read_mask_records(row["mask"])}
+            check(row["tile"] in records, f"mask file '{row['mask']}': no tile {row['tile']} (summary row)")
+            metas[row["method"]] = records[row["tile"]]
     return metas
 
 

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .errors import check, quote
-from .failures import load_npy
 from .layout import Layout
 from .progress import LOGGER
 from .tables import read_tile_table, row_geometry
@@ -300,11 +299,32 @@ def overview_figure(
 
 
 # -- the job ---------------------------------------------------------------------------
-def _read_mask(path: Path) -> np.ndarray:
-    check(path.is_file(), f"mask '{path}': file not found (did the masks job run?)")
-    mask = load_npy(path)  # truncated or corrupt: one line naming it and the rule that wrote it
-    check(mask.ndim == 2 and mask.size > 0, f"mask '{path}': expected a 2-D (H, W) array, got shape {mask.shape}")
-    return mask.astype(np.float32, copy=False)
+def _records(layout: Layout, slide: str, rows: list[dict[str, str]], method_id: str) -> list[dict[str, Any]]:
+    """The mask files' records of ``rows`` (tile-table order) for one method."""
+    from .results import read_mask_records
+
+    records = []
+    for chunk in dict.fromkeys(row["chunk"] for row in rows):
+        path = layout.mask_file(slide, chunk, method_id)
+        by_tile = {r["tile"]: r for r in read_mask_records(path, ("class_label", "probability"))}
+        names = [row["tile"] for row in rows if row["chunk"] == chunk]
+        missing = [n for n in names if n not in by_tile]
+        check(not missing, f"mask file {quote(path)}: no tile(s) {missing[:3]} of slide {slide}'s tile table")
+        records += [by_tile[n] for n in names]
+    return records
+
+
+def _masks(layout: Layout, slide: str, rows: list[dict[str, str]], method_id: str) -> Iterator[np.ndarray]:
+    """The masks of ``rows`` for one method, ``(H, W)`` float32 each, read one chunk at a time."""
+    from .results import read_mask_chunk
+
+    for chunk in dict.fromkeys(row["chunk"] for row in rows):
+        result = read_mask_chunk(layout.mask_file(slide, chunk, method_id))
+        at = {name: i for i, name in enumerate(result.names)}
+        for row in rows:
+            if row["chunk"] == chunk:
+                check(row["tile"] in at, f"mask file {quote(result.path)}: no tile {row['tile']}")
+                yield result.masks[at[row["tile"]]]
 
 
 def _title(slide: str, rows: list[dict[str, str]], geometry: dict[str, Any], mpp: float | None) -> str:
@@ -336,12 +356,11 @@ def write_overview(
 
     ``mpp``: the sample sheet's µm per level-0 pixel (None: the table's, else the file's);
     ``mosaic``: add one stitched saliency panel per method (``method_titles`` name them).
-    A missing table, slide, mask or sidecar raises :class:`InputError` naming the file.
+    A missing table, slide or mask file raises :class:`InputError` naming the file.
     """
     import matplotlib.pyplot as plt
 
     from . import plot
-    from .jobs import mask_file, read_sidecar
 
     check(bool(method_ids), "overview: no methods")
     check(len(method_ids) == len(method_titles), "overview: need one title per method")
@@ -354,12 +373,11 @@ def write_overview(
         geometry["tile_px"] is not None and geometry["tile_um"] is not None,
         f"tile table '{table_path}': no 'tile_px'/'tile_um' geometry",
     )
-    keys = ("class_label", "probability")
-    metas = [read_sidecar(mask_file(layout, row, method_ids[0], ".json"), keys) for row in rows]
+    metas = _records(layout, slide, rows, method_ids[0])
     for method_id in method_ids[1:] if mosaic else ():  # every file checked before the slide is read
-        for row in rows:
-            path = mask_file(layout, row, method_id)
-            check(path.is_file(), f"mask '{path}': file not found (did the masks job run?)")
+        for chunk in dict.fromkeys(row["chunk"] for row in rows):
+            path = layout.mask_file(slide, chunk, method_id)
+            check(Path(path).is_file(), f"mask file {quote(path)}: file not found (did the masks job run?)")
 
     thumb, tissue, (width, height), level0_mpp, extract_px = _read_slide(
         layout, slide, slide_path, geometry, mpp, thumbnail_px
@@ -376,8 +394,7 @@ def write_overview(
     mosaics = {}
     if mosaic:
         for method_id, title in zip(method_ids, method_titles):
-            masks = (_read_mask(mask_file(layout, row, method_id)) for row in rows)
-            mosaics[title] = saliency_mosaic((h, w), boxes, masks)
+            mosaics[title] = saliency_mosaic((h, w), boxes, _masks(layout, slide, rows, method_id))
     um_per_px = level0_mpp * width / w if level0_mpp else None
     if um_per_px is None:
         LOGGER.warning("slide %s: microns per pixel unknown; no scale bar", slide)

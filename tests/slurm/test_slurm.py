@@ -104,7 +104,7 @@ def test_slurm_profile_matches_local_run(tmp_path, slurm_cluster, local_run, set
 
     # Every job but the target rule `all` went through sbatch; SLURM lists them as completed.
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", slurm_out)
-    assert len(submitted) >= 4, slurm_out[-3000:]  # tiles, 2 masks, overlays, summary, figure
+    assert len(submitted) >= 4, slurm_out[-3000:]  # tiles, 2 masks, pictures, summary, figure
     assert set(re.findall(r"^localrule (\w+):", slurm_out, flags=re.M)) == {"all"}, slurm_out[-3000:]
     logs = {p.stem for p in (slurm / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(submitted) <= logs, (submitted, logs)

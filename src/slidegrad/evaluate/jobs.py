@@ -15,17 +15,17 @@ figure rule draws one figure per slide (:func:`write_evaluation_figure`).
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..config import MethodSpec
-from ..failures import load_npy
+from ..errors import check, quote
 from ..files import atomic_write, write_csv
-from ..jobs import format_cell, read_sidecar
+from ..jobs import format_cell
 from ..metrics import Metric, MetricInputs, MetricResult, chosen, metric_columns
 from ..progress import LOGGER
+from ..results import read_mask_chunk
 
 ID_COLUMNS = ("slide", "tile", "method", "class_idx", "class_label")
 
@@ -67,8 +67,8 @@ def run_evaluation_job(
     model_path: str,
     table_path: str,
     chunk: str,
-    tile_dir: str,
-    mask_dirs: dict[str, str],
+    tile_file: str,
+    mask_files: dict[str, str],
     methods: dict[str, str],
     settings: dict[str, Any],
     out_table: str,
@@ -81,7 +81,7 @@ def run_evaluation_job(
 ) -> None:
     """Evaluate every method's masks of ``chunk``; write its rows of ``evaluation.csv`` and its curves.
 
-    ``mask_dirs``: method id → the chunk's mask folder; ``methods``: method id → :class:`MethodSpec`
+    ``tile_file``: the chunk's tiles; ``mask_files``: method id → the chunk's mask file; ``methods``: method id → :class:`MethodSpec`
     JSON (the native engine's parameters); ``settings``: the config's ``evaluate`` section.
     Scores run through the native engine (batched, on ``device``, under ``memory_budget_mb``).
     """
@@ -89,7 +89,7 @@ def run_evaluation_job(
     from ..model import get_preprocess_fn
     from ..saliency import SaliencyMap
 
-    job = load_chunk(model_path, table_path, chunk, tile_dir, load_options, threads)
+    job = load_chunk(model_path, table_path, chunk, tile_file, load_options, threads)
     model, names, tiles = job.model, job.names, job.images
     slide = job.rows[0]["slide"]
     chosen_device, _lock = claim_device(device, lock_dir, model.framework)
@@ -103,10 +103,14 @@ def run_evaluation_job(
             prepare(chunk_inputs)
     columns = evaluation_columns(settings["metrics"])
     table_rows, curve_arrays = [], {"tiles": np.array(names)}
-    for method_id, mask_dir in mask_dirs.items():
+    for method_id, mask_file in mask_files.items():
         method = MethodSpec.from_json(methods[method_id])
-        masks = np.stack([load_npy(Path(mask_dir) / f"{name}.npy") for name in names])
-        metas = [read_sidecar(Path(mask_dir) / f"{name}.json") for name in names]
+        result = read_mask_chunk(mask_file)
+        check(
+            result.names == names,
+            f"mask file {quote(mask_file)}: holds other tiles than {chunk} of '{table_path}'; delete it and rerun",
+        )
+        masks, metas = result.masks, result.records
         classes = np.array([meta["class_idx"] for meta in metas], np.int64)
         LOGGER.info("%s on %s: %d tiles, metrics %s", method_id, chunk, len(names), ", ".join(settings["metrics"]))
         result = evaluate_method(chunk_inputs.for_method(method, masks, classes), metrics)
@@ -120,7 +124,7 @@ def run_evaluation_job(
     with atomic_write(out_curves, "wb") as handle:
         np.savez(handle, **curve_arrays)
     write_csv(out_table, columns, table_rows)
-    LOGGER.info("evaluation of %s: %d tiles × %d methods", chunk, len(names), len(mask_dirs))
+    LOGGER.info("evaluation of %s: %d tiles × %d methods", chunk, len(names), len(mask_files))
 
 
 # -- the table and the figure -------------------------------------------------------------------
