@@ -1,5 +1,6 @@
 # slidegrad: saliency maps for whole-slide-image tile classifiers.
-# slides × tiles × methods → masks, overlays, heatmaps, a summary table and one figure per slide;
+# slides × tiles × methods → masks, a summary table, one figure and one overview per slide, slide-level
+# saliency and prediction maps (grid mode), QuPath detections, the tiles' overlays and heatmaps;
 # with evaluate.metrics, evaluation.csv and one evaluation figure per slide.
 #
 # With no --configfile this runs the embedded demo (config.yaml). A user's config file
@@ -18,6 +19,7 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/tiles.smk"
 include: "rules/masks.smk"
+include: "rules/slide_maps.smk"
 include: "rules/report.smk"
 include: "rules/evaluate.smk"
 

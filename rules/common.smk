@@ -145,16 +145,64 @@ def figure_inputs(wildcards):
 
 def overview_inputs(wildcards):
     """The slide's tile table and tile folder (with the record of the slide file its tiles came
-    from) and every mask of it (the mosaics and the boxes' classes).  The slide itself is the
-    tiles job's input, not this one's: a slide deleted or changed mid-run is then one slidegrad
-    line from this job (it checks the record), not Snakemake's missing-input report; a slide
-    newer than its tile table still reruns the tiles job, hence this one."""
+    from), its mask files (the boxes' classes; the mosaics where there are no slide maps) and its
+    slide maps and prediction heatmap where the run makes them.  The slide itself is the tiles
+    job's input, not this one's: a slide deleted or changed mid-run is then one slidegrad line
+    from this job (it checks the record), not Snakemake's missing-input report; a slide newer
+    than its tile table still reruns the tiles job, hence this one."""
+    slide = wildcards.slide
+    inputs = {"table": LAYOUT.tile_table(slide), "tiles": LAYOUT.tile_dir(slide)}
+    if PLAN.slide_maps:
+        first = PLAN.method_ids[0]
+        inputs["masks"] = [
+            LAYOUT.mask_file(slide, chunk, first) for chunk in slide_chunks(slide)
+        ]
+        inputs["slide_maps"] = overview_slide_maps(slide)
+    else:
+        inputs["masks"] = slide_masks(slide)
+    if PLAN.prediction_maps:
+        inputs["prediction_map"] = LAYOUT.prediction_map(slide, "npz")
+    return inputs
+
+
+def overview_slide_maps(slide):
+    """The slide maps (.npz) of the overview's methods (figure.methods), in order; none without slide maps."""
+    if not PLAN.slide_maps:
+        return []
+    return [LAYOUT.slide_map(slide, m.id, "npz") for m in PLAN.figure_methods]
+
+
+def slide_map_inputs(wildcards):
+    """The slide's tile table and folder (with the record of its slide file) and one method's mask files."""
     slide = wildcards.slide
     return {
         "table": LAYOUT.tile_table(slide),
         "tiles": LAYOUT.tile_dir(slide),
-        "masks": slide_masks(slide),
+        "masks": [
+            LAYOUT.mask_file(slide, chunk, wildcards.method)
+            for chunk in slide_chunks(slide)
+        ],
     }
+
+
+def prediction_map_inputs(wildcards):
+    """As slide_map_inputs, for the first method (top_k: the tile folder's scores of every tissue tile)."""
+    slide = wildcards.slide
+    inputs = {"table": LAYOUT.tile_table(slide), "tiles": LAYOUT.tile_dir(slide)}
+    if MODE != "top_k":
+        first = PLAN.method_ids[0]
+        inputs["masks"] = [
+            LAYOUT.mask_file(slide, chunk, first) for chunk in slide_chunks(slide)
+        ]
+    return inputs
+
+
+def qupath_inputs(wildcards):
+    """The summary (Parquet) and, when the run evaluates, evaluation.csv."""
+    inputs = {"summary": LAYOUT.summary("parquet")}
+    if PLAN.evaluating:
+        inputs["evaluation"] = LAYOUT.evaluation()
+    return inputs
 
 
 def slide_path(wildcards):
@@ -192,6 +240,16 @@ def all_targets(wildcards):
         targets += [LAYOUT.figure(slide, ext) for ext in FORMATS]
         if MODE != "tfrecords":  # a TFRecord holds tiles, no slide to draw
             targets += [LAYOUT.overview(slide, ext) for ext in FORMATS]
+        targets.append(LAYOUT.qupath(slide))
+        if PLAN.slide_maps:
+            targets += [
+                LAYOUT.slide_map(slide, method, ext)
+                for method in PLAN.method_ids
+                for ext in ("tiff", "png")
+            ]
+        if PLAN.prediction_maps:
+            targets += [LAYOUT.prediction_map(slide, ext) for ext in FORMATS]
+            targets.append(LAYOUT.prediction_map(slide, "npz"))
         if PLAN.evaluating:
             targets += [LAYOUT.evaluation_figure(slide, ext) for ext in FORMATS]
         targets += [

@@ -69,8 +69,8 @@ rule overview:
         mpp=slide_mpp,
         method_ids=[m.id for m in PLAN.figure_methods],
         method_titles=[m.title for m in PLAN.figure_methods],
-        mosaic=PLAN.dynamic,
-        cmap=config["figure"]["cmap"],
+        mosaic=PLAN.dynamic or PLAN.slide_maps,
+        cmap=config["slide_map" if PLAN.slide_maps else "figure"]["cmap"],
         dpi=config["figure"]["dpi"],
     script:
         "../scripts/overview.py"

@@ -22,4 +22,6 @@ run_job(
     out_paths=list(snakemake.output),
     cmap=snakemake.params.cmap,
     dpi=snakemake.params.dpi,
+    slide_maps=snakemake.input.get("slide_maps", []),
+    prediction_map=snakemake.input.get("prediction_map"),
 )

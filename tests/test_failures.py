@@ -44,21 +44,21 @@ def test_error_message_is_the_last_slidegrad_line_else_the_last_line(tmp_path):
 def test_report_lists_each_failed_job_and_writes_failures_csv(tmp_path):
     out = tmp_path / "results"
     tiles = write_log(out / "logs/tiles/s3.log", "slidegrad: error: slide 's3.tiff': cannot open it")
-    summary = write_log(out / "logs/summary.log", "slidegrad: error: mask 'm.npy' is truncated or corrupt (x)")
-    ok = write_log(out / "logs/overlays/s1/chunk0000.log", "INFO done")
-    bad = write_log(out / "logs/overlays/s1/chunk0001.log", "slidegrad: error: cannot write 'o.png': full")
-    group = fake_job("overlays", {}, [], members=[
-        fake_job("overlays", {"slide": "s1", "chunk": "chunk0000"}, [ok]),
-        fake_job("overlays", {"slide": "s1", "chunk": "chunk0001"}, [bad]),
+    summary = write_log(out / "logs/summary.log", "slidegrad: error: mask file 'm.npz' is truncated or corrupt (x)")
+    ok = write_log(out / "logs/pictures/s1/chunk0000.log", "INFO done")
+    bad = write_log(out / "logs/pictures/s1/chunk0001.log", "slidegrad: error: cannot write 'o.png': full")
+    group = fake_job("pictures", {}, [], members=[
+        fake_job("pictures", {"slide": "s1", "chunk": "chunk0000"}, [ok]),
+        fake_job("pictures", {"slide": "s1", "chunk": "chunk0001"}, [bad]),
     ])  # fmt: skip
     workflow = fake_workflow(fake_job("summary", {}, [summary]), fake_job("tiles", {"slide": "s3"}, [tiles]), group)
     said: list[str] = []
     found = failures.report_failures(workflow, str(out), said.append)
-    assert [f.rule for f in found] == ["summary", "overlays", "tiles"]  # by slide ("" first), then rule
+    assert [f.rule for f in found] == ["summary", "pictures", "tiles"]  # by slide ("" first), then rule
     assert said == [
         f"slidegrad: 3 jobs of this run failed (listed in '{out}/failures.csv'):",
-        f"slidegrad: failed: rule summary: mask 'm.npy' is truncated or corrupt (x) (log: {summary})",
-        f"slidegrad: failed: slide s1, rule overlays: cannot write 'o.png': full (log: {bad})",
+        f"slidegrad: failed: rule summary: mask file 'm.npz' is truncated or corrupt (x) (log: {summary})",
+        f"slidegrad: failed: slide s1, rule pictures: cannot write 'o.png': full (log: {bad})",
         f"slidegrad: failed: slide s3, rule tiles: slide 's3.tiff': cannot open it (log: {tiles})",
         failures.RERUN_LINE,
     ]
@@ -98,10 +98,11 @@ def test_an_unwritable_failures_csv_is_said_in_the_header_line(tmp_path):
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("out/masks/s1/chunk0000/ig/x0_y0.npy", ("masks", "out/masks/s1/chunk0000/ig")),
-        ("out/masks/s1/chunk0000/ig/x0_y0.json", ("masks", "out/masks/s1/chunk0000/ig")),
-        ("out/tiles/s1/x0_y0.png", ("tiles", "out/tiles/s1")),
+        ("out/masks/s1/ig/chunk0000.npz", ("masks", "out/masks/s1/ig/chunk0000.npz")),
+        ("out/tiles/s1/chunk0000.npz", ("tiles", "out/tiles/s1")),
+        ("out/tiles/s1/scores.npz", ("tiles", "out/tiles/s1")),
         ("out/tiles/s1.csv", ("tiles", "out/tiles/s1.csv")),
+        ("out/overlays/s1/chunk0000/ig/x0_y0.png", None),
         ("out/evaluation/s1/chunk0000.npz", ("evaluate", "out/evaluation/s1/chunk0000.npz")),
         ("slides/s1.tiff", None),
     ],

@@ -1,10 +1,9 @@
-"""Figure options (overlay cells, colour map, opacity, dpi, svg, scale bar), overlay PNG options and the
-summary's per-class probabilities and Parquet copy, on a results folder built here by hand."""
+"""Figure options (overlay cells, colour map, opacity, dpi, svg, scale bar), picture (overlay and heatmap
+PNG) options and the summary's per-class probabilities and Parquet copy, on a results folder built here by hand."""
 
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,38 +14,52 @@ from PIL import Image
 import slidegrad as sg
 from slidegrad import jobs, plot
 from slidegrad.layout import Layout
+from slidegrad.results import read_mask_chunk, write_mask_chunk, write_tile_chunk
 from slidegrad.tables import Tile, read_tile_table, write_tile_table
 
 LABELS = ["negative", "positive"]
 METHODS = ["vanilla", "gradcam", "occlusion"]
+TILES = ["x0_y0", "x64_y0", "x128_y0"]  # fake_results' tiles, in table order
 
 
 def fake_results(
     root: Path, ihc_tiles: np.ndarray, slide: str = "s1", geometry: dict | None = None, labels: list = LABELS
 ) -> str:
-    """A slide's tile table, tile PNGs and per-method masks + sidecars, as the workflow lays them out."""
+    """A slide's tile table, tile chunk files and per-method mask files (2 chunks: 2 tiles and 1), as the
+    workflow lays them out."""
     layout = Layout(str(root))
     tiles = [Tile(slide, 64 * i, 0, i % 2, labels[i % 2], 0.9 - 0.1 * i) for i in range(3)]
     geometry = geometry or {"tile_px": 64, "tile_um": 32, "mpp": 0.25, "level": 0, "extract_px": 128}
     write_tile_table(layout.tile_table(slide), tiles, 2, geometry)
-    Path(layout.tile_dir(slide)).mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i, row in enumerate(read_tile_table(layout.tile_table(slide))):
-        jobs.write_png(Path(layout.tile_dir(slide)) / f"{row['tile']}.png", ihc_tiles[i])
-        probabilities = [0.25 + 0.1 * i, 0.75 - 0.1 * i]
+    rows = read_tile_table(layout.tile_table(slide))
+    for chunk in ("chunk0000", "chunk0001"):
+        at = [i for i, row in enumerate(rows) if row["chunk"] == chunk]
+        names, xs, ys = [rows[i]["tile"] for i in at], [int(rows[i]["x"]) for i in at], [int(rows[i]["y"]) for i in at]
+        write_tile_chunk(layout.tile_chunk(slide, chunk), names, xs, ys, ihc_tiles[at])
         for method in METHODS:
-            folder = Path(layout.mask_dir(slide, row["chunk"], method))
-            folder.mkdir(parents=True, exist_ok=True)
-            np.save(folder / f"{row['tile']}.npy", rng.random((64, 64)).astype(np.float32))
-            meta = {
-                "method": method, "params": {"m": method}, "class_idx": 1, "class_label": labels[1],
-                "probability": probabilities[1], "probabilities": probabilities, "outcome_labels": labels,
-                "model_sha256": "ab" * 32, "tile_px": 64, "tile_um": 32, "mpp": 0.25, "level": 0, "extract_px": 128,
+            records = []
+            for i in at:
+                probabilities = [0.25 + 0.1 * i, 0.75 - 0.1 * i]
+                records.append({
+                    "class_idx": 1, "class_label": labels[1], "probability": probabilities[1],
+                    "probabilities": probabilities, "completeness_error": None, "mask_mean": 0.5, "mask_max": 1.0,
+                    "top10_mass": 0.2, "tile_px": 64, "tile_um": 32, "mpp": 0.25, "level": 0, "extract_px": 128,
+                })  # fmt: skip
+            job = {
+                "method": method, "params": {"m": method}, "outcome_labels": labels, "model_sha256": "ab" * 32,
                 "engine": "native", "device": "cpu", "gradcam_layer": None, "slidegrad_version": "0.1.0",
                 "framework": "torch", "framework_version": "2", "pair_version": "0.2.1",
             }  # fmt: skip
-            (folder / f"{row['tile']}.json").write_text(json.dumps(meta))
+            masks = rng.random((len(at), 64, 64)).astype(np.float32)
+            write_mask_chunk(layout.mask_file(slide, chunk, method), names, xs, ys, masks, masks, records, job)
     return layout.tile_table(slide)
+
+
+def read_masks(root: Path, chunk: str, method: str, slide: str = "s1") -> dict[str, np.ndarray]:
+    """A mask file's masks by tile name."""
+    result = read_mask_chunk(Layout(str(root)).mask_file(slide, chunk, method))
+    return dict(zip(result.names, result.masks))
 
 
 def figure(root: Path, table: str, paths: list[Path], **options):
@@ -63,7 +76,7 @@ def test_write_figure_options_files_and_reruns(tmp_path, ihc_tiles):
     assert [ax.get_title() for ax in fig.axes[:3]] == ["tile", "Grad-CAM", "Vanilla"] and len(fig.axes) == 7
     assert fig.axes[0].get_ylabel().splitlines() == ["x0_y0", "positive", "p = 0.750"]
     # overlay cells are plot.overlay of the tile and that method's mask
-    mask = np.load(Path(Layout(str(tmp_path / "r")).mask_dir("s1", "chunk0000", "gradcam")) / "x0_y0.npy")
+    mask = read_masks(tmp_path / "r", "chunk0000", "gradcam")["x0_y0"]
     np.testing.assert_array_equal(np.asarray(fig.axes[1].get_images()[0].get_array()), plot.overlay(ihc_tiles[0], mask, "magma", 0.5))  # fmt: skip
     # scale bar: tile_um 32 / tile_px 64 = 0.5 µm/px → 32 µm wide tiles, a 5 µm bar in the first tile panel
     assert [t.get_text() for t in fig.axes[0].texts] == ["5 µm"] and not fig.axes[3].texts
@@ -101,23 +114,71 @@ def test_tile_um_per_px_from_the_tile_table(tmp_path, ihc_tiles, geometry, um_pe
     assert bool(fig.axes[0].texts) == (um_per_px is not None)
 
 
-def test_write_overlays_cmap_and_alpha(tmp_path, ihc_tiles):
+def test_write_pictures_cmap_and_alpha(tmp_path, ihc_tiles):
+    root = tmp_path / "r"
+    table = fake_results(root, ihc_tiles)
+    methods = ("vanilla", "gradcam")
+    for name, options in (("default", {}), ("magma", {"cmap": "magma", "alpha": 0.3})):
+        jobs.write_pictures(
+            table, "chunk0000", str(root), methods, str(tmp_path / name / "o"), str(tmp_path / name / "h"), **options,
+        )  # fmt: skip
+        for method in methods:
+            masks = read_masks(root, "chunk0000", method)
+            assert sorted(p.name for p in (tmp_path / name / "o" / method).iterdir()) == ["x0_y0.png", "x64_y0.png"]
+            assert sorted(p.name for p in (tmp_path / name / "h" / method).iterdir()) == ["x0_y0.png", "x64_y0.png"]
+            for i, tile in enumerate(("x0_y0", "x64_y0")):
+                got = jobs.read_png(tmp_path / name / "o" / method / f"{tile}.png")
+                np.testing.assert_array_equal(got, plot.overlay(ihc_tiles[i], masks[tile], **options))
+                heat = jobs.read_png(tmp_path / name / "h" / method / f"{tile}.png")
+                np.testing.assert_array_equal(heat, plot.colormap(masks[tile], options.get("cmap", plot.OVERLAY_CMAP))[..., :3])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("chunk", "limit", "expected"),
+    [
+        ("chunk0000", 1, ["x0_y0"]),  # the slide's first tile only
+        ("chunk0001", 2, []),  # the first 2 tiles lie in chunk0000: empty method folders
+        ("chunk0001", 3, ["x128_y0"]),
+        ("chunk0001", None, ["x128_y0"]),  # every tile
+    ],
+)
+def test_write_pictures_draws_only_the_slides_first_limit_tiles(tmp_path, ihc_tiles, chunk, limit, expected):
+    root = tmp_path / "r"
+    table = fake_results(root, ihc_tiles)
+    jobs.write_pictures(table, chunk, str(root), ["vanilla", "gradcam"], str(tmp_path / "o"), str(tmp_path / "h"), limit=limit)
+    for kind in ("o", "h"):
+        assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["gradcam", "vanilla"]
+        for method in ("vanilla", "gradcam"):
+            assert sorted(p.stem for p in (tmp_path / kind / method).iterdir()) == expected
+    if expected:
+        mask = read_masks(root, chunk, "gradcam")[expected[0]]
+        np.testing.assert_array_equal(jobs.read_png(tmp_path / "o" / "gradcam" / f"{expected[0]}.png"), plot.overlay(ihc_tiles[TILES.index(expected[0])], mask))
+
+
+def test_picture_rows_are_the_first_limit_rows_of_a_chunk(tmp_path, ihc_tiles):
+    table = fake_results(tmp_path, ihc_tiles)
+    assert [r["tile"] for r in jobs.picture_rows(table, 2)] == ["x0_y0", "x64_y0"]
+    assert [r["tile"] for r in jobs.picture_rows(table, None)] == ["x0_y0", "x64_y0", "x128_y0"]
+    assert [r["tile"] for r in jobs.picture_rows(table, None, "chunk0001")] == ["x128_y0"]
+    assert jobs.picture_rows(table, 2, "chunk0001") == []
+
+
+def test_pictures_of_a_corrupt_or_stale_file_are_one_line(tmp_path, ihc_tiles):
     root = tmp_path / "r"
     table = fake_results(root, ihc_tiles)
     layout = Layout(str(root))
-    mask_dirs = {m: layout.mask_dir("s1", "chunk0000", m) for m in ("vanilla", "gradcam")}
-    for name, options in (("default", {}), ("magma", {"cmap": "magma", "alpha": 0.3})):
-        jobs.write_overlays(
-            table, "chunk0000", layout.tile_dir("s1"), mask_dirs, str(tmp_path / name / "o"), str(tmp_path / name / "h"),
-            **options,
-        )  # fmt: skip
-        for method, folder in mask_dirs.items():
-            for i, tile in enumerate(("x0_y0", "x64_y0")):
-                mask = np.load(Path(folder) / f"{tile}.npy")
-                got = jobs.read_png(tmp_path / name / "o" / method / f"{tile}.png")
-                np.testing.assert_array_equal(got, plot.overlay(ihc_tiles[i], mask, **options))
-                heat = jobs.read_png(tmp_path / name / "h" / method / f"{tile}.png")
-                np.testing.assert_array_equal(heat, plot.colormap(mask, options.get("cmap", plot.OVERLAY_CMAP))[..., :3])
+    args = (table, "chunk0000", str(root), ["vanilla", "gradcam"], str(tmp_path / "o"), str(tmp_path / "h"))
+    mask = Path(layout.mask_file("s1", "chunk0000", "gradcam"))
+    mask.write_bytes(mask.read_bytes()[:300])
+    with pytest.raises(sg.InputError, match=r"^mask file '.*/masks/s1/gradcam/chunk0000\.npz' is truncated or corrupt \(") as err:
+        jobs.write_pictures(*args)
+    assert "\n" not in str(err.value)
+    mask.unlink()
+    with pytest.raises(sg.InputError, match=r"^mask file '.*/masks/s1/gradcam/chunk0000\.npz': file not found"):
+        jobs.write_pictures(*args)
+    write_tile_chunk(layout.tile_chunk("s1", "chunk0000"), ["x0_y0", "x9_y9"], [0, 9], [0, 9], ihc_tiles[:2])
+    with pytest.raises(sg.InputError, match=r"^tile chunk '.*/tiles/s1/chunk0000\.npz': no tile\(s\) \['x64_y0'\] of the tile table"):
+        jobs.write_pictures(*args)
 
 
 def test_summary_class_probabilities_and_parquet(tmp_path, ihc_tiles):
@@ -132,6 +193,12 @@ def test_summary_class_probabilities_and_parquet(tmp_path, ihc_tiles):
     assert columns[at + 1 : at + 3] == ["p_negative", "p_positive"]
     assert [c for c in columns if not c.startswith("p_")] == jobs.SUMMARY_COLUMNS
     assert len(rows) == 2 * 3 * 2
+    layout = Layout(str(root))  # a tile's mask: its chunk's mask file for the method, shared by the chunk's tiles
+    assert [(r["slide"], r["tile"], r["method"], r["mask"]) for r in rows[:6]] == [
+        ("s1", tile, method, layout.mask_file("s1", chunk, method))
+        for tile, chunk in (("x0_y0", "chunk0000"), ("x64_y0", "chunk0000"), ("x128_y0", "chunk0001"))
+        for method in ("vanilla", "gradcam")
+    ]
     assert [(r["p_negative"], r["p_positive"], r["probability"]) for r in rows[:3:2]] == [
         ("0.250000", "0.750000", "0.750000"), ("0.350000", "0.650000", "0.650000")
     ]  # fmt: skip
@@ -166,6 +233,6 @@ def test_summary_labels_must_agree(tmp_path, ihc_tiles):
     with pytest.raises(sg.InputError, match="disagree on the class labels") as err:
         jobs.write_summary(tables, str(root), ["vanilla"], str(tmp_path / "summary.csv"), str(tmp_path / "s.parquet"))
     message = str(err.value)
-    assert "\n" not in message and "masks/s1/chunk0000/vanilla/x0_y0.json" in message
-    assert "masks/s2/chunk0000/vanilla/x0_y0.json" in message and "'tumour'" in message
+    assert "\n" not in message and "masks/s1/vanilla/chunk0000.npz" in message
+    assert "masks/s2/vanilla/chunk0000.npz" in message and "'tumour'" in message
     assert not (tmp_path / "summary.csv").exists() and not (tmp_path / "s.parquet").exists()

@@ -1,9 +1,8 @@
-"""IG's quadrature rules (``integration``) and the completeness error in sidecars and the summary."""
+"""IG's quadrature rules (``integration``) and the completeness error in mask records and the summary."""
 
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
@@ -129,18 +128,19 @@ def test_completeness_error_formula_and_undefined_cases(tiny_cnn):
     assert completeness_errors(sal.backend, x, np.zeros(2, int), raws, "integrated_gradients", {}, True) == [None, None]
 
 
-def test_mask_sidecar_and_summary_report_completeness(tmp_path, ihc):
+def test_mask_records_and_summary_report_completeness(tmp_path, ihc):
     from slidegrad import jobs
     from slidegrad.config import MethodSpec
     from slidegrad.layout import Layout
+    from slidegrad.results import read_mask_records, write_tile_chunk
     from slidegrad.tables import Tile, write_tile_table
 
     from .conftest import write_model_dir
 
     tiles = [Tile("s1", x, y) for x, y in [(0, 0), (320, 270)]]
-    (tmp_path / "tiles").mkdir()
-    for tile in tiles:
-        jobs.write_png(tmp_path / "tiles" / f"{tile.name}.png", np.ascontiguousarray(ihc[tile.y : tile.y + 64, tile.x : tile.x + 64]))
+    tile_file = Layout(str(tmp_path / "out")).tile_chunk("s1", "chunk0000")
+    images = np.stack([ihc[tile.y : tile.y + 64, tile.x : tile.x + 64] for tile in tiles])
+    write_tile_chunk(tile_file, [t.name for t in tiles], [t.x for t in tiles], [t.y for t in tiles], images)
     table = tmp_path / "tiles.csv"
     write_tile_table(table, tiles, per_job=8, geometry={"tile_px": 64})
     model_dir = write_model_dir(tmp_path / "model", tile_px=64, tile_um=64)
@@ -151,11 +151,14 @@ def test_mask_sidecar_and_summary_report_completeness(tmp_path, ihc):
         MethodSpec("ig_adaptive", "integrated_gradients", False, {"x_steps": 2, "batch_size": 20, "tolerance": 1e-9, "max_steps": 8}),
     ]
     for spec in specs:
-        out = layout.mask_dir("s1", "chunk0000", spec.id)
-        jobs.run_mask_job(str(model_dir), str(table), "chunk0000", str(tmp_path / "tiles"), spec, out, class_idx=1)
-    metas = [json.loads((p).read_text()) for p in sorted((tmp_path / "out").rglob("*.json"))]
-    by_method = {m["method"]: m["completeness_error"] for m in metas}
-    assert by_method["vanilla"] is None and 0 <= by_method["ig_gl"] < 0.5
+        out = layout.mask_file("s1", "chunk0000", spec.id)
+        jobs.run_mask_job(str(model_dir), str(table), "chunk0000", tile_file, spec, out, class_idx=1)
+    metas = [m for spec in specs for m in read_mask_records(layout.mask_file("s1", "chunk0000", spec.id))]
+    assert len(metas) == 3 * 2 and [m["tile"] for m in metas[:2]] == ["x0_y0", "x320_y270"]
+    by_method: dict[str, list] = {}
+    for meta in metas:
+        by_method.setdefault(meta["method"], []).append(meta["completeness_error"])
+    assert by_method["vanilla"] == [None, None] and all(0 <= e < 0.5 for e in by_method["ig_gl"])
     assert {m["method"]: m.get("ig_steps") for m in metas} == {"ig_gl": None, "vanilla": None, "ig_adaptive": 8}
     jobs.write_summary([str(table)], str(tmp_path / "out"), ["ig_gl", "vanilla"], str(tmp_path / "summary.csv"))
     with open(tmp_path / "summary.csv", newline="") as handle:

@@ -4,6 +4,7 @@ from run_job), no traceback, and nothing half-written."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import os
 import re
@@ -24,7 +25,7 @@ from .test_workflow import make_project
 
 TWO_TILES = [{"slide": "s1", "x": 0, "y": 0}, {"slide": "s1", "x": 128, "y": 0}]
 METHODS = ["vanilla"]
-MASKS = "results/masks/s1/chunk0000/vanilla"
+MASKS = "results/masks/s1/vanilla/chunk0000.npz"  # the one mask job's file
 
 
 def mount_tmpfs(folder: Path, size: str = "3m") -> None:
@@ -86,6 +87,28 @@ def test_a_mask_on_a_full_disk_is_one_line_naming_it(tiny_disk, capsys):
     ), line
 
 
+@pytest.mark.parametrize("writer", ["tiles", "masks"])
+def test_a_job_results_file_on_a_full_disk_is_one_line_naming_it(tiny_disk, capsys, writer):
+    """A tiles job's chunk file and a mask job's file (written atomically, via a temporary beside it): the
+    line names the file the job declares, says the disk is full and what to do, and no temporary is left."""
+    from slidegrad.results import write_mask_chunk, write_tile_chunk
+
+    fill(tiny_disk, 4096)
+    if writer == "tiles":
+        path = tiny_disk / "tiles" / "s1" / "chunk0000.npz"
+        tiles = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+        line = job_line(capsys, lambda: write_tile_chunk(path, list("abcd"), [0] * 4, [0] * 4, tiles))
+    else:
+        path = tiny_disk / "masks" / "s1" / "vanilla" / "chunk0000.npz"
+        masks = np.zeros((4, 256, 256), np.float32)
+        line = job_line(capsys, lambda: write_mask_chunk(path, list("abcd"), [0] * 4, [0] * 4, masks, masks, [{}] * 4, {}))
+    assert line == (
+        f"slidegrad: error: cannot write '{path}': No space left on device (ENOSPC); "
+        "free space on its file system (or set outdir to another one) and rerun"
+    )
+    assert not list(path.parent.iterdir())  # no half-written file, no temporary
+
+
 def test_a_read_only_folder_is_one_line(capsys, tmp_path):
     def job():
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "out" / "x.png"))
@@ -114,50 +137,79 @@ def test_an_error_that_is_no_fault_of_a_file_keeps_its_traceback(capsys):
 
 
 # -- corrupt files a job wrote --------------------------------------------------------------------
-def mask_folder(root: Path) -> Path:
-    folder = root / "results" / "masks" / "s1" / "chunk0000" / "vanilla"
-    folder.mkdir(parents=True)
-    np.save(folder / "x0_y0.npy", np.zeros((8, 8), np.float32))
-    return folder
+def mask_file(root: Path) -> Path:
+    """A mask job's file (one tile), where the workflow puts it."""
+    from slidegrad.results import write_mask_chunk
+
+    path = root / "results" / "masks" / "s1" / "vanilla" / "chunk0000.npz"
+    zeros = np.zeros((1, 8, 8), np.float32)
+    write_mask_chunk(path, ["x0_y0"], [0], [0], zeros, zeros, [{"class_idx": 0}], {"method": "vanilla"})
+    return path
 
 
-@pytest.mark.parametrize("cut", [0, 20, 140], ids=["empty", "half-header", "short-data"])
-def test_a_truncated_mask_names_the_file_the_rule_and_the_fix(tmp_path, cut):
-    folder = mask_folder(tmp_path)
-    path = folder / "x0_y0.npy"
-    path.write_bytes(path.read_bytes()[:cut])
+def tile_chunk(root: Path) -> Path:
+    """A tiles job's chunk file (one tile), where the workflow puts it."""
+    from slidegrad.results import write_tile_chunk
+
+    path = root / "results" / "tiles" / "s1" / "chunk0000.npz"
+    tiles = np.random.default_rng(0).integers(0, 255, (1, 8, 8, 3), dtype=np.uint8)
+    write_tile_chunk(path, ["x0_y0"], [0], [0], tiles)
+    return path
+
+
+def garble(path: Path, at: int, size: int = 64) -> None:
+    """Overwrite ``size`` bytes of ``path`` from ``at`` (its zip structure stays; the data's CRC does not)."""
+    data = bytearray(path.read_bytes())
+    data[at : at + size] = b"\xa5" * size
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("cut", [0, 20, 140, -30, "garbled"], ids=["empty", "half-header", "short-data", "no-end", "garbled"])
+def test_a_truncated_mask_file_names_the_file_the_rule_and_the_fix(tmp_path, cut):
+    from slidegrad.results import read_mask_chunk
+
+    path = mask_file(tmp_path)
+    if cut == "garbled":
+        garble(path, path.read_bytes().index(b"masks.npy") + 200)  # inside the masks array's data
+    else:
+        path.write_bytes(path.read_bytes()[:cut])
     with pytest.raises(failures.InputError) as err:
-        failures.load_npy(path)
-    assert str(err.value).startswith(f"mask '{path}' is truncated or corrupt (")
-    assert str(err.value).endswith(
-        f"); it was written by rule masks; delete its folder '{folder}' and rerun to recompute it"
-    )
+        read_mask_chunk(path, arrays=("masks", "attributions"))
+    assert str(err.value).startswith(f"mask file '{path}' is truncated or corrupt (")
+    assert str(err.value).endswith("); it was written by rule masks; delete it and rerun to recompute it")
+    assert "\n" not in str(err.value)
 
 
 def test_a_corrupt_mask_read_by_np_load_elsewhere_is_one_line_too(tmp_path, capsys):
-    """Jobs that call np.load themselves (evaluate, overview) get the same line from run_job."""
-    path = mask_folder(tmp_path) / "x0_y0.npy"
+    """Jobs that call np.load themselves get the same kind of line from run_job."""
+    path = mask_file(tmp_path)
     path.write_bytes(b"garbage")
     line = job_line(capsys, lambda: np.load(path))
     assert line.startswith(f"slidegrad: error: mask '{path}' is truncated or corrupt (")
-    assert line.endswith("it was written by rule masks; delete its folder "
-                         f"'{path.parent}' and rerun to recompute it")  # fmt: skip
+    assert line.endswith("it was written by rule masks; delete it and rerun to recompute it")
 
 
-def test_a_corrupt_sidecar_and_tile_png_name_their_writer(tmp_path):
-    from slidegrad.jobs import read_png, read_sidecar
+def test_corrupt_mask_records_and_tile_chunk_name_their_writer(tmp_path):
+    from slidegrad.results import read_mask_records, read_tile_chunk, write_mask_chunk
 
-    sidecar = mask_folder(tmp_path) / "x0_y0.json"
-    sidecar.write_text('{"method": "vani')
-    with pytest.raises(failures.InputError, match=r"^mask sidecar '.*x0_y0\.json': not valid JSON \(.*\); "
-                       r"it was written by rule masks; delete its folder '.*/vanilla' and rerun"):  # fmt: skip
-        read_sidecar(sidecar)
-    png = tmp_path / "results" / "tiles" / "s1" / "x0_y0.png"
-    png.parent.mkdir(parents=True)
-    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
-    with pytest.raises(failures.InputError, match=r"^image '.*x0_y0\.png' is truncated or corrupt \(.*\); it was "
-                       r"written by rule tiles; delete its folder '.*/tiles/s1' and rerun to recompute it$"):  # fmt: skip
-        read_png(png)
+    path = tmp_path / "results" / "masks" / "s1" / "vanilla" / "chunk0000.npz"
+    zeros = np.zeros((1, 8, 8), np.float32)
+    write_mask_chunk(path, ["x0_y0"], [0], [0], zeros, zeros, [{"class_idx": 0}], {"method": "vanilla"})
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    np.savez(path, **{**arrays, "records": np.array('{"class_idx": 0, "method": "vani')})  # a record cut short
+    with pytest.raises(failures.InputError, match=r"^mask file '.*/vanilla/chunk0000\.npz' is truncated or corrupt \(.*\); "
+                       r"it was written by rule masks; delete it and rerun to recompute it$"):  # fmt: skip
+        read_mask_records(path)
+    chunk = tile_chunk(tmp_path)
+    garble(chunk, chunk.stat().st_size // 3)
+    with pytest.raises(failures.InputError, match=r"^tile chunk '.*/tiles/s1/chunk0000\.npz' is truncated or corrupt \(.*\); "
+                       r"it was written by rule tiles; delete its folder '.*/tiles/s1' and rerun to recompute it$"):  # fmt: skip
+        read_tile_chunk(chunk)
+    chunk.write_bytes(chunk.read_bytes()[:50])
+    with pytest.raises(failures.InputError, match=r"^tile chunk '.*/tiles/s1/chunk0000\.npz' is truncated or corrupt \(.*\); "
+                       r"it was written by rule tiles; delete its folder '.*/tiles/s1' and rerun to recompute it$"):  # fmt: skip
+        read_tile_chunk(chunk)
 
 
 # -- through snakemake -------------------------------------------------------------------------------
@@ -171,18 +223,18 @@ def test_tiles_on_a_full_outdir_fail_with_one_line_and_leave_nothing(tmp_path, s
     root = make_project(tmp_path / "run", slide_path, model_dir, TWO_TILES, methods=METHODS)
     mount_tmpfs(root / "results")
     try:
-        fill(root / "results", 8192)  # the tiles job's log fits; its first PNG does not
+        fill(root / "results", 8192)  # the tiles job's log fits; its chunk file (2 × 64² px, zlib) does not
         result = run_snakemake(root)
         output = result.stdout + result.stderr
         assert result.returncode != 0
         assert_one_line(
             output,
-            "cannot write 'results/tiles/s1/x0_y0.png': No space left on device (ENOSPC); free space on its file "
+            "cannot write 'results/tiles/s1/chunk0000.npz': No space left on device (ENOSPC); free space on its file "
             "system (or set outdir to another one) and rerun",
         )
-        assert "slidegrad: failed: slide s1, rule tiles: cannot write 'results/tiles/s1/x0_y0.png'" in output
+        assert "slidegrad: failed: slide s1, rule tiles: cannot write 'results/tiles/s1/chunk0000.npz'" in output
         left = {p.relative_to(root).as_posix() for p in result_files(root)}
-        assert left == {"results/.filler"}, left  # no tile table, no PNG (failures.csv: the run's report)
+        assert left == {"results/.filler"}, left  # no tile table, no chunk file, no temporary (failures.csv: the run's report)
     finally:
         subprocess.run(["umount", "-l", str(root / "results")], capture_output=True)
 
@@ -192,7 +244,7 @@ def test_a_corrupt_mask_stops_the_summary_with_one_line_and_a_rerun_recomputes_i
     root = make_project(tmp_path, slide_path, model_dir, TWO_TILES, methods=METHODS)
     first = run_snakemake(root, MASKS)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-    mask = root / MASKS / "x0_y0.npy"
+    mask = root / MASKS
     mask.write_bytes(mask.read_bytes()[:100])  # truncated, as by a crash or a full disk after the job
 
     result = run_snakemake(root, "results/summary.csv")
@@ -200,14 +252,16 @@ def test_a_corrupt_mask_stops_the_summary_with_one_line_and_a_rerun_recomputes_i
     assert result.returncode != 0
     assert_one_line(
         output,
-        f"mask '{MASKS}/x0_y0.npy' is truncated or corrupt (",
+        f"mask file '{MASKS}' is truncated or corrupt (",
     )
-    assert f"it was written by rule masks; delete its folder '{MASKS}' and rerun to recompute it" in output
+    assert f"it was written by rule masks; delete it and rerun to recompute it" in output
     assert not (root / "results/summary.csv").exists() and not (root / "results/summary.parquet").exists()
-    rows = (root / "results/failures.csv").read_text().splitlines()
-    assert len(rows) == 2 and rows[1].startswith(",summary,\"mask '") and rows[1].endswith(",results/logs/summary.log")
+    with open(root / "results/failures.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["slide"], r["rule"], r["log"]) for r in rows] == [("", "summary", "results/logs/summary.log")], rows
+    assert rows[0]["message"].startswith(f"mask file '{MASKS}' is truncated or corrupt ("), rows
 
-    shutil.rmtree(root / MASKS)  # what the line says to do
+    mask.unlink()  # what the line says to do
     again = run_snakemake(root, "results/summary.csv")
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert re.search(r"^masks\s+1$", again.stdout + again.stderr, flags=re.M)

@@ -110,6 +110,7 @@ def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc,
     """The workflow's mask job (run_mask_job, memory_budget_mb) keeps every model batch inside the budget."""
     from slidegrad import jobs
     from slidegrad.config import MethodSpec
+    from slidegrad.results import read_mask_chunk, write_tile_chunk
     from slidegrad.tables import Tile, write_tile_table
 
     from .conftest import write_model_dir
@@ -117,9 +118,8 @@ def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc,
     rng = np.random.default_rng(1)
     corners = [(int(x), int(y)) for x, y in rng.integers(0, 512 - 299, size=(256, 2))]
     tiles = [Tile("s1", 1000 * i + x, y) for i, (x, y) in enumerate(corners)]  # unique names
-    (tmp_path / "tiles").mkdir()
-    for tile, (x, y) in zip(tiles, corners):
-        jobs.write_png(tmp_path / "tiles" / f"{tile.name}.png", np.ascontiguousarray(ihc[y : y + 299, x : x + 299]))
+    images = np.stack([ihc[y : y + 299, x : x + 299] for x, y in corners])
+    write_tile_chunk(tmp_path / "tiles" / "chunk0000.npz", [t.name for t in tiles], [t.x for t in tiles], [t.y for t in tiles], images)
     write_tile_table(tmp_path / "tiles.csv", tiles, per_job=256, geometry={"tile_px": 299})
     model_dir = write_model_dir(tmp_path / "model", tile_px=299, tile_um=299)
     seen: list[int] = []  # batch sizes of every model call, gradients and plain forward passes
@@ -142,15 +142,15 @@ def test_mask_job_of_256_tiles_at_299px_respects_memory_budget_mb(tmp_path, ihc,
     monkeypatch.setattr(TorchBackend, "probabilities", recording_probabilities)
     method = MethodSpec("integrated_gradients", "integrated_gradients", False, {"x_steps": 3, "batch_size": 20})
     jobs.run_mask_job(
-        str(model_dir), str(tmp_path / "tiles.csv"), "chunk0000", str(tmp_path / "tiles"), method,
-        str(tmp_path / "masks"), class_idx=1, memory_budget_mb=64, threads=2,
+        str(model_dir), str(tmp_path / "tiles.csv"), "chunk0000", str(tmp_path / "tiles" / "chunk0000.npz"), method,
+        str(tmp_path / "masks.npz"), class_idx=1, memory_budget_mb=64, threads=2,
     )  # fmt: skip
-    masks = [tmp_path / "masks" / f"{tile.name}.npy" for tile in tiles]
+    result = read_mask_chunk(tmp_path / "masks.npz")
     backend = sg.SaliencyMap(sg.load_model(model_dir)).backend
     per_item = batching.item_bytes(backend.activation_bytes((299, 299, 3)), 299 * 299 * 3)
     assert sum(seen) == 256 * 3 and max(seen) * per_item <= 64 << 20
     assert sum(forwards) == 256 and max(forwards) * per_item <= 64 << 20
-    assert all(np.load(m).shape == (299, 299) for m in masks[:3])
+    assert result.names == [t.name for t in tiles] and result.masks.shape == (256, 299, 299)
 
 
 def test_budget_errors():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from slidegrad import overview  # noqa: E402
 from slidegrad.errors import InputError  # noqa: E402
-from slidegrad.jobs import mask_file  # noqa: E402
 from slidegrad.layout import Layout  # noqa: E402
+from slidegrad.results import write_mask_chunk  # noqa: E402
 from slidegrad.overview import (  # noqa: E402
     FILL_ALPHA,
     box_fill,
@@ -46,7 +45,8 @@ def _row(x, y, extract_px=128):
 
 @pytest.fixture()
 def project(tmp_path, slide_path):
-    """A results folder with a grid-like tile table of the 1024×1024 test slide, masks and sidecars."""
+    """A results folder with a grid-like tile table of the 1024×1024 test slide (2 chunks of 3 and 2 tiles)
+    and every method's mask files, as the workflow lays them out."""
     outdir = tmp_path / "results"
     geometry = {"tile_px": 64, "tile_um": 64, "mpp": 0.5, "level": 1, "extract_px": 128}
     table = outdir / "tiles" / "s1.csv"
@@ -54,15 +54,19 @@ def project(tmp_path, slide_path):
     write_tile_table(table, [Tile("s1", x, y) for x, y in COORDS], 3, geometry)
     rng = np.random.default_rng(0)
     masks = {}
-    for row, label, p in zip(read_tile_table(table), CLASSES, PROBS):
-        for method in METHODS:
-            path = mask_file(Layout(str(outdir)), row, method)
-            path.parent.mkdir(parents=True, exist_ok=True)
+    rows = read_tile_table(table)
+    for method in METHODS:
+        for row in rows:
             masks[method, row["tile"]] = rng.random((64, 64)).astype(np.float32)
-            np.save(path, masks[method, row["tile"]])
-            meta = {"class_label": label, "probability": p, "outcome_labels": LABELS,
-                    "probabilities": [p, 1 - p, 0.0]}  # fmt: skip
-            path.with_suffix(".json").write_text(json.dumps(meta))
+        for chunk in ("chunk0000", "chunk0001"):
+            these = [(row, label, p) for row, label, p in zip(rows, CLASSES, PROBS) if row["chunk"] == chunk]
+            stack = np.stack([masks[method, row["tile"]] for row, _, _ in these])
+            records = [{"class_label": label, "probability": p, "probabilities": [p, 1 - p, 0.0]} for _, label, p in these]
+            write_mask_chunk(
+                Layout(str(outdir)).mask_file("s1", chunk, method), [row["tile"] for row, _, _ in these],
+                [int(row["x"]) for row, _, _ in these], [int(row["y"]) for row, _, _ in these], stack, stack,
+                records, {"method": method, "outcome_labels": LABELS},
+            )  # fmt: skip
     return {"outdir": outdir, "table": table, "slide": slide_path, "masks": masks}
 
 
@@ -158,7 +162,7 @@ def test_overview_figure_draws_boxes_scale_bar_and_class_colours():
 
 
 # -- the job -----------------------------------------------------------------------------
-def test_write_overview_draws_the_table_tiles_sidecar_classes_and_mosaics(project, tmp_path, monkeypatch):
+def test_write_overview_draws_the_table_tiles_record_classes_and_mosaics(project, tmp_path, monkeypatch):
     seen = {}
 
     def spy(*args, **kwargs):
@@ -202,23 +206,38 @@ def test_write_overview_draws_the_table_tiles_sidecar_classes_and_mosaics(projec
 @pytest.mark.parametrize(
     "broken, expected",
     [
-        ("mask", "mask '{path}': file not found"),
-        ("sidecar", "mask sidecar '{path}': file not found"),
-        ("bad_json", "mask sidecar '{path}': not valid JSON"),
+        ("mask", "mask file '{path}': file not found"),  # another method's: checked before the slide is read
+        ("records", "mask file '{path}': file not found"),  # the first method's: its records give the classes
+        ("bad_records", "mask file '{path}' is truncated or corrupt ("),
+        ("corrupt_mask", "mask file '{path}' is truncated or corrupt ("),
+        ("other_tiles", "mask file '{path}': no tile(s) ['x896_y896'] of slide s1's tile table"),
         ("slide", "slide '{path}': file not found"),
         ("table", "tile table '{path}': file not found"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_file(project, tmp_path, broken, expected):
-    row = read_tile_table(project["table"])[2]
     layout = Layout(str(project["outdir"]))
     kwargs = {}
     if broken == "mask":
-        path = mask_file(layout, row, "gradcam")
+        path = Path(layout.mask_file("s1", "chunk0000", "gradcam"))
         path.unlink()
-    elif broken in ("sidecar", "bad_json"):
-        path = mask_file(layout, row, "vanilla", ".json")
-        path.unlink() if broken == "sidecar" else path.write_text("{not json")
+    elif broken == "records":
+        path = Path(layout.mask_file("s1", "chunk0000", "vanilla"))
+        path.unlink()
+    elif broken == "bad_records":
+        path = Path(layout.mask_file("s1", "chunk0000", "vanilla"))
+        with np.load(path) as npz:
+            arrays = dict(npz)
+        np.savez(path, **{**arrays, "records": np.array("{not json\n{}\n{}")})
+    elif broken == "corrupt_mask":
+        path = Path(layout.mask_file("s1", "chunk0001", "gradcam"))
+        path.write_bytes(path.read_bytes()[:200])
+    elif broken == "other_tiles":  # a mask file of other tiles than the table's (a stale one)
+        path = Path(layout.mask_file("s1", "chunk0000", "vanilla"))
+        zeros = np.zeros((2, 64, 64), np.float32)
+        records = [{"class_label": "negative", "probability": 0.5, "probabilities": [0.5, 0.5, 0.0]}] * 2
+        write_mask_chunk(path, ["x0_y0", "x512_y256"], [0, 512], [0, 256], zeros, zeros, records,
+                         {"method": "vanilla", "outcome_labels": LABELS})  # fmt: skip
     elif broken == "slide":
         path = tmp_path / "missing.tiff"
         kwargs["slide_path"] = str(path)
@@ -228,7 +247,7 @@ def test_bad_input_is_one_line_naming_the_file(project, tmp_path, broken, expect
     with pytest.raises(InputError) as err:
         _write(project, tmp_path, **kwargs)
     message = str(err.value)
-    assert "\n" not in message and message.startswith(expected.format(path=path))
+    assert "\n" not in message and message.startswith(expected.format(path=path)), message
     assert not (tmp_path / "fig").exists()
 
 
@@ -250,8 +269,8 @@ runpy.run_path({str(REPO / "scripts" / "overview.py")!r}, init_globals={{"snakem
     done = subprocess.run([sys.executable, "-c", fake], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr + log.read_text()
     assert out.read_bytes()[:4] == b"\x89PNG" and "overview of slide s1: 5 tiles" in log.read_text()
-    mask_file(Layout(str(project["outdir"])), read_tile_table(project["table"])[0], "vanilla", ".json").unlink()
+    Path(Layout(str(project["outdir"])).mask_file("s1", "chunk0000", "vanilla")).unlink()
     done = subprocess.run([sys.executable, "-c", fake], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     errors = [line for line in log.read_text().splitlines() if line.startswith("slidegrad: error:")]
-    assert len(errors) == 1 and "x0_y0.json': file not found" in errors[0]
+    assert len(errors) == 1 and "masks/s1/vanilla/chunk0000.npz': file not found" in errors[0]

@@ -1,4 +1,4 @@
-"""ViT plumbing outside the maps: tile size against patch size, SaliencyMap.all, methods text, sidecars."""
+"""ViT plumbing outside the maps: tile size against patch size, SaliencyMap.all, methods text, mask records."""
 
 from __future__ import annotations
 
@@ -72,21 +72,22 @@ def test_methods_text_names_the_token_layer_and_the_prefix_tokens():
     ("method", "layer", "prefix"),
     [("gradcam", "blocks.1.norm1", 3), ("attention_rollout", None, 3), ("vanilla", None, None)],
 )
-def test_mask_sidecars_record_the_layer_and_the_prefix_tokens(tmp_path, method, layer, prefix):
-    """A mask job on a ViT with 2 registers: the sidecar says which layer and how many prefix tokens were dropped."""
-    from PIL import Image
+def test_mask_records_record_the_layer_and_the_prefix_tokens(tmp_path, method, layer, prefix):
+    """A mask job on a ViT with 2 registers: its records say which layer and how many prefix tokens were dropped."""
+    from slidegrad.results import read_mask_chunk, read_mask_records, write_tile_chunk
 
     folder = vit_dir(tmp_path / "vit", tile_px=64, reg_tokens=2)
-    tiles = tmp_path / "tiles"
-    tiles.mkdir()
+    tiles = tmp_path / "tiles" / "c0.npz"
     rng = np.random.RandomState(0)
-    Image.fromarray(rng.randint(0, 255, (64, 64, 3), dtype=np.uint8)).save(tiles / "t0.png")
+    write_tile_chunk(tiles, ["t0"], [0], [0], rng.randint(0, 255, (1, 64, 64, 3), dtype=np.uint8))
     table = tmp_path / "tiles.csv"
     columns = {column: "" for column in TILE_TABLE_COLUMNS}
     columns.update(slide="s1", tile="t0", x="0", y="0", chunk="c0", tile_px="64")
     table.write_text(",".join(columns) + "\n" + ",".join(columns.values()) + "\n")
     spec = MethodSpec(method, method, False, {})
-    jobs.run_mask_job(str(folder), str(table), "c0", str(tiles), spec, str(tmp_path / "out"), device="cpu")
-    sidecar = json.loads((tmp_path / "out" / "t0.json").read_text())
-    assert sidecar["gradcam_layer"] == layer
-    assert sidecar["prefix_tokens"] == prefix
+    jobs.run_mask_job(str(folder), str(table), "c0", str(tiles), spec, str(tmp_path / "out.npz"), device="cpu")
+    (record,) = read_mask_records(tmp_path / "out.npz")
+    assert record["tile"] == "t0" and record["method"] == method
+    assert record["gradcam_layer"] == layer
+    assert record["prefix_tokens"] == prefix
+    assert read_mask_chunk(tmp_path / "out.npz").masks.shape == (1, 64, 64)

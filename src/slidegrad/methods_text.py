@@ -191,6 +191,13 @@ CAPTIONS = {
     "deletion and insertion curves per method against a random pixel order (dashed), per explained class, "
     "and per metric each method's tiles, mean ± SD and the chance level.",
     "evaluation": "One row per slide × tile × method: each metric and its chance level.",
+    "slide_map": "Slide-level saliency of **{{ snakemake.wildcards.method }}** on slide **{{ snakemake.wildcards.slide }}**: "
+    "every tile's channel-reduced attribution stitched at its place (overlaps averaged), scaled once for the "
+    "whole slide (its 99th percentile of |attribution| is 1), over the slide's thumbnail; the TIFF is the "
+    "same map as a pyramidal image aligned with the slide.",
+    "prediction_map": "Prediction heatmap of slide **{{ snakemake.wildcards.slide }}**: each tile's "
+    "probability of each class at its place (one panel per class, colour map coolwarm on [0, 1]), over the "
+    "slide's thumbnail.",
     "summary": "One row per slide × tile × method: explained class and class probabilities, mask "
     "statistics, parameters and provenance.",
 }

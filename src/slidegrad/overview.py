@@ -203,6 +203,8 @@ def overview_figure(
     mosaics: dict[str, np.ndarray] | None = None,
     cmap: str = "inferno",
     panel_inches: float = 2.6,
+    predictions: dict[str, np.ndarray] | None = None,
+    mosaic_label: str = "attribution (normalized)",
 ) -> Any:
     """The overview as a matplotlib Figure (see the module docstring).
 
@@ -210,7 +212,10 @@ def overview_figure(
     outline is scaled onto the thumbnail) or None; ``boxes``: :func:`tile_boxes`;
     ``tile_classes`` / ``tile_probabilities``: per box, the class explained and its probability;
     ``class_labels``: every class, in the model's order (the legend and colours); ``um_per_px``:
-    µm per thumbnail pixel (None: no scale bar); ``mosaics``: panel title → :func:`saliency_mosaic`.
+    µm per thumbnail pixel (None: no scale bar); ``mosaics``: panel title → :func:`saliency_mosaic` (or a
+    slide map on the thumbnail, :func:`slidegrad.slide_map.map_on_thumbnail`; colour bar ``mosaic_label``);
+    ``predictions``: panel title → a class's probability on the thumbnail (``(h, w)`` in [0, 1], NaN
+    outside tiles; colour map coolwarm, as the prediction heatmap).
 
     The first axes holds the tile boxes' edges as ``Rectangle`` patches (gid ``tile-box``), in box
     order, and their fills as one RGBA image (:func:`box_fill`), above the thumbnail.
@@ -222,7 +227,12 @@ def overview_figure(
 
     from . import plot
 
-    mosaics = mosaics or {}
+    from .prediction_map import PREDICTION_CMAP
+
+    predictions = predictions or {}
+    panels = [(name, panel, cmap) for name, panel in (mosaics or {}).items()]
+    panels += [(name, panel, PREDICTION_CMAP) for name, panel in predictions.items()]
+    mosaics = dict((name, panel) for name, panel, _ in panels)
     check(len(boxes) == len(tile_classes) == len(tile_probabilities), "overview: one class and probability per box")
     h, w = thumb.shape[:2]
     n_rows, n_cols = _panel_grid(1 + len(mosaics))
@@ -264,13 +274,13 @@ def overview_figure(
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.01), ncols=min(len(handles), 3),
               fontsize=5.5, frameon=False, handlelength=1.2, columnspacing=1.0, borderaxespad=0.2)  # fmt: skip
 
-    image = None
+    images: dict[str, Any] = {}
     grey = _grey(thumb) if mosaics else None
-    for i, (name, mosaic) in enumerate(mosaics.items(), start=1):
+    for i, (name, mosaic, panel_cmap) in enumerate(panels, start=1):
         ax = axes.flat[i]
         ax.imshow(grey, extent=extent, interpolation="antialiased")
-        image = ax.imshow(
-            np.ma.masked_invalid(mosaic), extent=extent, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest"
+        images[panel_cmap] = ax.imshow(
+            np.ma.masked_invalid(mosaic), extent=extent, cmap=panel_cmap, vmin=0.0, vmax=1.0, interpolation="nearest"
         )
         ax.set_title(name, fontsize=7)
     for i, ax in enumerate(axes.flat):
@@ -288,9 +298,10 @@ def overview_figure(
             halo = [patheffects.withStroke(linewidth=1.6, foreground="white")]  # readable over dark tissue
             ax.lines[-1].set_path_effects(halo)
             ax.texts[-1].set_path_effects(halo)
-    if image is not None:
-        bar = fig.colorbar(image, ax=axes[:, :], shrink=0.5, fraction=0.03, pad=0.01)
-        bar.set_label("attribution (normalized)", fontsize=6)
+    labels = {cmap: mosaic_label, PREDICTION_CMAP: "probability"}
+    for panel_cmap, image in images.items():
+        bar = fig.colorbar(image, ax=axes[:, :], shrink=0.5 if len(images) == 1 else 0.4, fraction=0.03, pad=0.01)
+        bar.set_label(labels[panel_cmap], fontsize=6)
         bar.ax.tick_params(labelsize=5)
         bar.outline.set_linewidth(0.4)
     if title:
@@ -350,12 +361,17 @@ def write_overview(
     cmap: str = "inferno",
     dpi: int = 300,
     thumbnail_px: int = 1024,
+    slide_maps: Sequence[str] = (),
+    prediction_map: str | None = None,
 ) -> None:
     """The slide's overview figure (see the module docstring), written to every path in ``out_paths``
     (``.pdf``, ``.png`` or ``.svg``; byte-identical on reruns).
 
     ``mpp``: the sample sheet's µm per level-0 pixel (None: the table's, else the file's);
-    ``mosaic``: add one stitched saliency panel per method (``method_titles`` name them).
+    ``mosaic``: add one stitched saliency panel per method (``method_titles`` name them): from
+    ``slide_maps`` (one slide map ``.npz`` per method, scaled once for the slide) where given, else each
+    tile's own mask at its place.  ``prediction_map``: the slide's prediction heatmap ``.npz`` (one
+    panel per class).
     A missing table, slide or mask file raises :class:`InputError` naming the file.
     """
     import matplotlib.pyplot as plt
@@ -379,7 +395,7 @@ def write_overview(
             path = layout.mask_file(slide, chunk, method_id)
             check(Path(path).is_file(), f"mask file {quote(path)}: file not found (did the masks job run?)")
 
-    thumb, tissue, (width, height), level0_mpp, extract_px = _read_slide(
+    thumb, tissue, (width, height), level0_mpp, extract_px = read_slide(
         layout, slide, slide_path, geometry, mpp, thumbnail_px
     )
     h, w = thumb.shape[:2]
@@ -391,25 +407,43 @@ def write_overview(
                 labels.append(str(label))
     classes = [str(meta["class_label"]) for meta in metas]
     probabilities = [float(meta["probability"]) for meta in metas]
-    mosaics = {}
-    if mosaic:
+    mosaics, predictions = {}, {}
+    if mosaic and slide_maps:
+        from .jobs.slide_maps import read_slide_map
+        from .slide_map import map_on_thumbnail, normalise
+
+        for path, title in zip(slide_maps, method_titles):
+            values, scale, map_geometry = read_slide_map(path)
+            mosaics[title] = map_on_thumbnail(normalise(values, scale), map_geometry, (h, w))
+    elif mosaic:
         for method_id, title in zip(method_ids, method_titles):
             mosaics[title] = saliency_mosaic((h, w), boxes, _masks(layout, slide, rows, method_id))
+    if prediction_map:
+        from .prediction_map import read_prediction_npz
+        from .slide_map import map_on_thumbnail
+
+        stored = read_prediction_npz(prediction_map)
+        for label, class_map in zip(stored.labels, stored.maps):
+            predictions[f"p({label})"] = map_on_thumbnail(class_map, stored.geometry, (h, w))
     um_per_px = level0_mpp * width / w if level0_mpp else None
     if um_per_px is None:
         LOGGER.warning("slide %s: microns per pixel unknown; no scale bar", slide)
     fig = overview_figure(
         thumb, tissue, boxes, classes, probabilities, labels or sorted(set(classes)), um_per_px,
-        title=_title(slide, rows, geometry, level0_mpp), mosaics=mosaics, cmap=cmap,
+        title=_title(slide, rows, geometry, level0_mpp), mosaics=mosaics, cmap=cmap, predictions=predictions,
+        mosaic_label="attribution (scaled per slide)" if slide_maps else "attribution (scaled per tile)",
     )  # fmt: skip
     try:
         plot.save_figures(fig, out_paths, dpi=dpi)
     finally:
         plt.close(fig)
-    LOGGER.info("overview of slide %s: %d tiles, %d mosaic panels", slide, len(rows), len(mosaics))
+    LOGGER.info(
+        "overview of slide %s: %d tiles, %d saliency panels (%s), %d prediction panels", slide, len(rows),
+        len(mosaics), "slide maps" if slide_maps else "tile masks", len(predictions),
+    )  # fmt: skip
 
 
-def _read_slide(
+def read_slide(
     layout: Layout, slide: str, slide_path: str, geometry: dict[str, Any], mpp: float | None, thumbnail_px: int
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float | None, int]:
     """The slide's thumbnail, tissue mask, level-0 size, µm/px and tile size in level-0 px.

@@ -97,6 +97,20 @@ class Plan:
         return figure_methods(self.config, self.methods)
 
     @property
+    def slide_maps(self) -> bool:
+        """Whether each slide gets a saliency map per method (``slide_map.enabled``: ``auto`` in grid mode,
+        where the tiles cover the slide; never without a slide file, i.e. in tfrecords mode)."""
+        enabled, mode = self.config["slide_map"]["enabled"], self.selection["mode"]
+        return mode != "tfrecords" and (enabled is True or (enabled == "auto" and mode == "grid"))
+
+    @property
+    def prediction_maps(self) -> bool:
+        """Whether each slide gets a prediction heatmap (as :attr:`slide_maps`, and ``auto`` in top_k mode too:
+        it scores every tissue tile)."""
+        auto = self.config["slide_map"]["enabled"] == "auto" and self.selection["mode"] == "top_k"
+        return self.slide_maps or auto
+
+    @property
     def evaluating(self) -> bool:
         """Whether the run evaluates its maps (``evaluate.metrics`` is not empty)."""
         return bool(self.config["evaluate"]["metrics"])
@@ -356,6 +370,8 @@ def build_plan(config: dict[str, Any], open_slides: bool = True) -> Plan:
     warnings = geometry_mismatches(config["tile_px"], config["tile_um"], model_path, params)
     warnings += check_evaluate(config["evaluate"], given_evaluate)
     warnings += allow_warnings + check_framework_alias(config)
+    if mode == "tfrecords" and config["slide_map"]["enabled"] is True:
+        warnings.append("config field 'slide_map.enabled': tfrecords mode has no slide file to map; no slide maps")
     if mode in ("table", "tfrecords"):
         locations = read_tile_locations(selection["path"], samples_path, slides)
         unused = [name for name in slides if name not in locations.by_slide]

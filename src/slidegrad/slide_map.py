@@ -44,6 +44,7 @@ __all__ = [
     "normalise",
     "map_rgba",
     "write_map_tiff",
+    "map_on_thumbnail",
     "map_overlay",
     "map_overlay_png",
 ]
@@ -346,6 +347,28 @@ def _thumbnail_weights(geometry: MapGeometry, size: int, extent: int, cells: int
     return weights
 
 
+def _on_thumbnail(array: np.ndarray, geometry: MapGeometry, size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """The map area-averaged onto ``size`` = ``(h, w)`` thumbnail pixels spanning the slide: the mean value
+    over covered map area, that covered area, and each thumbnail pixel's full area (float64 ``(h, w)``)."""
+    rows, cols = geometry.shape
+    wy = _thumbnail_weights(geometry, size[0], geometry.height, rows)
+    wx = _thumbnail_weights(geometry, size[1], geometry.width, cols)
+    covered = ~np.isnan(array)
+    total = wy @ np.where(covered, array, 0).astype(np.float64) @ wx.T
+    area = wy @ covered.astype(np.float64) @ wx.T
+    full = np.outer(wy.sum(axis=1), wx.sum(axis=1))
+    value = np.divide(total, area, out=np.zeros_like(total), where=area > 0)
+    return value, area, full
+
+
+def map_on_thumbnail(normalised_map: np.ndarray, geometry: MapGeometry, size: tuple[int, int]) -> np.ndarray:
+    """The map resampled onto a thumbnail of ``size`` = ``(h, w)`` pixels spanning the slide: ``(h, w)`` float32
+    in [0, 1], each pixel the area-weighted mean of the map pixels it covers, NaN where no tile lies."""
+    array = _check_normalised(normalised_map, geometry)
+    value, area, _ = _on_thumbnail(array, geometry, (int(size[0]), int(size[1])))
+    return np.where(area > 0, value, np.nan).astype(np.float32)
+
+
 def map_overlay(
     thumbnail: np.ndarray,
     normalised_map: np.ndarray,
@@ -369,14 +392,7 @@ def map_overlay(
         f"slide map: thumbnail must be uint8 (h, w, 3), got {image.dtype} {image.shape}",
     )
     array = _check_normalised(normalised_map, geometry)
-    rows, cols = geometry.shape
-    wy = _thumbnail_weights(geometry, image.shape[0], geometry.height, rows)
-    wx = _thumbnail_weights(geometry, image.shape[1], geometry.width, cols)
-    covered = ~np.isnan(array)
-    total = wy @ np.where(covered, array, 0).astype(np.float64) @ wx.T
-    area = wy @ covered.astype(np.float64) @ wx.T
-    full = np.outer(wy.sum(axis=1), wx.sum(axis=1))
-    value = np.divide(total, area, out=np.zeros_like(total), where=area > 0)
+    value, area, full = _on_thumbnail(array, geometry, image.shape[:2])
     opacity = alpha * np.divide(area, full, out=np.zeros_like(area), where=full > 0)[..., None]
     colour = colormap(value, cmap)[..., :3].astype(np.float64)
     blended = (1 - opacity) * image.astype(np.float64) + opacity * colour
