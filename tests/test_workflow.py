@@ -151,11 +151,35 @@ def test_dry_run_job_count(tmp_path, slide_path, model_dir):
     assert result.returncode == 0, result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     # one tiles job per slide; s1: 3 tiles → chunks of 2 → 2 chunks; s2: 1 chunk.
-    # A mask job per chunk × 7 methods, an overlay job per chunk; a figure and an overview per slide.
+    # A mask job per chunk × 7 methods, a pictures job per chunk the figure shows (figure.max_tiles 16: all);
+    # a figure and an overview per slide.
     assert counts == {
-        "all": "1", "figure": "2", "summary": "1", "tiles": "2", "masks": "21", "overlays": "3", "overview": "2",
+        "all": "1", "figure": "2", "summary": "1", "tiles": "2", "masks": "21", "pictures": "3", "overview": "2",
         "methods_text": "1", "total": "33",
     }  # fmt: skip
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("pictures", "max_tiles", "jobs"),
+    [
+        ("figure", 2, 2),  # s1's first 2 tiles lie in its chunk0000: s1/chunk0000 and s2/chunk0000
+        ("figure", 3, 3),
+        ("all", 1, 3),  # every chunk, whatever the figure shows
+        ("none", 16, 0),  # no pictures jobs
+    ],
+)
+def test_dry_run_pictures_jobs_follow_the_pictures_field(tmp_path, slide_path, model_dir, pictures, max_tiles, jobs):
+    tiles = [{"slide": "s1", "x": x, "y": 0} for x in (0, 128, 256)] + [{"slide": "s2", "x": 0, "y": 128}]
+    samples = [{"slide": "s1", "path": str(slide_path)}, {"slide": "s2", "path": str(slide_path)}]
+    root = make_project(
+        tmp_path, slide_path, model_dir, tiles, samples_rows=samples, methods=["vanilla"], pictures=pictures,
+        figure={"max_tiles": max_tiles},
+    )  # fmt: skip
+    result = run_snakemake(root, "-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    assert int(counts.get("pictures", 0)) == jobs and counts["masks"] == "3", counts
 
 
 @pytest.mark.workflow
@@ -171,39 +195,55 @@ def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
     assert [(r["tile"], r["x"], r["y"], r["chunk"]) for r in table] == [
         ("x0_y0", "0", "0", "chunk0000"), ("x640_y384", "640", "384", "chunk0000"),
     ]  # fmt: skip
-    chunk = root / "results/{}/s1/chunk0000/{}/{}{}"
-
-    # tiles: the slide region, resized from the 2× pyramid level
-    tile = sg.jobs.read_png(root / "results/tiles/s1/x0_y0.png")
-    assert tile.shape == (64, 64, 3)
-    with sg.WSI(slide_path, 64, 64) as wsi:
-        np.testing.assert_array_equal(tile, wsi.read(0, 0))
-
+    layout = sg.layout.Layout(str(root / "results"))
     ids = parse_methods(FAST_METHODS)
+
+    # tiles: one chunk file (no file per tile); the slide region, resized from the 2× pyramid level
+    assert sorted(p.name for p in (root / "results/tiles/s1").iterdir()) == ["chunk0000.npz", "source.json"]
+    tiles = sg.results.read_tile_chunk(layout.tile_chunk("s1", "chunk0000"))
+    assert tiles.names == names and tiles.x.tolist() == [0, 640] and tiles.y.tolist() == [0, 384]
+    assert tiles.images.shape == (2, 64, 64, 3) and tiles.images.dtype == np.uint8
+    with sg.WSI(slide_path, 64, 64) as wsi:
+        np.testing.assert_array_equal(tiles.images[0], wsi.read(0, 0))
+        np.testing.assert_array_equal(tiles.images[1], wsi.read(640, 384))
+
+    # masks: one file per (chunk, method), holding both tiles
+    assert sorted(p.relative_to(root / "results/masks").as_posix() for p in (root / "results/masks").rglob("*") if p.is_file()) == sorted(
+        f"s1/{spec.id}/chunk0000.npz" for spec in ids
+    )  # fmt: skip
     for spec in ids:
-        for name in names:
-            mask = np.load(str(chunk).format("masks", spec.id, name, ".npy"))
-            assert mask.shape == (64, 64) and mask.dtype == np.float32
-            assert 0 <= mask.min() and mask.max() <= 1
-            raw = np.load(str(chunk).format("masks", spec.id, name, ".raw.npy"))
-            assert raw.shape[:2] == (64, 64) and not np.array_equal(raw, mask)
-            overlay = sg.jobs.read_png(str(chunk).format("overlays", spec.id, name, ".png"))
-            tile = sg.jobs.read_png(root / f"results/tiles/s1/{name}.png")
-            np.testing.assert_array_equal(overlay, sg.plot.overlay(tile, mask))
-            heatmap = sg.jobs.read_png(str(chunk).format("heatmaps", spec.id, name, ".png"))
-            np.testing.assert_array_equal(heatmap, sg.plot.colormap(mask)[..., :3])
+        result = sg.results.read_mask_chunk(layout.mask_file("s1", "chunk0000", spec.id), ("masks", "attributions", "raw"))
+        assert result.names == names and result.x.tolist() == [0, 640] and result.y.tolist() == [0, 384]
+        assert result.masks.shape == (2, 64, 64) and result.masks.dtype == np.float32
+        assert 0 <= result.masks.min() and result.masks.max() <= 1
+        assert result.raw is not None and result.raw.shape[:3] == (2, 64, 64)  # save_raw
+        assert result.attributions.shape == (2, 64, 64) and result.attributions.dtype == np.float32
+        method = sg.methods.get_method(spec.name)
+        for i, name in enumerate(names):
+            assert not np.array_equal(result.raw[i], result.masks[i])
+            np.testing.assert_array_equal(result.masks[i], sg.methods.normalize(method, result.raw[i]))
+            np.testing.assert_array_equal(result.attributions[i], sg.methods.reduce(method, result.raw[i]))
+            overlay = sg.jobs.read_png(f"{layout.picture_dir('overlays', 's1', 'chunk0000')}/{spec.id}/{name}.png")
+            np.testing.assert_array_equal(overlay, sg.plot.overlay(tiles.images[i], result.masks[i]))
+            heatmap = sg.jobs.read_png(f"{layout.picture_dir('heatmaps', 's1', 'chunk0000')}/{spec.id}/{name}.png")
+            np.testing.assert_array_equal(heatmap, sg.plot.colormap(result.masks[i])[..., :3])
 
     # a mask job's result equals the library called directly
-    image = sg.jobs.read_png(root / "results/tiles/s1/x640_y384.png")
-    direct = sg.SaliencyMap(model).integrated_gradients(sg.get_preprocess_fn(model)(image), x_steps=8)
-    np.testing.assert_allclose(np.load(str(chunk).format("masks", "integrated_gradients", "x640_y384", ".npy")), direct, atol=1e-6)
+    direct = sg.SaliencyMap(model).integrated_gradients(sg.get_preprocess_fn(model)(tiles.images[1]), x_steps=8)
+    ig = sg.results.read_mask_chunk(layout.mask_file("s1", "chunk0000", "integrated_gradients"))
+    np.testing.assert_allclose(ig.masks[1], direct, atol=1e-6)
+    loaded = sg.results.load(str(root / "results"), "s1", "integrated_gradients", attributions=True)
+    np.testing.assert_array_equal(loaded.masks, ig.masks)
+    assert loaded.tiles["tile"].tolist() == names and loaded.attributions.shape == (2, 64, 64)
 
     with open(root / "results/summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(ids) * len(names)
     assert {(r["tile"], r["method"]) for r in rows} == {(n, m.id) for n in names for m in ids}
     assert {r["model_sha256"] for r in rows} == {model.sha256}
-    meta = json.loads(Path(str(chunk).format("masks", "vanilla", "x0_y0", ".json")).read_text())
+    assert {(r["method"], r["mask"]) for r in rows} == {(m.id, f"results/masks/s1/{m.id}/chunk0000.npz") for m in ids}
+    meta = sg.results.read_mask_records(layout.mask_file("s1", "chunk0000", "vanilla"))[0]
+    assert meta["tile"] == "x0_y0"
     assert rows[0]["class_label"] == meta["class_label"] == model.outcome_labels[meta["class_idx"]]
     # provenance: how the tile was read (64 µm at 0.5 µm/px = 128 px, read from the 2× level) and what ran
     from importlib.metadata import version
@@ -214,10 +254,12 @@ def test_workflow_end_to_end_two_tiles(tmp_path, slide_path, model_dir, ihc):
         "framework_version": version("torch"), "pair_version": version("saliency"),
     }  # fmt: skip
     for spec in ids:
-        for name in names:
-            sidecar = json.loads(Path(str(chunk).format("masks", spec.id, name, ".json")).read_text())
-            assert {key: sidecar[key] for key in expected} == expected, spec.id
-            assert sidecar["gradcam_layer"] == ("features.3" if spec.name == "gradcam" else None)
+        records = sg.results.read_mask_records(layout.mask_file("s1", "chunk0000", spec.id))
+        assert [record["tile"] for record in records] == names
+        for record in records:
+            assert {key: record[key] for key in expected} == expected, spec.id
+            assert record["method"] == spec.id and record["model_sha256"] == model.sha256
+            assert record["gradcam_layer"] == ("features.3" if spec.name == "gradcam" else None)
     for row in rows:
         assert {key: row[key] for key in expected} == {key: str(value) for key, value in expected.items()}
         assert row["gradcam_layer"] == ("features.3" if row["method"] == "gradcam" else "")

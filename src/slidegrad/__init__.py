@@ -30,6 +30,7 @@ _LAZY = {
 _SUBMODULES = {
     "plot", "slide", "model", "methods", "metrics", "saliency", "demo", "config", "tables", "layout", "planning",
     "jobs", "progress", "files", "devices", "backends", "engines", "evaluate", "slide_map", "prediction_map",
+    "results", "qupath",
 }  # fmt: skip
 
 __all__ = ["InputError", "SlidegradError", *_LAZY, *sorted(_SUBMODULES)]

@@ -390,7 +390,7 @@ def write_overview(
         f"tile table '{table_path}': no 'tile_px'/'tile_um' geometry",
     )
     metas = _records(layout, slide, rows, method_ids[0])
-    for method_id in method_ids[1:] if mosaic else ():  # every file checked before the slide is read
+    for method_id in method_ids[1:] if mosaic and not slide_maps else ():  # checked before the slide is read
         for chunk in dict.fromkeys(row["chunk"] for row in rows):
             path = layout.mask_file(slide, chunk, method_id)
             check(Path(path).is_file(), f"mask file {quote(path)}: file not found (did the masks job run?)")
@@ -407,24 +407,13 @@ def write_overview(
                 labels.append(str(label))
     classes = [str(meta["class_label"]) for meta in metas]
     probabilities = [float(meta["probability"]) for meta in metas]
-    mosaics, predictions = {}, {}
+    mosaics: dict[str, np.ndarray] = {}
     if mosaic and slide_maps:
-        from .jobs.slide_maps import read_slide_map
-        from .slide_map import map_on_thumbnail, normalise
-
-        for path, title in zip(slide_maps, method_titles):
-            values, scale, map_geometry = read_slide_map(path)
-            mosaics[title] = map_on_thumbnail(normalise(values, scale), map_geometry, (h, w))
+        mosaics = _slide_map_panels(slide_maps, method_titles, (h, w))
     elif mosaic:
         for method_id, title in zip(method_ids, method_titles):
             mosaics[title] = saliency_mosaic((h, w), boxes, _masks(layout, slide, rows, method_id))
-    if prediction_map:
-        from .prediction_map import read_prediction_npz
-        from .slide_map import map_on_thumbnail
-
-        stored = read_prediction_npz(prediction_map)
-        for label, class_map in zip(stored.labels, stored.maps):
-            predictions[f"p({label})"] = map_on_thumbnail(class_map, stored.geometry, (h, w))
+    predictions = _prediction_panels(prediction_map, (h, w)) if prediction_map else {}
     um_per_px = level0_mpp * width / w if level0_mpp else None
     if um_per_px is None:
         LOGGER.warning("slide %s: microns per pixel unknown; no scale bar", slide)
@@ -441,6 +430,27 @@ def write_overview(
         "overview of slide %s: %d tiles, %d saliency panels (%s), %d prediction panels", slide, len(rows),
         len(mosaics), "slide maps" if slide_maps else "tile masks", len(predictions),
     )  # fmt: skip
+
+
+def _slide_map_panels(paths: Sequence[str], titles: Sequence[str], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Title → the slide map at ``paths`` (``.npz``, one per method), scaled for the slide, on a ``size`` thumbnail."""
+    from .jobs.slide_maps import read_slide_map
+    from .slide_map import map_on_thumbnail, normalise
+
+    panels = {}
+    for path, title in zip(paths, titles):
+        values, scale, geometry = read_slide_map(path)
+        panels[title] = map_on_thumbnail(normalise(values, scale), geometry, size)
+    return panels
+
+
+def _prediction_panels(path: str, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """``p(label)`` → that class's probability map (the prediction heatmap ``.npz``) on a ``size`` thumbnail."""
+    from .prediction_map import read_prediction_npz
+    from .slide_map import map_on_thumbnail
+
+    stored = read_prediction_npz(path)
+    return {f"p({label})": map_on_thumbnail(m, stored.geometry, size) for label, m in zip(stored.labels, stored.maps)}
 
 
 def read_slide(
