@@ -15,6 +15,7 @@ import pytest
 import slidegrad as sg
 from slidegrad import planning
 from slidegrad.layout import Layout
+from slidegrad.results import read_mask_records
 from slidegrad.planning import build_plan
 from slidegrad.methods import METHODS, PARAMS, SMOOTH_DEFAULTS, get_method, resolve_params
 from slidegrad.model import scale
@@ -244,11 +245,11 @@ def test_class_idx_label_reaches_the_mask_job_as_an_index(tmp_path, slide_path, 
     root = make_project(
         tmp_path, slide_path, model_dir, ONE_TILE, methods=["vanilla"], model={"path": str(model_dir), "class_idx": "positive"}
     )
-    mask_dir = Layout("results").mask_dir("s1", "chunk0000", "vanilla")
-    result = run_snakemake(root, mask_dir)
+    mask_file = Layout("results").mask_file("s1", "chunk0000", "vanilla")
+    result = run_snakemake(root, mask_file)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    meta = json.loads((root / mask_dir / "x0_y0.json").read_text())
-    assert (meta["class_idx"], meta["class_label"]) == (1, "positive")
+    (meta,) = read_mask_records(root / mask_file)
+    assert (meta["tile"], meta["class_idx"], meta["class_label"]) == ("x0_y0", 1, "positive")
 
 
 # -- i. CSVs with a byte-order mark ------------------------------------------------------
@@ -262,8 +263,8 @@ def test_csvs_with_a_byte_order_mark(tmp_path, slide_path, model_dir):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # 3 tiles, 2 per job → 2 chunks × 2 methods
     assert job_counts(result.stdout) == {
-        "all": "1", "figure": "1", "summary": "1", "tiles": "1", "masks": "4", "overlays": "2", "overview": "1",
-        "methods_text": "1", "total": "12",
+        "all": "1", "figure": "1", "summary": "1", "tiles": "1", "masks": "4", "pictures": "2", "overview": "1",
+        "qupath": "1", "methods_text": "1", "total": "13",
     }  # fmt: skip
 
 

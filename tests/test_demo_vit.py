@@ -12,6 +12,7 @@ import yaml
 
 import slidegrad as sg
 from slidegrad import demo
+from slidegrad.results import read_mask_chunk
 
 from .conftest import REPO, run_snakemake, write_positive_demo_tiles
 
@@ -81,12 +82,13 @@ def test_demo_vit_config_runs_the_workflow(tmp_path):
     for pick in picks:
         tile = f"x{pick['x']}_y{pick['y']}"
         for method in cheap["methods"]:
-            mask = np.load(out / f"masks/{pick['slide']}/chunk0000/{method}/{tile}.npy")
-            assert mask.shape == (128, 128) and np.isfinite(mask).all(), method
-        for method in ("attention_rollout", "transformer_attribution"):
-            sidecar = json.loads((out / f"masks/{pick['slide']}/chunk0000/{method}/{tile}.json").read_text())
-            assert sidecar["backend"] == "torch" and sidecar["method"] == method, sidecar
-            assert sidecar["prefix_tokens"] == 1, sidecar  # the CLS token, dropped from the patch-grid map
+            result = read_mask_chunk(out / f"masks/{pick['slide']}/{method}/chunk0000.npz")
+            assert result.names == [tile], method
+            assert result.masks.shape == (1, 128, 128) and np.isfinite(result.masks).all(), method
+            record = result.records[0]
+            assert record["backend"] == "torch" and record["method"] == method, record
+            if method in ("attention_rollout", "transformer_attribution"):
+                assert record["prefix_tokens"] == 1, record  # the CLS token, dropped from the patch-grid map
     with open(out / "evaluation.csv") as handle:
         evaluated = list(csv.DictReader(handle))
     assert {r["method"] for r in evaluated} == set(cheap["methods"]) and len(evaluated) == 2 * 4

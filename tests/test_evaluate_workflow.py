@@ -88,13 +88,17 @@ def test_evaluate_job_equals_the_library(evaluated, model_dir):
     """A job's numbers are the library's on the same tiles, masks and settings."""
     rows = {(r["tile"], r["method"]): r for r in read_rows(evaluated / "results/evaluation.csv")}
     model = sg.load_model(model_dir)
-    chunk = evaluated / "results/masks/s1/chunk0000"
+    layout = sg.layout.Layout(str(evaluated / "results"))
     names = NAMES[:2]
-    tiles = np.stack([sg.jobs.read_png(evaluated / f"results/tiles/s1/{n}.png") for n in names])
+    stored = sg.results.read_tile_chunk(layout.tile_chunk("s1", "chunk0000"))
+    assert stored.names == names
+    tiles = stored.images
     truth = np.stack([np.asarray(Image.open(evaluated / f"truth/s1/{n}.png")) > 0 for n in names])
     sal = sg.SaliencyMap(model, device="cpu")
     for method in ("vanilla", "integrated_gradients"):
-        masks = np.stack([np.load(chunk / method / f"{n}.npy") for n in names])
+        result = sg.results.read_mask_chunk(layout.mask_file("s1", "chunk0000", method))
+        assert result.names == names
+        masks = result.masks
         classes = np.array([int(rows[(n, method)]["class_idx"]) for n in names])
         curves = deletion_insertion(sal, tiles, masks, class_idx=classes, steps=8)
         sic = pic_metric(sal, tiles, masks, classes, metric="sic", seed=0).auc
@@ -121,6 +125,26 @@ def test_evaluate_job_equals_the_library(evaluated, model_dir):
         row = rows[(name, "vanilla_smooth")]
         assert float(row["sanity_spearman"]) == pytest.approx(sanity_smooth["spearman_full"][i], abs=2e-6)
         assert float(row["max_sensitivity"]) == pytest.approx(stability_smooth[i], rel=1e-5)
+
+
+@pytest.mark.workflow
+def test_evaluate_job_refuses_a_mask_file_of_other_tiles(evaluated, model_dir, monkeypatch, tmp_path):
+    """A chunk's mask file that holds other tiles (a stale or misplaced file) is one line naming it."""
+    from slidegrad.evaluate.jobs import run_evaluation_job
+
+    monkeypatch.chdir(evaluated)
+    evaluation = build_plan(_load_config(evaluated)).evaluate_params()
+    layout = sg.layout.Layout("results")
+    stale = layout.mask_file("s1", "chunk0001", "vanilla")
+    with pytest.raises(sg.InputError) as err:
+        run_evaluation_job(
+            str(model_dir), layout.tile_table("s1"), "chunk0000", layout.tile_chunk("s1", "chunk0000"),
+            {"vanilla": stale}, evaluation["methods"], {**evaluation["settings"], "metrics": ["deletion"]},
+            str(tmp_path / "e.csv"), str(tmp_path / "e.npz"), device="cpu",
+        )  # fmt: skip
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"mask file '{stale}': holds other tiles than chunk0000"), message
+    assert not (tmp_path / "e.csv").exists() and not (tmp_path / "e.npz").exists()
 
 
 @pytest.mark.workflow

@@ -51,7 +51,7 @@ def summary_rows() -> list[dict[str, str]]:
                 "class_label": LABELS[k], "probability": f"{probs[k]:.6f}",
                 **{f"p_{label}": f"{p:.6f}" for label, p in zip(LABELS, probs)},
                 "mask_mean": mean, "mask_max": "1.000000", "top10_mass": top10, "completeness_error": "",
-                "selected_for": "", "selection_score": "", "mask": f"masks/{slide}/{method}/{tile}.npy",
+                "selected_for": "", "selection_score": "", "mask": f"masks/{slide}/{method}/chunk0000.npz",
                 "model_sha256": "0" * 64, "method_params": "{}", "tile_px": "64", "tile_um": "128", "mpp": "0.5",
                 "level": "0", "extract_px": str(EXTRACT), "engine": "native",
             })  # fmt: skip

@@ -3,7 +3,6 @@ methods.md names them; figure options reach the figures."""
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def _model_path(root: Path) -> str:
 @pytest.mark.workflow
 def test_methods_paragraph_names_the_runs_parameters(reported):
     text = (reported / "results/methods.md").read_text()
-    meta = json.loads((reported / "results/masks/s1/chunk0000/vanilla/x0_y0.json").read_text())
+    meta = sg.results.read_mask_records(reported / "results/masks/s1/vanilla/chunk0000.npz")[0]
     for phrase in [
         f"slidegrad {sg.__version__}",
         f"PAIR saliency {meta['pair_version']}",

@@ -19,13 +19,12 @@ METHODS = ["vanilla", {"name": "integrated_gradients", "x_steps": 8}, "gradcam"]
 TILES = [{"slide": "s1", "x": 128 * i, "y": 0} for i in range(6)]
 
 
-def mask_dirs(root: Path) -> dict[str, float]:
-    """Finished mask jobs (their benchmark file is written last) → newest mtime among their files."""
+def mask_files(root: Path) -> dict[str, int]:
+    """Finished mask jobs (their benchmark file is written last) → their mask file's mtime."""
     done = {}
     for bench in (root / "results/benchmarks/masks").rglob("*.tsv"):
         chunk, method = bench.parent.name, bench.stem
-        folder = root / "results/masks/s1" / chunk / method
-        done[f"{chunk}/{method}"] = max(p.stat().st_mtime_ns for p in folder.iterdir())
+        done[f"{chunk}/{method}"] = (root / "results/masks/s1" / method / f"{chunk}.npz").stat().st_mtime_ns
     return done
 
 
@@ -51,12 +50,12 @@ def test_killed_run_resumes_with_only_the_missing_jobs(tmp_path, slide_path, mod
         env=local_snakemake_env(), preexec_fn=_default_sigint,
     )
     deadline = time.time() + 300
-    while len(mask_dirs(root)) < 3 and run.poll() is None and time.time() < deadline:
+    while len(mask_files(root)) < 3 and run.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert run.poll() is None, "the run ended before it could be killed"
     os.killpg(run.pid, sig)  # snakemake and the job it is running
     run.wait(timeout=60)
-    finished = mask_dirs(root)
+    finished = mask_files(root)
     assert 3 <= len(finished) < 9
 
     if sig == signal.SIGKILL:  # a killed snakemake leaves its lock; the user unlocks
@@ -65,10 +64,13 @@ def test_killed_run_resumes_with_only_the_missing_jobs(tmp_path, slide_path, mod
     output = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, output[-3000:]
     assert executed(output, "masks") == 9 - len(finished)
-    after = mask_dirs(root)
+    after = mask_files(root)
     assert len(after) == 9
     assert {k: after[k] for k in finished} == finished  # finished masks were not recomputed
     again = run_snakemake(root, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
     rows = (root / "results/summary.csv").read_text().splitlines()
     assert len(rows) == 1 + 6 * 3
+    # one file per mask job (a job killed while writing may leave its hidden temporary, .{chunk}.npz.*.tmp)
+    files = sorted(p.relative_to(root / "results/masks/s1").as_posix() for p in (root / "results/masks/s1").rglob("[!.]*") if p.is_file())
+    assert files == sorted(f"{m}/chunk000{c}.npz" for m in ("vanilla", "integrated_gradients", "gradcam") for c in range(3))

@@ -66,7 +66,7 @@ def test_the_tiles_job_records_the_slide_it_read(tmp_path, slide_path):
     select_tiles(str(slide_path), str(tmp_path / "tiles" / "s1.csv"), str(tile_dir), TILES)
     stamp = sources.read_stamp(Layout(str(tmp_path)).tile_source("s1"))
     assert stamp == sources.SourceStamp.of(slide_path)
-    assert sorted(p.name for p in tile_dir.iterdir()) == ["source.json", "x0_y0.png", "x128_y0.png"]
+    assert sorted(p.name for p in tile_dir.iterdir()) == ["chunk0000.npz", "source.json"]  # no file per tile
 
 
 def test_a_slide_changing_under_the_tiles_job_is_one_line_and_no_table(tmp_path, slide_path, monkeypatch, capsys):

@@ -223,24 +223,30 @@ def test_a_slideflow_reinhard_model_runs_end_to_end(tmp_path, slide_path):
 
     model = sg.load_model(model_path)
     names = ["x256_y384", "x512_y384", "x640_y384"]
-    tiles = np.stack([sg.jobs.read_png(tmp_path / f"results/tiles/s1/{n}.png") for n in names])
+    layout = sg.layout.Layout(str(tmp_path / "results"))
+    chunks = list(dict.fromkeys(row["chunk"] for row in sg.tables.read_tile_table(layout.tile_table("s1"))))
+    stored = [sg.results.read_tile_chunk(layout.tile_chunk("s1", chunk)) for chunk in chunks]
+    assert [n for chunk in stored for n in chunk.names] == names
+    tiles = np.concatenate([chunk.images for chunk in stored])
     normalised = model.normalizer(tiles)
     batch = sg.model.scale(normalised)
     sal = sg.SaliencyMap(model)
     direct = {"vanilla": sal.vanilla(batch), "integrated_gradients": sal.integrated_gradients(batch, x_steps=4)}
-    masks_dir = tmp_path / "results/masks/s1"
     for method, expected in direct.items():
-        got = np.stack([np.load(next(masks_dir.glob(f"*/{method}/{n}.npy"))) for n in names])
+        loaded = sg.results.load(layout.outdir, "s1", method)
+        assert loaded.tiles["tile"].tolist() == names
+        got = loaded.masks
         np.testing.assert_allclose(got, expected, atol=1e-5)
         unnormalised = sal.vanilla(sg.model.scale(tiles)) if method == "vanilla" else None
         if unnormalised is not None:  # the normaliser matters: skipping it gives other maps
             assert np.abs(got - unnormalised).max() > 0.05
-    meta = json.loads(next(masks_dir.glob(f"*/vanilla/{names[0]}.json")).read_text())
+    first = sg.results.read_mask_chunk(layout.mask_file("s1", chunks[0], "vanilla"))
+    meta = first.records[0]
+    assert meta["tile"] == names[0]
     assert meta["stain_normalizer"]["method"] == "reinhard"
     assert meta["stain_normalizer"]["fit"]["target_means"] == pytest.approx(SLIDEFLOW_FIT["target_means"])
-    overlay = sg.jobs.read_png(next((tmp_path / "results/overlays/s1").glob(f"*/vanilla/{names[0]}.png")))
-    mask = np.load(next(masks_dir.glob(f"*/vanilla/{names[0]}.npy")))
-    np.testing.assert_array_equal(overlay, sg.plot.overlay(tiles[0], mask))  # over the original tile
+    overlay = sg.jobs.read_png(f"{layout.picture_dir('overlays', 's1', chunks[0])}/vanilla/{names[0]}.png")
+    np.testing.assert_array_equal(overlay, sg.plot.overlay(tiles[0], first.masks[0]))  # over the original tile
     methods_md = (tmp_path / "results/methods.md").read_text()
     assert "stain-normalised as in training (Reinhard, Slideflow's reinhard; fit: params.json norm_fit)" in methods_md
     assert "stain normalizer reinhard (fit: params.json norm_fit)" in "".join(

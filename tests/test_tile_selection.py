@@ -53,11 +53,26 @@ def select(project: Path, monkeypatch, slide: str = "s1") -> list[dict[str, str]
         plan.config["model"]["path"], threads=plan.config["threads"],
     )  # fmt: skip
     rows = read_tile_table(out)
-    with sg.WSI(config_slide(project, slide), TILE, TILE) as wsi:  # the PNGs are the slide's tiles
+    stored = stored_tiles(project / "tiles", rows)
+    with sg.WSI(config_slide(project, slide), TILE, TILE) as wsi:  # the stored tiles are the slide's tiles
         for row in rows[:3]:
-            png = jobs.read_png(project / "tiles" / f"{row['tile']}.png")
-            np.testing.assert_array_equal(png, wsi.read(int(row["x"]), int(row["y"])))
+            np.testing.assert_array_equal(stored[row["tile"]], wsi.read(int(row["x"]), int(row["y"])))
     return rows
+
+
+def stored_tiles(folder: Path, rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    """The tiles job's chunk files in ``folder``, by tile name; each holds its chunk's rows of the table, in order."""
+    from slidegrad.results import read_tile_chunk
+
+    tiles = {}
+    for chunk in dict.fromkeys(row["chunk"] for row in rows):
+        stored = read_tile_chunk(folder / f"{chunk}.npz")
+        assert stored.names == [row["tile"] for row in rows if row["chunk"] == chunk]
+        assert stored.x.tolist() == [int(row["x"]) for row in rows if row["chunk"] == chunk]
+        assert stored.y.tolist() == [int(row["y"]) for row in rows if row["chunk"] == chunk]
+        tiles.update(zip(stored.names, stored.images))
+    assert sorted(p.name for p in folder.glob("chunk*.npz")) == [f"{c}.npz" for c in dict.fromkeys(r["chunk"] for r in rows)]
+    return tiles
 
 
 def config_slide(project: Path, slide: str) -> str:
@@ -85,11 +100,12 @@ def test_grid_with_roi_through_the_workflow(tmp_path, canvas):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = read_tile_table(project / "results/tiles/s1.csv")
     assert [(int(r["x"]), int(r["y"])) for r in rows] == pasted_tiles(*roi)
+    stored = stored_tiles(project / "results/tiles/s1", rows)
+    masks = sg.results.load(str(project / "results"), "s1", "vanilla")
+    assert masks.tiles["tile"].tolist() == [r["tile"] for r in rows] and masks.masks.shape == (len(rows), 64, 64)
     with sg.WSI(canvas["slide"], TILE, TILE) as wsi:
         for row in rows:
-            tile = jobs.read_png(project / f"results/tiles/s1/{row['tile']}.png")
-            np.testing.assert_array_equal(tile, wsi.read(int(row["x"]), int(row["y"])))
-            assert np.load(project / f"results/masks/s1/{row['chunk']}/vanilla/{row['tile']}.npy").shape == (64, 64)
+            np.testing.assert_array_equal(stored[row["tile"]], wsi.read(int(row["x"]), int(row["y"])))
     with open(project / "results/summary.csv") as handle:
         assert [r["tile"] for r in csv.DictReader(handle)] == [r["tile"] for r in rows]
 
@@ -136,9 +152,14 @@ def test_top_k_larger_than_the_tissue_keeps_all_and_warns(tmp_path, canvas, monk
     project = selection_project(tmp_path, canvas["slide"], canvas["model"], {"mode": "top_k", "k": 50})
     with pytest.warns(UserWarning, match="fewer than k=50"):
         rows = select(project, monkeypatch)
-    expected, _, coords = direct_top_k(canvas["slide"], canvas["model"], 50)
+    expected, probs, coords = direct_top_k(canvas["slide"], canvas["model"], 50)
     assert len(rows) == len(coords) == 12
     assert [(int(r["x"]), int(r["y"]), int(r["class_idx"])) for r in rows] == expected
+    # every scored tissue tile's probabilities, kept for the prediction heatmap
+    scores = sg.results.read_tile_scores(project / "tiles" / "scores.npz")
+    assert list(zip(scores.x.tolist(), scores.y.tolist())) == [tuple(xy) for xy in coords]
+    np.testing.assert_allclose(scores.probabilities, probs, atol=1e-6)
+    assert scores.labels == sg.load_model(canvas["model"]).outcome_labels and scores.extract_px == TILE
 
 
 @pytest.mark.workflow
@@ -166,9 +187,9 @@ def test_top_k_on_the_demo_end_to_end(tmp_path, demo_assets):
             i = coords.index((int(row["x"]), int(row["y"])))
             assert float(row["score"]) == pytest.approx(probs[i, int(row["class_idx"])], abs=1e-5)
             assert row["label"] == labels[int(row["class_idx"])]
-            meta = json.loads(
-                (project / f"results/masks/demo_{variant}/{row['chunk']}/gradcam/{row['tile']}.json").read_text()
-            )
+        records = sg.results.load(str(project / "results"), f"demo_{variant}", "gradcam").tiles
+        assert records["tile"].tolist() == [row["tile"] for row in rows]
+        for row, (_, meta) in zip(rows, records.iterrows()):
             assert meta["class_idx"] == int(row["class_idx"]) and meta["class_label"] == row["label"]
         slide_rows = [r for r in summary if r["slide"] == f"demo_{variant}" and r["method"] == "vanilla"]
         assert [(r["tile"], r["selected_for"]) for r in slide_rows] == [(r["tile"], r["label"]) for r in rows]
@@ -202,10 +223,11 @@ def test_tfrecords_mode_through_the_workflow(tfrecord_project, model_dir):
     rows = read_tile_table(project / "results/tiles/s1.csv")
     assert [r["tile"] for r in rows] == ["x640_y384", "x0_y0"]
     model = sg.load_model(model_dir)
-    for row in rows:
-        tile = jobs.read_png(project / f"results/tiles/s1/{row['tile']}.png")
+    stored = stored_tiles(project / "results/tiles/s1", rows)
+    masks = sg.results.load(str(project / "results"), "s1", "vanilla").masks
+    for row, mask in zip(rows, masks):
+        tile = stored[row["tile"]]
         np.testing.assert_array_equal(tile, images[(int(row["x"]), int(row["y"]))])
-        mask = np.load(project / f"results/masks/s1/{row['chunk']}/vanilla/{row['tile']}.npy")
         direct = sg.SaliencyMap(model).vanilla(sg.get_preprocess_fn(model)(tile))
         np.testing.assert_allclose(mask, direct, atol=1e-6)
 

@@ -38,8 +38,9 @@ def test_a_minimal_user_config_gets_the_documented_defaults(tmp_path, slide_path
     result = run_snakemake(root, "-n", "--configfile", "my.yaml", "--quiet", "rules")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
-    # 70 tiles at the default tiles_per_job 64: 2 chunks × 1 method (not the demo's 6 per job, 7 methods)
-    assert counts["masks"] == "2" and counts["overlays"] == "2", counts
+    # 70 tiles at the default tiles_per_job 64: 2 chunks × 1 method (not the demo's 6 per job, 7 methods);
+    # pictures (default: figure) only of the first chunk, which holds the figure's default 16 tiles
+    assert counts["masks"] == "2" and counts["pictures"] == "1", counts
     plan = run_snakemake(root, "-n", "--configfile", "my.yaml")
     assert "threads: 2" in plan.stdout  # the default threads, not the demo's 1
 

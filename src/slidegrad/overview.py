@@ -454,9 +454,11 @@ def _prediction_panels(path: str, size: tuple[int, int]) -> dict[str, np.ndarray
 
 
 def read_slide(
-    layout: Layout, slide: str, slide_path: str, geometry: dict[str, Any], mpp: float | None, thumbnail_px: int
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float | None, int]:
-    """The slide's thumbnail, tissue mask, level-0 size, µm/px and tile size in level-0 px.
+    layout: Layout, slide: str, slide_path: str, geometry: dict[str, Any], mpp: float | None, thumbnail_px: int,
+    tissue: bool = True, job: str = "overview",
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], float | None, int]:
+    """The slide's thumbnail, tissue mask (``None`` unless ``tissue``), level-0 size, µm/px and tile size in
+    level-0 px.  ``job`` names the job reading it in an error line.
 
     The file must still be the one the tiles job read (its record, :mod:`slidegrad.sources`),
     before and after it is read: one line names a slide deleted or changed mid-run."""
@@ -472,10 +474,10 @@ def read_slide(
     # mpp: the sample sheet's, else the one the tiles job read the tiles at (the table's), else the file's
     with WSI(slide_path, int(geometry["tile_px"]), geometry["tile_um"], mpp=mpp or geometry["mpp"]) as wsi:
         thumb = wsi.thumbnail(thumbnail_px)
-        tissue, _ = tissue_mask(wsi, thumbnail_px)
+        tissue_found = tissue_mask(wsi, thumbnail_px)[0] if tissue else None
         dimensions = wsi.dimensions
         level0_mpp = geometry["mpp"] or wsi.mpp
         extract_px = wsi.extract_px
     if stamp is not None:
-        check_unchanged(slide, stamp, "while the overview job read it", rerun)
-    return thumb, tissue, dimensions, level0_mpp, extract_px
+        check_unchanged(slide, stamp, f"while the {job} job read it", rerun)
+    return thumb, tissue_found, dimensions, level0_mpp, extract_px

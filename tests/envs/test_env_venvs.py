@@ -5,8 +5,8 @@ built once per session, the three in parallel).  Then the workflow's jobs run on
 own script in the venv of its ``conda:`` env, with a ``snakemake`` object like Snakemake's
 (tests/envs/run_script.py) and the params the Snakefile gives (from the same slidegrad plan):
 a demo slide, the demo model (one epoch, on that slide) and its Keras twin, tiles (table and tfrecords mode in base; top_k in each model env), masks and
-evaluate for a PyTorch and a Keras model, then overlays, summary, figure, overview, methods text and
-the evaluation table and figure.  A module an env lacks fails its rule's test with
+evaluate for a PyTorch and a Keras model, then pictures, summary, figure, slide map, prediction map,
+overview, QuPath file, methods text and the evaluation table and figure.  A module an env lacks fails its rule's test with
 ``env 'base': rule 'summary' needs module 'pyarrow' (ModuleNotFoundError)``.
 
 Scripts find slidegrad the way a conda run does: the scripts put ``src/`` on ``sys.path``.
@@ -46,12 +46,15 @@ JOBS = [
     ("tensorflow", "masks"),
     ("torch", "evaluate"),
     ("tensorflow", "evaluate"),
-    ("base", "overlays"),
+    ("base", "pictures"),
     ("base", "summary"),
     ("base", "figure"),
+    ("base", "slide_map"),
+    ("base", "prediction_map"),
     ("base", "overview"),
     ("base", "methods_text"),
     ("base", "evaluation_table"),
+    ("base", "qupath"),
     ("base", "evaluation_figure"),
 ]
 SLIDE = "demo_a"
@@ -262,11 +265,13 @@ class Pipeline:
         chunk = plan.static_chunks(SLIDE)[0]
         table, tile_dir = layout.tile_table(SLIDE), layout.tile_dir(SLIDE)
         if Path(tile_dir).is_dir():  # tfrecords mode (base too; it reads records with google-crc32c): the tiles as a record file
-            from slidegrad.jobs import read_png
+            from slidegrad.results import read_tile_chunk
             from slidegrad.tfrecords import write_tfrecord
 
             (self.root / "tfrecords").mkdir(exist_ok=True)
-            tiles = [(SLIDE, x, y, read_png(Path(tile_dir) / f"x{x}_y{y}.png")) for x, y in TILES]
+            stored = read_tile_chunk(layout.tile_chunk(SLIDE, chunk))
+            tiles = [(SLIDE, int(x), int(y), image) for x, y, image in zip(stored.x, stored.y, stored.images)]
+            assert [(x, y) for _, x, y, _ in tiles] == TILES
             write_tfrecord(self.root / f"tfrecords/{SLIDE}.tfrecords", tiles, fmt="png")
             tiles_job("base", self.plan("torch", "tfrecords"))
 
@@ -276,27 +281,28 @@ class Pipeline:
             for method in bplan.method_ids:
                 self.run(backend, "masks", cfg, out.log(f"masks/{SLIDE}/{chunk}/{method}"),
                          input=pairs(table=table, tiles=tile_dir, model=cfg["model"]["path"]),
-                         output=positional(out.mask_dir(SLIDE, chunk, method)),
-                         params=pairs(method=bplan.mask_method(method), class_idx=cfg["model"]["class_idx"],
+                         output=positional(out.mask_file(SLIDE, chunk, method)),
+                         params=pairs(tile_file=layout.tile_chunk(SLIDE, chunk), method=bplan.mask_method(method),
+                                      class_idx=cfg["model"]["class_idx"],
                                       device=cfg["device"], engine=cfg["engine"], load_options=model_options(cfg),
                                       save_raw=cfg["save_raw"]),
                          wildcards={"slide": SLIDE, "chunk": chunk, "method": method}, threads=cfg["threads"],
                          resources=resources)  # fmt: skip
-            masks = [out.mask_dir(SLIDE, chunk, m) for m in bplan.method_ids]
+            masks = [out.mask_file(SLIDE, chunk, m) for m in bplan.method_ids]
             self.run(backend, "evaluate", cfg, out.log(f"evaluate/{SLIDE}/{chunk}"),
                      input=pairs(table=table, tiles=tile_dir, model=cfg["model"]["path"], masks=masks),
                      output=pairs(table=out.evaluation_chunk(SLIDE, chunk, "csv"), curves=out.evaluation_chunk(SLIDE, chunk, "npz")),
-                     params=pairs(evaluation=bplan.evaluate_params(), method_ids=bplan.method_ids, device=cfg["device"],
-                                  load_options=model_options(cfg)),
+                     params=pairs(tile_file=layout.tile_chunk(SLIDE, chunk), evaluation=bplan.evaluate_params(),
+                                  method_ids=bplan.method_ids, device=cfg["device"], load_options=model_options(cfg)),
                      wildcards={"slide": SLIDE, "chunk": chunk}, threads=cfg["threads"], resources=resources)  # fmt: skip
 
         cfg, fig = plan.config, plan.config["figure"]
-        masks = [layout.mask_dir(SLIDE, chunk, m) for m in plan.method_ids]
+        masks = [layout.mask_file(SLIDE, chunk, m) for m in plan.method_ids]
         titles = [m.title for m in plan.figure_methods]
-        self.run("base", "overlays", cfg, layout.log(f"overlays/{SLIDE}/{chunk}"),
+        self.run("base", "pictures", cfg, layout.log(f"pictures/{SLIDE}/{chunk}"),
                  input=pairs(table=table, tiles=tile_dir, masks=masks),
                  output=pairs(overlays=layout.picture_dir("overlays", SLIDE, chunk), heatmaps=layout.picture_dir("heatmaps", SLIDE, chunk)),
-                 params=pairs(method_ids=plan.method_ids, cmap=fig["cmap"], alpha=fig["alpha"]),
+                 params=pairs(method_ids=plan.method_ids, limit=fig["max_tiles"], cmap=fig["cmap"], alpha=fig["alpha"]),
                  wildcards={"slide": SLIDE, "chunk": chunk})  # fmt: skip
         self.run("base", "summary", cfg, layout.log("summary"), input=positional(table, *masks),
                  output=pairs(csv=layout.summary("csv"), parquet=layout.summary("parquet")),
@@ -307,12 +313,29 @@ class Pipeline:
                               max_tiles=fig["max_tiles"], overlay=fig["overlay"], cmap=fig["cmap"], alpha=fig["alpha"],
                               dpi=fig["dpi"]),
                  wildcards={"slide": SLIDE})  # fmt: skip
+        # slide maps (config slide_map; auto: off in table mode, so run here as `enabled: true` would)
+        smap, slide_path, mpp = cfg["slide_map"], str(plan.slides[SLIDE].path), plan.slides[SLIDE].mpp
+        method = plan.method_ids[0]
+        self.run("base", "slide_map", cfg, layout.log(f"slide_map/{SLIDE}/{method}"),
+                 input=pairs(table=table, tiles=tile_dir, masks=[layout.mask_file(SLIDE, chunk, method)]),
+                 output=pairs(tiff=layout.slide_map(SLIDE, method, "tiff"), png=layout.slide_map(SLIDE, method, "png"),
+                              npz=layout.slide_map(SLIDE, method, "npz")),
+                 params=pairs(slide_path=slide_path, mpp=mpp, map_um=smap["map_um"], percentile=smap["percentile"],
+                              cmap=smap["cmap"], alpha=smap["alpha"]),
+                 wildcards={"slide": SLIDE, "method": method}, resources={"mem_mb": 2000})  # fmt: skip
+        self.run("base", "prediction_map", cfg, layout.log(f"prediction_map/{SLIDE}"),
+                 input=pairs(table=table, tiles=tile_dir, masks=[layout.mask_file(SLIDE, chunk, method)]),
+                 output=pairs(npz=layout.prediction_map(SLIDE, "npz"),
+                              figures=[layout.prediction_map(SLIDE, ext) for ext in fig["formats"]]),
+                 params=pairs(slide_path=slide_path, mpp=mpp, method_id=method, scores=False, map_um=smap["map_um"],
+                              dpi=fig["dpi"]),
+                 wildcards={"slide": SLIDE}, resources={"mem_mb": 2000})  # fmt: skip
         self.run("base", "overview", cfg, layout.log(f"overview/{SLIDE}"),
-                 input=pairs(slide=str(plan.slides[SLIDE].path), table=table, masks=masks),
+                 input=pairs(table=table, tiles=tile_dir, masks=masks, slide_maps=[layout.slide_map(SLIDE, method, "npz")],
+                             prediction_map=layout.prediction_map(SLIDE, "npz")),
                  output=positional(*[layout.overview(SLIDE, ext) for ext in fig["formats"]]),
-                 params=pairs(slide_path=str(plan.slides[SLIDE].path), mpp=plan.slides[SLIDE].mpp,
-                              method_ids=[m.id for m in plan.figure_methods], method_titles=titles, mosaic=plan.dynamic,
-                              cmap=fig["cmap"], dpi=fig["dpi"]),
+                 params=pairs(slide_path=slide_path, mpp=mpp, method_ids=[method], method_titles=titles[:1], mosaic=True,
+                              cmap=smap["cmap"], dpi=fig["dpi"]),
                  wildcards={"slide": SLIDE})  # fmt: skip
         self.run("base", "methods_text", cfg, layout.log("methods_text"), input=positional(layout.summary("csv")),
                  output=pairs(methods=layout.methods_text(), captions=[layout.caption(n) for n in CAPTIONS]),
@@ -321,6 +344,9 @@ class Pipeline:
         chunk_csv, chunk_npz = layout.evaluation_chunk(SLIDE, chunk, "csv"), layout.evaluation_chunk(SLIDE, chunk, "npz")
         self.run("base", "evaluation_table", cfg, layout.log("evaluation"), input=positional(chunk_csv),
                  output=positional(layout.evaluation()))  # fmt: skip
+        self.run("base", "qupath", cfg, layout.log(f"qupath/{SLIDE}"),
+                 input=pairs(summary=layout.summary("parquet"), evaluation=layout.evaluation()),
+                 output=positional(layout.qupath(SLIDE)), wildcards={"slide": SLIDE})  # fmt: skip
         self.run("base", "evaluation_figure", cfg, layout.log(f"figures/evaluation/{SLIDE}"),
                  input=pairs(tables=[chunk_csv], curves=[chunk_npz]),
                  output=positional(*[layout.evaluation_figure(SLIDE, ext) for ext in fig["formats"]]),

@@ -121,7 +121,8 @@ def test_slurm_profile_matches_local_run(tmp_path, slurm_cluster, local_run, set
     # Same result files, byte for byte; logs and benchmarks under the outdir too.
     slurm_files = _results(slurm)
     assert sorted(slurm_files) == sorted(local_run["results"])
-    assert sum(name.endswith(".npy") for name in slurm_files) >= len(METHODS) * len(TILES)  # a mask per tile
+    masks = sorted(name for name in slurm_files if name.startswith("masks/"))  # a mask file per job, not per tile
+    assert masks == sorted(f"masks/s1/{method}/chunk0000.npz" for method in METHODS), masks
     differ = [name for name in slurm_files if local_run["results"][name] != slurm_files[name]]
     assert not differ, differ
     assert (slurm / "results/logs/masks/s1/chunk0000/vanilla.log").is_file()

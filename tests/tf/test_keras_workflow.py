@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
 import yaml
+
+from slidegrad.results import read_mask_chunk, read_mask_records
 
 from ..conftest import REPO, run_snakemake, write_positive_demo_tiles
 
@@ -44,11 +45,12 @@ def test_keras_demo_matches_torch_demo(tmp_path):
     for pick in picks:
         tile = f"x{pick['x']}_y{pick['y']}"
         for method in ("vanilla", "integrated_gradients", "vanilla_smooth", "gradcam"):
-            torch_mask = np.load(tmp_path / f"results/masks/{pick['slide']}/chunk0000/{method}/{tile}.npy")
-            keras_mask = np.load(tmp_path / f"results/keras/masks/{pick['slide']}/chunk0000/{method}/{tile}.npy")
-            assert np.abs(torch_mask - keras_mask).max() <= 1e-4, method
-        meta_t = json.loads((tmp_path / f"results/masks/{pick['slide']}/chunk0000/vanilla/{tile}.json").read_text())
-        meta_k = json.loads((tmp_path / f"results/keras/masks/{pick['slide']}/chunk0000/vanilla/{tile}.json").read_text())
+            torch_masks = read_mask_chunk(tmp_path / f"results/masks/{pick['slide']}/{method}/chunk0000.npz")
+            keras_masks = read_mask_chunk(tmp_path / f"results/keras/masks/{pick['slide']}/{method}/chunk0000.npz")
+            assert torch_masks.names == keras_masks.names == [tile], method
+            assert np.abs(torch_masks.masks - keras_masks.masks).max() <= 1e-4, method
+        (meta_t,) = read_mask_records(tmp_path / f"results/masks/{pick['slide']}/vanilla/chunk0000.npz")
+        (meta_k,) = read_mask_records(tmp_path / f"results/keras/masks/{pick['slide']}/vanilla/chunk0000.npz")
         assert (meta_t["backend"], meta_k["backend"]) == ("torch", "tensorflow")
         np.testing.assert_allclose(meta_k["probabilities"], meta_t["probabilities"], atol=1e-5)
     assert (tmp_path / "results/keras/figures/demo_a.pdf").exists()

@@ -19,10 +19,14 @@ from ..progress import LOGGER
 from ..results import iter_mask_chunks, read_tile_scores
 from ..tables import read_tile_table, row_geometry
 
-MAP_THUMBNAIL_PX = 2048  # the longer side of the slide thumbnail a map is drawn over
+MAP_THUMBNAIL_PX = 2048  # the longer side of the slide thumbnail a map's PNG is drawn over
+FIGURE_THUMBNAIL_PX = 1024  # … and the prediction figure's panels (2.4 in at 300 dpi: 720 px)
 
 
-def _slide(slide: str, slide_path: str, mpp: float | None, table_path: str, outdir: str, map_um: float) -> tuple[Any, Any, float]:
+def _slide(
+    slide: str, slide_path: str, mpp: float | None, table_path: str, outdir: str, map_um: float, job: str,
+    thumbnail_px: int = MAP_THUMBNAIL_PX,
+) -> tuple[Any, Any, float]:
     """The slide's thumbnail, the map's :class:`~slidegrad.slide_map.MapGeometry` and the tiles' level-0 side.
 
     The slide must still be the file the tiles job read (checked before and after reading it)."""
@@ -33,7 +37,7 @@ def _slide(slide: str, slide_path: str, mpp: float | None, table_path: str, outd
     check(bool(rows), f"tile table {quote(table_path)}: no tiles")
     geometry = row_geometry(rows[0])
     thumb, _, (width, height), level0_mpp, extract_px = read_slide(
-        Layout(outdir), slide, slide_path, geometry, mpp, MAP_THUMBNAIL_PX
+        Layout(outdir), slide, slide_path, geometry, mpp, thumbnail_px, tissue=False, job=job
     )  # fmt: skip
     return thumb, MapGeometry(width, height, level0_mpp, map_um), float(geometry["extract_px"] or extract_px)
 
@@ -60,7 +64,7 @@ def write_slide_map(
     and as numbers (``out_npz``: ``values`` float32 ``(rows, cols)`` unscaled, ``scale``, the geometry)."""
     from ..slide_map import SlideCanvas, map_overlay_png, normalise, slide_scale, write_map_tiff
 
-    thumb, geometry, extract_px = _slide(slide, slide_path, mpp, table_path, outdir, map_um)
+    thumb, geometry, extract_px = _slide(slide, slide_path, mpp, table_path, outdir, map_um, "slide_map")
     canvas = SlideCanvas(geometry)
     for chunk in iter_mask_chunks(outdir, slide, method_id, ("attributions",)):
         canvas.add_many(np.stack([chunk.x, chunk.y], axis=1), extract_px, chunk.attributions)
@@ -115,7 +119,9 @@ def write_prediction_map(
     cmap, alpha = cmap or PREDICTION_CMAP, PREDICTION_ALPHA if alpha is None else alpha
 
     layout = Layout(outdir)
-    thumb, geometry, extract_px = _slide(slide, slide_path, mpp, table_path, outdir, map_um)
+    thumb, geometry, extract_px = _slide(
+        slide, slide_path, mpp, table_path, outdir, map_um, "prediction_map", FIGURE_THUMBNAIL_PX
+    )  # fmt: skip
     if scores:
         tile_scores = read_tile_scores(layout.tile_scores(slide))
         labels = tile_scores.labels
