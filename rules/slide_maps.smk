@@ -9,19 +9,13 @@ rule slide_map:
     input:
         unpack(slide_map_inputs),
     output:
-        tiff=report(
-            LAYOUT.slide_map("{slide}", "{method}", "tiff"),
-            caption=caption("slide_map"),
-            category="Slide maps",
-            subcategory="{slide}",
-            labels={"slide": "{slide}", "map": "{method}", "file": "tiff"},
-        ),
+        tiff=LAYOUT.slide_map("{slide}", "{method}", "tiff"),
         png=report(
             LAYOUT.slide_map("{slide}", "{method}", "png"),
             caption=caption("slide_map"),
             category="Slide maps",
             subcategory="{slide}",
-            labels={"slide": "{slide}", "map": "{method}", "file": "png"},
+            labels={"slide": "{slide}", "map": "{method}"},
         ),
         npz=LAYOUT.slide_map("{slide}", "{method}", "npz"),
     log:
