@@ -11,6 +11,11 @@ TILE_SOURCE = "source.json"  # in a slide's tile folder, beside its chunk files
 TILE_SCORES = "scores.npz"  # top_k: every tissue tile's class probabilities, in the tile folder
 
 
+def tile_chunk_in(tile_dir: str | os.PathLike[str], chunk: str) -> str:
+    """A chunk's tile file in a slide's tile folder (the tiles job knows its folder, not the outdir)."""
+    return f"{os.fspath(tile_dir)}/{chunk}.npz"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Paths under ``outdir``; arguments may be wildcard patterns (``"{slide}"``).
@@ -45,7 +50,7 @@ class Layout:
 
     def tile_chunk(self, slide: str, chunk: str) -> str:
         """A chunk's tiles (:func:`slidegrad.results.write_tile_chunk`), in the slide's tile folder."""
-        return f"{self.tile_dir(slide)}/{chunk}.npz"
+        return tile_chunk_in(self.tile_dir(slide), chunk)
 
     def tile_scores(self, slide: str) -> str:
         """top_k: the class probabilities of every tissue tile the tiles job scored."""

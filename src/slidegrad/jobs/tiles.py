@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, check, nonfinite_tiles
-from ..layout import TILE_SCORES, TILE_SOURCE
+from ..layout import TILE_SCORES, TILE_SOURCE, tile_chunk_in
 from ..model import ModelParams, model_params
 from ..planning import geometry_mismatches, resolve_geometry
 from ..progress import LOGGER, Progress
@@ -98,7 +98,7 @@ def _write_tiles(out: Path, tiles: list[Tile], per_job: int, read: Any) -> None:
             images.append(read(tile))
             progress(i)
         write_tile_chunk(
-            out / f"{chunk_label(start // per_job)}.npz", [t.name for t in chunk], [t.x for t in chunk],
+            tile_chunk_in(out, chunk_label(start // per_job)), [t.name for t in chunk], [t.x for t in chunk],
             [t.y for t in chunk], np.stack(images),
         )  # fmt: skip
 
