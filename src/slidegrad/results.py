@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -46,7 +47,7 @@ __all__ = ["TileChunk", "TileScores", "MaskChunk", "Results", "write_tile_chunk"
            "read_tile_scores", "write_mask_chunk", "read_mask_chunk", "read_mask_records", "iter_mask_chunks", "load"]  # fmt: skip
 
 MASK_ARRAYS = ("masks", "attributions", "raw")
-_READ_ERRORS = (ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile)
+_READ_ERRORS = (ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error)
 
 
 @dataclass
@@ -239,16 +240,14 @@ def read_mask_chunk(path: str | os.PathLike[str], arrays: Sequence[str] = ("mask
         try:
             lines = text.split("\n") if names else []
             records = [{**job, **json.loads(line), "tile": name} for name, line in zip(names, lines)]
-        except ValueError as err:
+        except (ValueError, TypeError) as err:  # not JSON, or a line that is no object
             raise _corrupt(path, "mask file", err) from None
         chunk = MaskChunk(Path(path), names, npz.get("x"), npz.get("y"), records)
         for key in arrays:
             if key != "raw" or npz.has("raw"):
                 setattr(chunk, key, npz.get(key))
-    check(
-        len(lines) == len(names) and all(len(getattr(chunk, a)) == len(names) for a in arrays if getattr(chunk, a) is not None),
-        f"mask file {quote(path)}: its arrays disagree on the number of tiles",
-    )  # fmt: skip
+    lengths = {len(lines), len(chunk.x), len(chunk.y)} | {len(getattr(chunk, a)) for a in arrays if getattr(chunk, a) is not None}
+    check(lengths <= {len(names)}, f"mask file {quote(path)}: its arrays disagree on the number of tiles")
     return chunk
 
 
@@ -278,22 +277,32 @@ class Results:
     files: list[Path] = field(default_factory=list)
 
 
-def slide_chunks(outdir: str, slide: str) -> list[str]:
-    """The slide's chunk labels, from its tile table."""
-    from .tables import table_chunks
+def slide_chunks(outdir: str, slide: str) -> dict[str, list[str]]:
+    """The slide's chunk labels and each chunk's tile names, in tile-table order."""
+    from .tables import read_tile_table
 
     table = Layout(outdir).tile_table(slide)
     check(Path(table).is_file(), f"results: slide {slide!r} has no tile table {quote(table)} (did its tiles job run?)")
-    return table_chunks(table)
+    chunks: dict[str, list[str]] = {}
+    for row in read_tile_table(table):
+        chunks.setdefault(row["chunk"], []).append(row["tile"])
+    return chunks
 
 
 def iter_mask_chunks(
     outdir: str, slide: str, method: str, arrays: Sequence[str] = ("masks",)
 ) -> Iterator[MaskChunk]:
-    """The slide's mask files for ``method``, chunk by chunk (one in memory at a time)."""
+    """The slide's mask files for ``method``, chunk by chunk (one in memory at a time); a file holding
+    other tiles than its chunk's rows of the tile table is an InputError."""
     layout = Layout(outdir)
-    for chunk in slide_chunks(outdir, slide):
-        yield read_mask_chunk(layout.mask_file(slide, chunk, method), arrays)
+    for chunk, names in slide_chunks(outdir, slide).items():
+        result = read_mask_chunk(layout.mask_file(slide, chunk, method), arrays)
+        check(
+            result.names == names,
+            f"mask file {quote(result.path)}: holds tiles {_few(result.names)}, the tile table "
+            f"{quote(layout.tile_table(slide))} gives {_few(names)} for {chunk}; delete it and rerun",
+        )
+        yield result
 
 
 TILE_COLUMNS = ("class_idx", "class_label", "probability")
