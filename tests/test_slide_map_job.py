@@ -10,9 +10,10 @@ import pytest
 import tifffile
 
 from slidegrad.errors import InputError
-from slidegrad.jobs.slide_maps import read_slide_map, write_prediction_map, write_slide_map
+from slidegrad.jobs.slide_maps import write_prediction_map, write_slide_map
 from slidegrad.layout import Layout
 from slidegrad.prediction_map import read_prediction_npz
+from slidegrad.slide_map import read_map_npz
 from slidegrad.results import write_mask_chunk, write_tile_chunk
 from slidegrad.tables import Tile, chunk_label, write_tile_table
 
@@ -69,7 +70,7 @@ def test_each_tile_centre_is_its_slide_normalised_value(tmp_path, ihc):
     probs = [(0.1 * i, 1 - 0.1 * i) for i in range(len(xy))]
     slide_path, table, outdir = _run(tmp_path, ihc, xy, values, probs)
     out = _slide_map(tmp_path, slide_path, table, outdir, percentile=100.0)
-    raw, scale, geometry = read_slide_map(out["npz"])
+    raw, scale, geometry = read_map_npz(out["npz"])
     assert geometry.shape == (32, 32) and (geometry.width, geometry.height) == (1024, 1024)
     assert scale == pytest.approx(8.0)  # the 100th percentile of |value| over the slide's tiles
     for (x, y), value in zip(xy, values):
@@ -99,7 +100,7 @@ def test_overlapping_tiles_are_averaged_with_stride_div_2(tmp_path, ihc):
     xy = [(0, 0), (64, 0), (128, 0), (0, 64)]  # stride EXTRACT / 2: tiles overlap by half
     values = [2.0, 4.0, 8.0, 6.0]
     slide_path, table, outdir = _run(tmp_path, ihc, xy, values, [(0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (1.0, 0.0)])
-    raw, _, _ = read_slide_map(_slide_map(tmp_path, slide_path, table, outdir)["npz"])
+    raw, _, _ = read_map_npz(_slide_map(tmp_path, slide_path, table, outdir)["npz"])
     assert raw[_pixel(16, 100)] == pytest.approx((2 + 6) / 2)  # x in [0, 64), y in [64, 128): tiles 1 and 4
     assert raw[_pixel(80, 16)] == pytest.approx((2 + 4) / 2)  # x in [64, 128), y < 64: tiles 1 and 2
     assert raw[_pixel(80, 100)] == pytest.approx((2 + 4 + 6) / 3)  # tiles 1, 2 and 4

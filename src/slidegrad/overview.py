@@ -434,12 +434,11 @@ def write_overview(
 
 def _slide_map_panels(paths: Sequence[str], titles: Sequence[str], size: tuple[int, int]) -> dict[str, np.ndarray]:
     """Title → the slide map at ``paths`` (``.npz``, one per method), scaled for the slide, on a ``size`` thumbnail."""
-    from .jobs.slide_maps import read_slide_map
-    from .slide_map import map_on_thumbnail, normalise
+    from .slide_map import map_on_thumbnail, normalise, read_map_npz
 
     panels = {}
     for path, title in zip(paths, titles):
-        values, scale, geometry = read_slide_map(path)
+        values, scale, geometry = read_map_npz(path)
         panels[title] = map_on_thumbnail(normalise(values, scale), geometry, size)
     return panels
 

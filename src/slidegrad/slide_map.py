@@ -44,6 +44,8 @@ __all__ = [
     "normalise",
     "map_rgba",
     "write_map_tiff",
+    "write_map_npz",
+    "read_map_npz",
     "map_on_thumbnail",
     "map_overlay",
     "map_overlay_png",
@@ -336,6 +338,34 @@ def write_map_tiff(
         path, map_rgba(array, cmap), geometry.map_um, tile_size=tile_size, min_level_size=min_level_size,
         description=description,
     )  # fmt: skip
+
+
+def write_map_npz(
+    path: str | os.PathLike[str], values: np.ndarray, scale: float, percentile: float, geometry: MapGeometry
+) -> None:
+    """The map as numbers, atomically: ``values`` float32 ``(rows, cols)`` unscaled (NaN outside tiles), the
+    slide's ``scale`` and the ``percentile`` it came from, and the geometry (``width``, ``height``, ``mpp``, ``map_um``)."""
+    from .files import atomic_write
+
+    with atomic_write(path, "wb") as handle:
+        np.savez(handle, values=np.asarray(values, np.float32), scale=np.float64(scale),
+                 percentile=np.float64(percentile), width=np.int64(geometry.width), height=np.int64(geometry.height),
+                 mpp=np.float64(geometry.mpp), map_um=np.float64(geometry.map_um))  # fmt: skip
+
+
+def read_map_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, float, MapGeometry]:
+    """What :func:`write_map_npz` stored: ``(values, scale, geometry)``; a missing or corrupt file is one line."""
+    from .failures import load_npy
+
+    check(os.path.isfile(path), f"slide map {quote(path)}: file not found (did the slide_map job run?)")
+    npz = load_npy(path, "slide map")
+    try:
+        geometry = MapGeometry(int(npz["width"]), int(npz["height"]), float(npz["mpp"]), float(npz["map_um"]))
+        return npz["values"], float(npz["scale"]), geometry
+    except (KeyError, ValueError, EOFError) as err:
+        from .failures import corrupt_file
+
+        raise corrupt_file(path, "slide map", err) from None
 
 
 def _thumbnail_weights(geometry: MapGeometry, size: int, extent: int, cells: int) -> np.ndarray:

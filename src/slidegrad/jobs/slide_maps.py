@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import check, quote
-from ..files import atomic_write
 from ..layout import Layout
 from ..progress import LOGGER
 from ..results import iter_mask_chunks, read_tile_scores
@@ -62,7 +61,7 @@ def write_slide_map(
     (``percentile`` of |value|, :func:`slidegrad.slide_map.slide_scale`), then written as a pyramidal
     RGBA TIFF aligned with the slide (``out_tiff``), as a PNG over the slide's thumbnail (``out_png``)
     and as numbers (``out_npz``: ``values`` float32 ``(rows, cols)`` unscaled, ``scale``, the geometry)."""
-    from ..slide_map import SlideCanvas, map_overlay_png, normalise, slide_scale, write_map_tiff
+    from ..slide_map import SlideCanvas, map_overlay_png, normalise, slide_scale, write_map_npz, write_map_tiff
 
     thumb, geometry, extract_px = _slide(slide, slide_path, mpp, table_path, outdir, map_um, "slide_map")
     canvas = SlideCanvas(geometry)
@@ -74,24 +73,11 @@ def write_slide_map(
     description = json.dumps({"slide": slide, "method": method_id, "map_um": map_um, "scale": scale, "percentile": percentile})
     write_map_tiff(out_tiff, shown, geometry, cmap, description=description)
     map_overlay_png(out_png, thumb, shown, geometry, cmap, alpha)
-    with atomic_write(out_npz, "wb") as handle:
-        np.savez(handle, values=values, scale=np.float64(scale), percentile=np.float64(percentile),
-                 width=np.int64(geometry.width), height=np.int64(geometry.height), mpp=np.float64(geometry.mpp),
-                 map_um=np.float64(geometry.map_um))  # fmt: skip
+    write_map_npz(out_npz, values, scale, percentile, geometry)
     LOGGER.info(
         "slide map of %s, %s: %d tiles on %d × %d map px (%g µm/px), scale %.4g (p%g of |attribution|), canvas %.1f MB",
         slide, method_id, canvas.tiles, geometry.shape[1], geometry.shape[0], map_um, scale, percentile, canvas.nbytes / 1e6,
     )  # fmt: skip
-
-
-def read_slide_map(path: str) -> tuple[np.ndarray, float, Any]:
-    """What :func:`write_slide_map` stored: ``(values (rows, cols) float32, scale, MapGeometry)``."""
-    from ..failures import load_npy
-    from ..slide_map import MapGeometry
-
-    npz = load_npy(path, "slide map")
-    geometry = MapGeometry(int(npz["width"]), int(npz["height"]), float(npz["mpp"]), float(npz["map_um"]))
-    return npz["values"], float(npz["scale"]), geometry
 
 
 def write_prediction_map(
