@@ -17,6 +17,7 @@ Routes (every error is a JSON ``{"error": "..."}`` with 404 or 400, never a trac
   statistics and its evaluation rows; ``…/image.png``, ``…/mask/{method}.png``;
 * ``POST /api/slides/{slide}/compute`` ``{"x", "y", "method"}``: the map of the grid tile under a
   level-0 point, computed on demand in a worker thread (:mod:`slidegrad.viewer.compute`);
+* ``/cmap/{name}.png``: a colour map's 0 → 1 strip (the layers' legends);
 * ``/files/{path}``: a file of the run's outdir (figures, tables, GeoJSON); nothing outside it.
 """
 
@@ -228,6 +229,14 @@ def create_app(run: Run) -> Starlette:
         }  # fmt: skip
         return JSONResponse(to_json(payload))
 
+    def cmap_strip(request: Request) -> Response:
+        from ..plot import colormap
+
+        name = request.path_params["name"]
+        if name not in CMAPS:
+            raise NotFound(f"colour map {name!r}")
+        return Response(_png(colormap(np.tile(np.linspace(0, 1, 128, dtype=np.float32), (8, 1)), name)), media_type="image/png")
+
     def files(request: Request) -> Response:
         return FileResponse(run.output_file(request.path_params["path"]))
 
@@ -258,6 +267,7 @@ def create_app(run: Run) -> Starlette:
         Route("/api/slides/{slide}/tiles/{tile}/image.png", tile_image),
         Route("/api/slides/{slide}/tiles/{tile}/mask/{method}.png", tile_mask),
         Route("/api/slides/{slide}/compute", compute, methods=["POST"]),
+        Route("/cmap/{name}.png", cmap_strip),
         Route("/files/{path:path}", files),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -49,6 +49,8 @@ function makePane(index) {
     imageSmoothingEnabled: false,
     showNavigator: index === 0,
     navigatorPosition: "BOTTOM_RIGHT",
+    navigatorSizeRatio: 0.15,
+    navigationControlAnchor: OpenSeadragon.ControlAnchor.BOTTOM_LEFT,  // the layer box sits top right
     gestureSettingsMouse: { clickToZoom: false },
     animationTime: 0.3,
     maxZoomPixelRatio: 4,
@@ -101,8 +103,10 @@ function buildControls(pane) {
     const select = el("select", { "data-cmap": key, title: "colour map" });
     for (const c of sg.run.cmaps) select.append(el("option", { value: c }, c));
     select.value = state.cmap;
-    select.addEventListener("change", () => { state.cmap = select.value; addLayer(pane, state); });
-    pane.controls.append(el("div", { class: "layer" }, check, el("span", { title: key }, state.layer.label), range, select));
+    const legend = el("img", { class: "legend", src: `/cmap/${enc(state.cmap)}.png`, alt: "",
+                               title: state.layer.kind === "saliency" ? "0 → 1 of the slide's scale (p99 of |attribution|)" : "probability 0 → 1" });
+    select.addEventListener("change", () => { state.cmap = select.value; legend.src = `/cmap/${enc(state.cmap)}.png`; addLayer(pane, state); });
+    pane.controls.append(el("div", { class: "layer" }, check, el("span", { title: key }, state.layer.label), legend, range, select));
   }
   const boxes = $("boxes");
   pane.controls.append(el("div", { style: "font-size:11px;color:#555;margin-top:4px" },
