@@ -148,3 +148,25 @@ def test_two_panes_stay_in_sync_and_export_a_png(page):
     widths = page.evaluate("sg.panes.map(p => p.viewer.drawer.canvas.width)")
     assert image.size[0] == sum(widths) and np.asarray(image).std() > 5
     assert page.errors == []
+
+
+def test_hover_reads_the_values_and_a_colour_map_recolours_the_layer(page):
+    x, y = EXPLAINED[0] + 40, EXPLAINED[1] + 40
+    centre_on(page, x, y)
+    p = page.evaluate(f"sg.toScreen(0, {x}, {y})")
+    page.mouse.move(p["x"], p["y"])
+    page.wait_for_function("document.getElementById('hover').textContent.includes('tile x512_y512')", timeout=10_000)
+    text = page.inner_text("#hover")
+    assert "gradcam: " in text and "p(positive): " in text and "negative" in text
+    page.uncheck("#pane0 [data-layer='saliency:gradcam']")
+    page.check("#pane0 [data-layer='prediction:1']")  # a probability between 0 and 1: coolwarm is coloured
+    settle(page)
+    before = pixels(page, x, y)
+    page.select_option("#pane0 [data-cmap='prediction:1']", "gray")
+    page.wait_for_function("sg.panes[0].layers['prediction:1'].cmap === 'gray'")
+    page.wait_for_timeout(300)
+    settle(page)
+    after = pixels(page, x, y)
+    assert np.abs(after - before).mean() > 5
+    assert page.locator("#pane0 img.legend").nth(3).get_attribute("src") == "/cmap/gray.png"
+    assert page.errors == []
