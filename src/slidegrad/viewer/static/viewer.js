@@ -108,9 +108,8 @@ function buildControls(pane) {
     select.addEventListener("change", () => { state.cmap = select.value; legend.src = `/cmap/${enc(state.cmap)}.png`; addLayer(pane, state); });
     pane.controls.append(el("div", { class: "layer" }, check, el("span", { title: key }, state.layer.label), legend, range, select));
   }
-  const boxes = $("boxes");
   pane.controls.append(el("div", { style: "font-size:11px;color:#555;margin-top:4px" },
-    `${sg.slide.tiles.length} explained tiles${boxes.checked ? " (boxes)" : ""}`));
+    `${sg.slide.tiles.length} explained tiles${sg.slide.tiles.length > 5000 ? " (boxes: the first 5000)" : ""}`));
 }
 
 function applyOpacity(state) {
