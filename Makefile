@@ -4,10 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The viewer's browser side (OpenSeadragon, pinned in its package.json + package-lock.json), from the npm registry.
+VIEWER := src/slidegrad/viewer
+OSD := $(VIEWER)/node_modules/openseadragon/package.json
 
 .PHONY: install demo test lint clean envs
 
-install: $(STAMP)
+install: $(STAMP) $(OSD)
 
 $(STAMP): requirements.lock requirements-reference.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +18,10 @@ $(STAMP): requirements.lock requirements-reference.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-reference.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
+
+$(OSD): $(VIEWER)/package.json $(VIEWER)/package-lock.json
+	cd $(VIEWER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(OSD)
 
 demo: install
 	$(BIN)/snakemake --cores all
