@@ -46,11 +46,11 @@ def test_deep_zoom_tiles_are_openslides(api, viewer_run):
 
 
 def test_a_saliency_layer_is_the_slide_map_at_the_slides_geometry(api, viewer_run):
-    from slidegrad.jobs.slide_maps import read_slide_map
+    from slidegrad.slide_map import read_map_npz
     from slidegrad.layout import Layout
     from slidegrad.slide_map import map_rgba, normalise
 
-    values, scale, geometry = read_slide_map(Layout(str(viewer_run / "results")).slide_map("s1", "vanilla", "npz"))
+    values, scale, geometry = read_map_npz(Layout(str(viewer_run / "results")).slide_map("s1", "vanilla", "npz"))
     status, png = api("/layer/s1/saliency/vanilla.png?cmap=viridis")
     assert status == 200
     rgba = np.asarray(Image.open(io.BytesIO(png)))

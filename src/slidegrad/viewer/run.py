@@ -211,11 +211,11 @@ class Run:
 
     def saliency_map(self, slide: SlideInfo, method: str) -> tuple[np.ndarray, float, Any]:
         """``(values in [0, 1] with NaN outside tiles, raw values, geometry)`` of a method's slide map."""
-        from ..jobs.slide_maps import read_slide_map
+        from ..slide_map import read_map_npz
         from ..slide_map import normalise
 
         def make() -> Any:
-            values, scale, geometry = read_slide_map(self.layout.slide_map(slide.name, method, "npz"))
+            values, scale, geometry = read_map_npz(self.layout.slide_map(slide.name, method, "npz"))
             return normalise(values, scale), values, geometry
 
         return self._cached(("map", slide.name, method), make)
