@@ -238,9 +238,9 @@ def all_targets(wildcards):
         targets.append(LAYOUT.evaluation())
     for slide in PLAN.slides:
         targets += [LAYOUT.figure(slide, ext) for ext in FORMATS]
-        if MODE != "tfrecords":  # a TFRecord holds tiles, no slide to draw
+        if MODE != "tfrecords":  # TFRecords: tiles, no slide to draw or place them on
             targets += [LAYOUT.overview(slide, ext) for ext in FORMATS]
-        targets.append(LAYOUT.qupath(slide))
+            targets.append(LAYOUT.qupath(slide))
         if PLAN.slide_maps:
             targets += [
                 LAYOUT.slide_map(slide, method, ext)

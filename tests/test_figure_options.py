@@ -152,7 +152,8 @@ def test_write_pictures_draws_only_the_slides_first_limit_tiles(tmp_path, ihc_ti
             assert sorted(p.stem for p in (tmp_path / kind / method).iterdir()) == expected
     if expected:
         mask = read_masks(root, chunk, "gradcam")[expected[0]]
-        np.testing.assert_array_equal(jobs.read_png(tmp_path / "o" / "gradcam" / f"{expected[0]}.png"), plot.overlay(ihc_tiles[TILES.index(expected[0])], mask))
+        overlay = jobs.read_png(tmp_path / "o" / "gradcam" / f"{expected[0]}.png")
+        np.testing.assert_array_equal(overlay, plot.overlay(ihc_tiles[TILES.index(expected[0])], mask))
 
 
 def test_picture_rows_are_the_first_limit_rows_of_a_chunk(tmp_path, ihc_tiles):

@@ -180,6 +180,19 @@ def test_a_truncated_mask_file_names_the_file_the_rule_and_the_fix(tmp_path, cut
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("cut", [0, 20, 140], ids=["empty", "half-header", "short-data"])
+def test_load_npy_of_a_truncated_file_names_it_the_rule_and_the_fix(tmp_path, cut):
+    """failures.load_npy (readers of other .npy/.npz files a job wrote): an evaluate job's curves here."""
+    path = tmp_path / "results" / "evaluation" / "s1" / "chunk0000.npz"
+    path.parent.mkdir(parents=True)
+    np.savez(path, tiles=np.array(["x0_y0"]), curve=np.zeros((1, 9)))
+    path.write_bytes(path.read_bytes()[:cut])
+    with pytest.raises(failures.InputError) as err:
+        failures.load_npy(path, "curves")
+    assert str(err.value).startswith(f"curves '{path}' is truncated or corrupt (")
+    assert str(err.value).endswith("); it was written by rule evaluate; delete it and rerun to recompute it")
+
+
 def test_a_corrupt_mask_read_by_np_load_elsewhere_is_one_line_too(tmp_path, capsys):
     """Jobs that call np.load themselves get the same kind of line from run_job."""
     path = mask_file(tmp_path)

@@ -257,9 +257,12 @@ def test_script_runs_the_job_with_the_rule_params(project, tmp_path):
 import runpy, types
 class Out(list):
     pass
+class Input(types.SimpleNamespace):  # Snakemake's named input: attributes and .get (no slide maps here)
+    def get(self, name, default=None):
+        return getattr(self, name, default)
 snakemake = types.SimpleNamespace(
     log=[{str(log)!r}], scriptdir={str(REPO / "scripts")!r}, wildcards=types.SimpleNamespace(slide="s1"),
-    input=types.SimpleNamespace(table={str(project["table"])!r}), output=Out([{str(out)!r}]),
+    input=Input(table={str(project["table"])!r}), output=Out([{str(out)!r}]),
     config={{"outdir": {str(project["outdir"])!r}}},
     params=types.SimpleNamespace(slide_path={str(project["slide"])!r}, mpp=0.5, method_ids={METHODS!r},
                                  method_titles=["Vanilla", "Grad-CAM"], mosaic=False, cmap="viridis", dpi=40),

@@ -34,7 +34,7 @@ def planned_jobs(output: str) -> list[tuple[str, str]]:
     jobs: list[list[str]] = []
     for line in output.splitlines():
         head = re.match(r"\s*(?:local)?(?:rule|checkpoint) (\w+):$", line)
-        if head:  # group members (overlays) are listed indented under "group job ..."
+        if head:  # group members (pictures) are listed indented under "group job ..."
             jobs.append([head.group(1), ""])
         wildcards = re.match(r"\s+wildcards: (.*)$", line)
         if wildcards and jobs:
@@ -67,7 +67,13 @@ def dry_run(root: Path, change: dict) -> tuple[list[tuple[str, str]], str]:
 
 
 def chunks(root: Path) -> list[str]:
-    return sorted(p.name for p in (root / "results/masks/s1").iterdir())
+    """The slide's chunks (its tile table's)."""
+    return list(dict.fromkeys(row["chunk"] for row in read_tile_table(root / "results/tiles/s1.csv")))
+
+
+def picture_chunks(root: Path) -> list[str]:
+    """The chunks with pictures jobs (config pictures: figure): those holding the figure's max_tiles 4 tiles."""
+    return chunks(root)[:1]  # tiles_per_job 4
 
 
 @pytest.mark.workflow
@@ -82,31 +88,44 @@ def test_a_change_that_changes_no_output_reruns_nothing(finished, change):
     assert "Nothing to be done" in output
 
 
+PICTURES = ("pictures", "slide=s1, chunk=chunk0000")  # the figure's 4 tiles: the first chunk's (tiles_per_job 4)
+
+
 @pytest.mark.workflow
 @pytest.mark.parametrize(
-    ("change", "rules"),
+    ("change", "rerun"),
     [
-        ({"figure.max_tiles": 2}, ["figure"]),
-        ({"figure.dpi": 150}, ["figure", "overview"]),
-        ({"figure.cmap": "magma"}, ["figure", "methods_text", "overlays", "overview"]),
+        # pictures: the tiles they draw are the figure's first max_tiles
+        ({"figure.max_tiles": 2}, [("figure", "slide=s1"), PICTURES]),
+        ({"figure.dpi": 150}, [("figure", "slide=s1"), ("overview", "slide=s1"), ("prediction_map", "slide=s1")]),
+        # the overview draws the slide maps (grid mode) in the slide maps' colour map, not the figure's
+        ({"figure.cmap": "magma"}, [("figure", "slide=s1"), ("methods_text", ""), PICTURES]),
+        ({"pictures": "all"}, [("pictures", f"slide=s1, chunk=chunk000{i}") for i in range(3)]),
+        ({"pictures": "none"}, []),  # nothing to draw; what was drawn stays
+        ({"slide_map": {"cmap": "magma"}}, [("overview", "slide=s1"),
+                                            *[("slide_map", f"slide=s1, method={m}") for m in ("integrated_gradients", "vanilla")]]),
     ],
-    ids=["max_tiles", "dpi", "cmap"],
+    ids=["max_tiles", "dpi", "cmap", "pictures-all", "pictures-none", "slide_map-cmap"],
 )
-def test_figure_options_rerun_only_what_draws_with_them(finished, change, rules):
-    jobs, _ = dry_run(finished, change)
-    per_slide = [(rule, "slide=s1") for rule in rules if rule in ("figure", "overview")]
-    chunked = [("overlays", f"slide=s1, chunk={c}") for c in chunks(finished) if "overlays" in rules]
-    other = [(rule, "") for rule in rules if rule == "methods_text"]
-    assert jobs == sorted([("all", ""), *per_slide, *chunked, *other])
+def test_figure_options_rerun_only_what_draws_with_them(finished, change, rerun):
+    assert picture_chunks(finished) == ["chunk0000"] and len(chunks(finished)) == 3
+    jobs, output = dry_run(finished, change)
+    if not rerun:
+        assert jobs == [] and "Nothing to be done" in output, jobs
+    else:
+        assert jobs == sorted([("all", ""), *rerun])
 
 
 @pytest.mark.workflow
 def test_a_method_parameter_reruns_only_that_method(finished):
     jobs, _ = dry_run(finished, {"methods.1.x_steps": 5})
-    expected = [("all", ""), ("figure", "slide=s1"), ("methods_text", ""), ("overview", "slide=s1"), ("summary", "")]
+    expected = [
+        ("all", ""), ("figure", "slide=s1"), ("methods_text", ""), ("overview", "slide=s1"), ("summary", ""),
+        ("qupath", "slide=s1"), ("slide_map", "slide=s1, method=integrated_gradients"),
+    ]  # fmt: skip
     for chunk in chunks(finished):
-        expected += [("masks", f"slide=s1, chunk={chunk}, method=integrated_gradients")]
-        expected += [("overlays", f"slide=s1, chunk={chunk}")]
+        expected += [("masks", f"slide=s1, method=integrated_gradients, chunk={chunk}")]  # masks/{slide}/{method}/{chunk}
+    expected += [("pictures", f"slide=s1, chunk={chunk}") for chunk in picture_chunks(finished)]
     assert len(chunks(finished)) >= 2  # several mask jobs per method, so "only that method" means something
     assert jobs == sorted(expected)
 

@@ -14,13 +14,17 @@ from .errors import InputError, first_line, quote
 
 @contextlib.contextmanager
 def atomic_write(
-    path: str | os.PathLike[str], mode: str = "w", where: str | None = None, make_parents: bool = True
+    path: str | os.PathLike[str], mode: str = "w", where: str | None = None, make_parents: bool = True,
+    os_errors: bool = False,
 ) -> Iterator[IO[Any]]:
     """Open a fresh temporary file beside ``path`` (``mode`` ``"w"`` or ``"wb"``); on success fsync it and
     rename it onto ``path``; on any error remove it and leave ``path`` as it was.
 
-    Parent folders are created unless ``make_parents`` is false (then a missing one is an error).  An ``OSError`` becomes an :class:`InputError` naming ``where``
-    (default: the path).  Concurrent writers each get their own temporary name.
+    Parent folders are created unless ``make_parents`` is false (then a missing one is an error).  An
+    ``OSError`` while writing becomes an :class:`InputError` naming ``where`` (default: the path), or with
+    ``os_errors`` the same ``OSError`` naming ``path`` (not the temporary), for a job's one-line report
+    (:func:`slidegrad.failures.os_error_line`: the cause, and what to do on a full disk).  Concurrent
+    writers each get their own temporary name.
     """
     target = Path(path)
     where = where or quote(target)
@@ -44,6 +48,8 @@ def atomic_write(
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and os_errors:  # the job's one OSError line (run_job), naming the target
+            raise OSError(exc.errno, exc.strerror, os.fspath(target)) from None
         if isinstance(exc, OSError):
             raise InputError(f"{where}: cannot write the file ({first_line(exc)})") from None
         raise

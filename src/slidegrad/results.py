@@ -8,7 +8,8 @@
   ``masks``                 ``(N, H, W)`` float32 in [0, 1], each tile scaled on its own (figures)
   ``attributions``          ``(N, H, W)`` float32, the channel-reduced raw attribution before that
                             scaling (:func:`slidegrad.methods.reduce`; slide maps scale it per slide)
-  ``raw``                   with ``save_raw``: the raw attributions, ``(N, H, W, C)`` or ``(N, H, W)``
+  ``raw``                   with ``save_raw``: the raw attributions, ``(N, H, W, C)`` or ``(N, H, W)``, in
+                            the method's dtype
   ``tile``, ``x``, ``y``    the tiles' names and level-0 top-left corners, ``(N,)``
   ``records``               one JSON object per tile, a line each: class, probabilities, mask stats,
                             geometry (what a per-tile ``.json`` sidecar once held)
@@ -80,7 +81,7 @@ class MaskChunk:
 
 
 def _savez(path: str | os.PathLike[str], compressed: bool, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_write(path, "wb") as handle:
+    with atomic_write(path, "wb", os_errors=True) as handle:  # a full disk: the job's ENOSPC line
         (np.savez_compressed if compressed else np.savez)(handle, **arrays)
 
 
@@ -224,7 +225,7 @@ def write_mask_chunk(
         "job": np.array(json.dumps(job, sort_keys=True, allow_nan=False)),
     }  # fmt: skip
     if raw is not None:
-        arrays["raw"] = np.asarray(raw, np.float32)
+        arrays["raw"] = np.asarray(raw)  # as the method gave it (XRAI's is float64)
     _savez(path, False, arrays)
 
 
