@@ -5,6 +5,7 @@ bad requests → JSON errors, never a traceback; the server keeps serving)."""
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 import time
@@ -46,24 +47,58 @@ def test_deep_zoom_tiles_are_openslides(api, viewer_run):
 
 
 def test_a_saliency_layer_is_the_slide_map_at_the_slides_geometry(api, viewer_run):
-    from slidegrad.slide_map import read_map_npz
+    """A layer's Deep Zoom: its full-resolution level is the map's RGBA image, one pixel per map pixel,
+    alpha kept (transparent outside tiles), tile by tile with the DZI's 254 px tiles and 1 px overlap."""
     from slidegrad.layout import Layout
-    from slidegrad.slide_map import map_rgba, normalise
+    from slidegrad.slide_map import map_rgba, normalise, read_map_npz
 
     values, scale, geometry = read_map_npz(Layout(str(viewer_run / "results")).slide_map("s1", "vanilla", "npz"))
-    status, png = api("/layer/s1/saliency/vanilla.png?cmap=viridis")
-    assert status == 200
-    rgba = np.asarray(Image.open(io.BytesIO(png)))
-    assert rgba.shape == (*geometry.shape, 4)
-    assert np.array_equal(rgba, map_rgba(normalise(values, scale), "viridis"))
+    expected = map_rgba(normalise(values, scale), "viridis")
+    rows, cols = geometry.shape
+    status, dzi = api("/dzi/layer/s1/saliency/vanilla.dzi?cmap=viridis")
+    assert status == 200 and f'Width="{cols}"'.encode() in dzi and f'Height="{rows}"'.encode() in dzi
+    assert b'TileSize="254"' in dzi and b'Overlap="1"' in dzi and b'Format="png"' in dzi
+    top = math.ceil(math.log2(max(rows, cols)))  # the full-resolution Deep Zoom level
+    assembled = np.zeros_like(expected)
+    for row in range(math.ceil(rows / 254)):
+        for col in range(math.ceil(cols / 254)):
+            status, png = api(f"/dzi/layer/s1/saliency/vanilla_files/{top}/{col}_{row}.png?cmap=viridis")
+            assert status == 200
+            tile = np.asarray(Image.open(io.BytesIO(png)))
+            assert tile.ndim == 3 and tile.shape[2] == 4
+            x0, y0 = col * 254 - (col > 0), row * 254 - (row > 0)  # 1 px overlap on inner edges
+            crop = expected[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]]
+            assert np.array_equal(tile, crop), (col, row)
+            assembled[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]] = tile
+    assert np.array_equal(assembled, expected)
+    status, _ = api(f"/dzi/layer/s1/saliency/vanilla_files/{top + 1}/0_0.png?cmap=viridis")
+    assert status == 404
+    # a lower level keeps the alpha too: transparent where no tile covers the map
+    status, png = api("/dzi/layer/s1/saliency/vanilla_files/0/0_0.png")
+    assert status == 200 and Image.open(io.BytesIO(png)).mode == "RGBA"
     # placed with width map_width / slide width: map pixel c covers level-0 [c·s, (c+1)·s)
     _, run = api("/api/run")
     layer = next(layer for layer in run["slides"][0]["layers"] if layer["key"] == "vanilla")
     assert layer["map_width"] == pytest.approx(geometry.shape[1] * geometry.scale)
     s = geometry.scale
     for x, y in TILES:  # every explained tile's map pixels are opaque; the unexplained (768, 0) is transparent
-        assert (rgba[int(y / s) : int((y + 128) / s), int(x / s) : int((x + 128) / s), 3] == 255).all()
-    assert (rgba[0 : int(128 / s), int(768 / s) : int(896 / s), 3] == 0).all()
+        assert (assembled[int(y / s) : int((y + 128) / s), int(x / s) : int((x + 128) / s), 3] == 255).all()
+    assert (assembled[0 : int(128 / s), int(768 / s) : int(896 / s), 3] == 0).all()
+
+
+def test_a_prediction_layer_is_deep_zoom_too(api, viewer_run):
+    from slidegrad.layout import Layout
+    from slidegrad.prediction_map import read_prediction_npz
+    from slidegrad.slide_map import map_rgba
+
+    pred = read_prediction_npz(Layout(str(viewer_run / "results")).prediction_map("s1", "npz"))
+    expected = map_rgba(pred.maps[1], "coolwarm")
+    rows, cols = expected.shape[:2]
+    top = math.ceil(math.log2(max(rows, cols)))
+    status, png = api(f"/dzi/layer/s1/prediction/1_files/{top}/0_0.png")
+    assert status == 200
+    tile = np.asarray(Image.open(io.BytesIO(png)))
+    assert np.array_equal(tile, expected[: tile.shape[0], : tile.shape[1]])
 
 
 def test_hover_values_and_tile_details(api):
@@ -119,7 +154,8 @@ def test_traversal_gets_404(api, viewer_run, tmp_path_factory):
     for path in [
         "/files/../config.yaml", "/files/%2e%2e/config.yaml", "/files/..%2Fconfig.yaml", "/files//etc/passwd",
         "/files/%2Fetc%2Fpasswd", "/files/figures/leak.txt", "/files/figures/../../config.yaml", "/files/tiles",
-        "/dzi/..%2Fs1.dzi", "/layer/s1/saliency/..%2F..%2Fconfig.png", "/static/../server.py",
+        "/dzi/..%2Fs1.dzi", "/dzi/layer/s1/saliency/..%2F..%2Fconfig.dzi",
+        "/dzi/layer/s1/saliency/vanilla_files/..%2F..%2Fconfig.png", "/layer/s1/saliency/vanilla.png", "/static/../server.py",
         "/static/%2e%2e/server.py", "/osd/../../package.json", "/osd/%2e%2e/%2e%2e/package.json",
     ]:  # fmt: skip
         status, body = api(path)
@@ -134,9 +170,21 @@ def test_traversal_gets_404(api, viewer_run, tmp_path_factory):
         ("/dzi/s1_files/99/0_0.jpeg", None, 404),
         ("/dzi/s1_files/10/99_0.jpeg", None, 404),
         ("/dzi/s1_files/x/0_0.jpeg", None, 404),
-        ("/layer/s1/saliency/nope.png", None, 404),
-        ("/layer/s1/prediction/7.png", None, 404),
-        ("/layer/s1/saliency/vanilla.png?cmap=nope", None, 400),
+        ("/dzi/layer/nope/saliency/vanilla.dzi", None, 404),
+        ("/dzi/layer/s1/saliency/nope.dzi", None, 404),
+        ("/dzi/layer/s1/prediction/7.dzi", None, 404),
+        ("/dzi/layer/s1/prediction/x.dzi", None, 404),
+        ("/dzi/layer/s1/other/0.dzi", None, 404),
+        ("/dzi/layer/s1/saliency/vanilla.dzi?cmap=nope", None, 400),
+        ("/dzi/layer/s1/saliency/vanilla_files/0/0_0.png?cmap=nope", None, 400),
+        ("/dzi/layer/s1/saliency/nope_files/0/0_0.png", None, 404),
+        ("/dzi/layer/s1/prediction/9_files/0/0_0.png", None, 404),
+        ("/dzi/layer/s1/saliency/vanilla_files/99/0_0.png", None, 404),
+        ("/dzi/layer/s1/saliency/vanilla_files/-1/0_0.png", None, 404),
+        ("/dzi/layer/s1/saliency/vanilla_files/0/5_0.png", None, 404),
+        ("/dzi/layer/s1/saliency/vanilla_files/0/0_x.png", None, 404),
+        ("/dzi/layer/s1/saliency/vanilla_files/x/0_0.png", None, 404),
+        ("/dzi/layer/s1/saliency/vanilla_files/0/0_0.jpeg", None, 404),
         ("/api/slides/s1/at?x=abc&y=1", None, 400),
         ("/api/slides/s1/at?x=nan&y=1", None, 400),
         ("/api/slides/s1/tiles/x1_y1", None, 404),

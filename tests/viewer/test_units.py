@@ -73,3 +73,37 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     assert main(["view", str(tmp_path / "out"), "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_layer_deep_zoom_keeps_the_alpha_and_the_maps_pixels():
+    """OpenSlide's DeepZoomGenerator.get_tile flattens RGBA onto white; the layer's generator keeps the
+    alpha, and its full-resolution level is the RGBA image itself, tile by tile (254 px, 1 px overlap)."""
+    import math
+
+    from openslide.deepzoom import DeepZoomGenerator
+
+    from slidegrad.slide_map import map_rgba
+    from slidegrad.viewer.run import rgba_deepzoom
+
+    rng = np.random.default_rng(0)
+    values = rng.random((300, 517)).astype(np.float32)
+    values[:, 400:] = np.nan  # no tile there: transparent
+    rgba = map_rgba(values, "inferno")
+    dz = rgba_deepzoom(rgba)
+    assert isinstance(dz, DeepZoomGenerator)
+    assert dz.level_dimensions[-1] == (517, 300) and dz.level_count == math.ceil(math.log2(517)) + 1
+    assert 'Format="png"' in dz.get_dzi("png") and 'Width="517"' in dz.get_dzi("png")
+    top = dz.level_count - 1
+    cols, rows = dz.level_tiles[top]
+    assembled = np.zeros_like(rgba)
+    for row in range(rows):
+        for col in range(cols):
+            (x0, y0), _, size = dz.get_tile_coordinates(top, (col, row))
+            tile = np.asarray(dz.get_tile(top, (col, row)))
+            assert tile.shape == (size[1], size[0], 4)
+            assert np.array_equal(tile, rgba[y0 : y0 + size[1], x0 : x0 + size[0]])
+            assembled[y0 : y0 + size[1], x0 : x0 + size[0]] = tile
+    assert np.array_equal(assembled, rgba)
+    low = np.asarray(dz.get_tile(top - 2, (0, 0)))  # a quarter: 130 x 75, alpha kept on either side
+    assert low.shape == (75, 130, 4)
+    assert (low[:, :95, 3] == 255).all() and (low[:, 105:, 3] == 0).all()

@@ -10,10 +10,12 @@ refuses anything whose real path leaves the outdir (``..``, absolute paths, syml
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,51 @@ from ..errors import InputError, check, quote
 from ..layout import Layout
 
 
+LAYER_CACHE = 32  # layer Deep Zoom generators kept (slide, layer, colour map)
+
+
 class NotFound(Exception):
     """A request names something the run does not have (HTTP 404)."""
+
+
+@functools.cache
+def _rgba_deepzoom_class() -> Any:
+    from openslide.deepzoom import DeepZoomGenerator
+    from PIL import Image
+
+    class RGBADeepZoom(DeepZoomGenerator):  # type: ignore[misc]
+        """OpenSlide's ``DeepZoomGenerator`` whose tiles keep their alpha.
+
+        ``DeepZoomGenerator.get_tile`` composites every tile onto an opaque background (white by
+        default; checked with openslide-python 1.4.7), which would hide the slide outside a layer's
+        tiles.  This ``get_tile`` is the same but for that step: the generator's own level and tile
+        arithmetic (``get_tile_coordinates``, ``get_tile_dimensions``), ``read_region`` of the
+        ``ImageSlide`` (RGBA, transparent beyond the image) and LANCZOS below full resolution (Pillow
+        resizes RGBA premultiplied, so transparent pixels do not bleed black).  It resizes to exactly
+        ``get_tile_dimensions`` where ``get_tile``'s ``thumbnail`` keeps the aspect ratio and can come out
+        a pixel short (a 517 × 300 region to 130 × 75 gives 129 × 75).
+        """
+
+        def get_tile(self, level: int, address: tuple[int, int]) -> Any:
+            location, slide_level, size = self.get_tile_coordinates(level, address)
+            tile = self._osr.read_region(location, slide_level, size)
+            z_size = self.get_tile_dimensions(level, address)
+            if tile.size != z_size:
+                tile = tile.resize(z_size, getattr(Image, "Resampling", Image).LANCZOS)
+            return tile
+
+    return RGBADeepZoom
+
+
+def rgba_deepzoom(rgba: np.ndarray) -> Any:
+    """Deep Zoom over an RGBA image (``(rows, cols, 4)`` uint8): ``openslide.ImageSlide`` of it under
+    the alpha-keeping ``DeepZoomGenerator`` above; 254 px tiles, 1 px overlap, no bounds (the slide's)."""
+    import openslide
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8))
+    image.load()
+    return _rgba_deepzoom_class()(openslide.ImageSlide(image), tile_size=254, overlap=1, limit_bounds=False)
 
 
 @dataclass
@@ -86,6 +131,7 @@ class Run:
         self.layout = Layout(str(self.outdir))
         self._lock = threading.Lock()
         self._cache: dict[tuple, Any] = {}
+        self._layers: OrderedDict[tuple, Any] = OrderedDict()
         config_path = Path(config).resolve() if config else None
         self.config = _read_config(config_path)
         self.workdir = Path(workdir).resolve() if workdir else Path.cwd().resolve()
@@ -208,6 +254,33 @@ class Run:
             return DeepZoomGenerator(handle, tile_size=254, overlap=1, limit_bounds=False)
 
         return self._cached(("dz", slide.name), make)
+
+    def layer_deepzoom(self, slide: SlideInfo, kind: str, key: str, cmap: str) -> Any:
+        """A layer (a method's saliency map or a class's prediction map, coloured with ``cmap``) as Deep
+        Zoom: :func:`rgba_deepzoom`: ``openslide.ImageSlide`` of the map's RGBA image, one level-0
+        pixel per map pixel (``cols × rows``), 254 px tiles, 1 px overlap, like the slide's.  The last
+        :data:`LAYER_CACHE` generators are kept (a 2k-px map's RGBA image is ~16 MB)."""
+        from ..slide_map import map_rgba
+
+        if kind == "saliency":
+            values = self.saliency_map(slide, self.method(slide, key, need_map=True))[0]
+        elif kind == "prediction":
+            if not slide.classes or not key.isdigit() or int(key) >= len(slide.classes):
+                raise NotFound(f"class {key!r} of slide {slide.name!r}")
+            values = self.prediction(slide.name).maps[int(key)]
+        else:
+            raise NotFound(f"layer kind {kind!r}")
+        cache_key = (slide.name, kind, key, cmap)
+        with self._lock:
+            if cache_key in self._layers:
+                self._layers.move_to_end(cache_key)
+                return self._layers[cache_key]
+        dz = rgba_deepzoom(map_rgba(values, cmap))
+        with self._lock:
+            self._layers[cache_key] = dz
+            while len(self._layers) > LAYER_CACHE:
+                self._layers.popitem(last=False)
+        return dz
 
     def saliency_map(self, slide: SlideInfo, method: str) -> tuple[np.ndarray, float, Any]:
         """``(values in [0, 1] with NaN outside tiles, raw values, geometry)`` of a method's slide map."""

@@ -7,11 +7,15 @@ Routes (every error is a JSON ``{"error": "..."}`` with 404 or 400, never a trac
 * ``/api/run``: slides, their layers and explained tiles; ``/api/methods``: the registry's methods;
 * ``/dzi/{slide}.dzi`` and ``/dzi/{slide}_files/{level}/{col}_{row}.jpeg``: the slide as Deep Zoom,
   rendered on demand by OpenSlide's ``DeepZoomGenerator`` (no bounds: viewport x = level-0 x / width);
-* ``/layer/{slide}/saliency/{method}.png`` and ``/layer/{slide}/prediction/{k}.png`` (``?cmap=``):
-  a slide map as one RGBA PNG, one pixel per map pixel, transparent outside tiles.  The page places it
-  with ``addTiledImage`` at x = y = 0 and width ``cols · s / W`` (``s`` = level-0 px per map pixel,
-  ``W`` the slide's width), so map pixel ``c`` covers level-0 ``[c·s, (c+1)·s)`` exactly as the
-  map's geometry says (the map's extent is the slide's rounded up to whole map pixels);
+* ``/dzi/layer/{slide}/saliency/{method}.dzi`` and ``/dzi/layer/{slide}/prediction/{k}.dzi``
+  (``?cmap=``; tiles ``…/{method}_files/{level}/{col}_{row}.png?cmap=``): a slide map, coloured as
+  :func:`slidegrad.slide_map.map_rgba` does, as Deep Zoom with PNG tiles that keep the alpha
+  (transparent outside tiles): OpenSlide's ``DeepZoomGenerator`` over ``openslide.ImageSlide`` of the
+  RGBA map, alpha kept (:func:`slidegrad.viewer.run.rgba_deepzoom`).  Its full-resolution level has one
+  pixel per map pixel (``cols × rows``).  The page places it with ``addTiledImage`` at x = y = 0 and
+  width ``cols · s / W`` (``s`` = level-0 px per map pixel, ``W`` the slide's width), so map pixel
+  ``c`` covers level-0 ``[c·s, (c+1)·s)`` exactly as the map's geometry says (the map's extent is the
+  slide's rounded up to whole map pixels);
 * ``/api/slides/{slide}/at?x=&y=``: every layer's value at a level-0 point and the explained tile there;
 * ``/api/slides/{slide}/tiles/{tile}``: an explained tile's probabilities, every method's mask
   statistics and its evaluation rows; ``…/image.png``, ``…/mask/{method}.png``;
@@ -120,6 +124,13 @@ def create_app(run: Run) -> Starlette:
     def dzi_tile(request: Request) -> Response:
         slide = slide_of(request)
         dz = run.deepzoom(slide)
+        level, address = _tile_address(request, dz)
+        tile = dz.get_tile(level, address)
+        buffer = io.BytesIO()
+        tile.convert("RGB").save(buffer, "jpeg", quality=85)
+        return Response(buffer.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    def _tile_address(request: Request, dz: Any) -> tuple[int, tuple[int, int]]:
         try:
             level, col, row = (int(request.path_params[k]) for k in ("level", "col", "row"))
         except ValueError:
@@ -129,28 +140,25 @@ def create_app(run: Run) -> Starlette:
         cols, rows = dz.level_tiles[level]
         if not (0 <= col < cols and 0 <= row < rows):
             raise NotFound(f"tile {col}_{row} of level {level}")
-        tile = dz.get_tile(level, (col, row))
+        return level, (col, row)
+
+    def layer_of(request: Request) -> Any:
+        slide = slide_of(request)
+        kind, key = request.path_params["kind"], request.path_params["key"]
+        default = {"saliency": "inferno", "prediction": "coolwarm"}.get(kind)
+        if default is None:
+            raise NotFound(f"layer kind {kind!r}")
+        return run.layer_deepzoom(slide, kind, key, _cmap(request, default))
+
+    def layer_dzi(request: Request) -> Response:
+        return Response(layer_of(request).get_dzi("png"), media_type="application/xml")
+
+    def layer_tile(request: Request) -> Response:
+        dz = layer_of(request)
+        level, address = _tile_address(request, dz)
         buffer = io.BytesIO()
-        tile.convert("RGB").save(buffer, "jpeg", quality=85)
-        return Response(buffer.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-    def layer_saliency(request: Request) -> Response:
-        from ..slide_map import map_rgba
-
-        slide = slide_of(request)
-        method = run.method(slide, request.path_params["method"], need_map=True)
-        shown, _, _ = run.saliency_map(slide, method)
-        return Response(_png(map_rgba(shown, _cmap(request, "inferno"))), media_type="image/png")
-
-    def layer_prediction(request: Request) -> Response:
-        from ..slide_map import map_rgba
-
-        slide = slide_of(request)
-        k = request.path_params["k"]
-        if not slide.classes or not k.isdigit() or int(k) >= len(slide.classes):
-            raise NotFound(f"class {k!r} of slide {slide.name!r}")
-        maps = run.prediction(slide.name).maps
-        return Response(_png(map_rgba(maps[int(k)], _cmap(request, "coolwarm"))), media_type="image/png")
+        dz.get_tile(level, address).save(buffer, "png", compress_level=1)
+        return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     def at(request: Request) -> Response:
         slide = slide_of(request)
@@ -260,8 +268,8 @@ def create_app(run: Run) -> Starlette:
         Route("/api/methods", api_methods),
         Route("/dzi/{slide}.dzi", dzi),
         Route("/dzi/{slide}_files/{level}/{col}_{row}.jpeg", dzi_tile),
-        Route("/layer/{slide}/saliency/{method}.png", layer_saliency),
-        Route("/layer/{slide}/prediction/{k}.png", layer_prediction),
+        Route("/dzi/layer/{slide}/{kind}/{key}.dzi", layer_dzi),
+        Route("/dzi/layer/{slide}/{kind}/{key}_files/{level}/{col}_{row}.png", layer_tile),
         Route("/api/slides/{slide}/at", at),
         Route("/api/slides/{slide}/tiles/{tile}", tile_info),
         Route("/api/slides/{slide}/tiles/{tile}/image.png", tile_image),

@@ -1,7 +1,8 @@
 /* slidegrad view: the slide as Deep Zoom (OpenSeadragon), the run's slide maps as layers, the explained
    tiles as boxes, a side panel per tile and on-demand maps.  Coordinates: the slide is world item 0 with
-   width 1, so viewport x = level-0 x / W; a map layer (one PNG pixel per map pixel) is placed at (0, 0)
-   with width map_width / W, map_width = map columns x level-0 px per map pixel (server.py). */
+   width 1, so viewport x = level-0 x / W; a map layer (Deep Zoom whose full resolution has one pixel per
+   map pixel) is placed at (0, 0) with width map_width / W, map_width = map columns x level-0 px per map
+   pixel (server.py). */
 "use strict";
 
 const sg = { run: null, slide: null, panes: [], syncing: false, ondemand: [], exported: null };
@@ -31,7 +32,8 @@ function setBusy(text) { $("busy").textContent = text || ""; }
 
 /* -- panes --------------------------------------------------------------------------------------- */
 function layerUrl(slide, layer, cmap) {
-  return `/layer/${enc(slide.name)}/${layer.kind}/${enc(layer.key)}.png?cmap=${enc(cmap)}`;
+  // OpenSeadragon's DZI source keeps the query string on every tile URL (…_files/L/C_R.png?cmap=…)
+  return `/dzi/layer/${enc(slide.name)}/${layer.kind}/${enc(layer.key)}.dzi?cmap=${enc(cmap)}`;
 }
 
 function makePane(index) {
@@ -82,7 +84,7 @@ function addLayer(pane, state) {
   const old = state.item;
   const index = old ? pane.viewer.world.getIndexOfItem(old) : undefined;
   pane.viewer.addTiledImage({
-    tileSource: { type: "image", url: layerUrl(slide, state.layer, state.cmap), buildPyramid: false },
+    tileSource: layerUrl(slide, state.layer, state.cmap),
     x: 0, y: 0, width: state.layer.map_width / slide.width,
     opacity: state.visible ? state.opacity : 0,
     index,
