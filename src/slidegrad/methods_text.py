@@ -1,6 +1,6 @@
 """A methods paragraph for a paper, and the Snakemake report's captions, from what a run really did.
 
-Everything comes from the run's outputs, not from the config: the mask sidecars
+Everything comes from the run's outputs, not from the config: the mask files' records
 (each method's parameters as run, the engine, device, Grad-CAM layer, model hash,
 tile geometry and software versions, via ``summary.csv``'s ``mask`` column), plus
 the settings the outputs cannot tell (the evaluation's, the figures' colour map).
@@ -35,7 +35,7 @@ PHRASES = {
     "stdev_spread": "noise σ = {} × the input range",
     "magnitude": {True: "squared gradients", False: "signed gradients"},
     "seed": "seed {}",
-    # the default (riemann_mean, and its old name in older sidecars) is unsaid
+    # the default (riemann_mean, and its old name in older mask files) is unsaid
     "integration": {
         "riemann_mean": "", "riemann_trapezoid": "", "trapezoid": "trapezoid rule",
         "gauss_legendre": "Gauss–Legendre quadrature",
@@ -48,7 +48,7 @@ PHRASES = {
     "discard_ratio": "lowest {} of the fused attention discarded",
 }
 ADAPTIVE_ONLY = {"tolerance", "max_steps"}  # unsaid with tolerance 0 (fixed steps)
-HIDDEN = {"batch_size", "layer"}  # change no result / reported from the sidecar's gradcam_layer instead
+HIDDEN = {"batch_size", "layer"}  # change no result / reported from the mask file's gradcam_layer instead
 REFERENCES = {  # the methods' own are on their declarations (slidegrad.methods); the metrics' on theirs (.metrics)
     **{m.citation: m.reference for m in METHODS.values() if m.citation and m.reference},
     "Smilkov et al. 2017": "Smilkov et al., SmoothGrad: removing noise by adding noise, arXiv:1706.03825",
@@ -68,7 +68,7 @@ def _detail(key: str, value: Any) -> str:
 
 
 def method_phrase(meta: dict[str, Any]) -> tuple[str, list[str]]:
-    """One method as run (from its sidecar): ``(phrase, citations)``."""
+    """One method as run (from its mask file's record): ``(phrase, citations)``."""
     name, smooth, params = meta["method_name"], meta["smooth"], meta["params"]
     method = METHODS.get(name)
     cites = [method.citation] if method is not None and method.citation else []
@@ -95,7 +95,7 @@ def _rows(summary_path: str) -> list[dict[str, str]]:
     return rows
 
 
-def _sidecars(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+def _method_records(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
     """The first tile's record of each method id, in summary order (from its mask file)."""
     from .results import read_mask_records  # not at import: the Snakefile imports this module for CAPTIONS
 
@@ -117,7 +117,7 @@ def methods_paragraphs(
     ``evaluate``: the config's ``evaluate`` section (its metrics, if any, get a paragraph).
     """
     rows = _rows(summary_path)
-    metas = _sidecars(rows)
+    metas = _method_records(rows)
     first = next(iter(metas.values()))
     n_tiles = len({(r["slide"], r["tile"]) for r in rows})
     n_slides = len({r["slide"] for r in rows})
@@ -162,7 +162,7 @@ def methods_paragraphs(
 
 
 def _stain_sentence(record: dict[str, Any] | None) -> str:
-    """`` Tiles were stain-normalised …`` (leading space) from a sidecar's ``stain_normalizer``; ``""`` without one."""
+    """`` Tiles were stain-normalised …`` (leading space) from a mask record's ``stain_normalizer``; ``""`` without one."""
     if not record:
         return ""
     name = "Macenko" if record["method"].startswith("macenko") else "Reinhard"

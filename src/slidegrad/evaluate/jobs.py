@@ -1,7 +1,7 @@
 """The workflow's evaluation stage, as plain functions over paths (scripts only glue).
 
 One evaluate job per (slide, chunk) loads the model once, reads the chunk's tiles
-and every method's masks (and the class each mask explains, from its sidecar),
+and every method's masks (and the class each mask explains, from its mask file's records),
 and computes the configured metrics: each registered :class:`~slidegrad.metrics.Metric`
 in ``evaluate.metrics``, in registry order (:data:`slidegrad.metrics.METRICS` says
 what each computes, its columns and its chance level).
