@@ -61,7 +61,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import InputError, check, first_line, quote
-from .slide_map import MapGeometry, _coverage
+from .slide_map import MapGeometry, _Canvas, _coverage
 
 __all__ = [
     "PREDICTION_CMAP",
@@ -84,7 +84,7 @@ NPZ_KEYS = ("version", "maps", "labels", "width", "height", "mpp", "map_um")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member dates: reruns write the same bytes
 
 
-class PredictionCanvas:
+class PredictionCanvas(_Canvas):
     """Class-probability maps being stitched: ``(C, rows, cols)`` weighted sums and one ``(rows, cols)`` weight.
 
     Memory is ``(C + 1) × rows × cols`` float64 (:attr:`nbytes`), whatever the number of tiles.
@@ -103,18 +103,6 @@ class PredictionCanvas:
         self._sum = np.zeros((self.n_classes, *geometry.shape), np.float64)
         self._weight = np.zeros(geometry.shape, np.float64)
         self.tiles = 0
-
-    @property
-    def weight(self) -> np.ndarray:
-        """``(rows, cols)`` float64 covered area per map pixel, summed over tiles (read-only view)."""
-        view = self._weight.view()
-        view.flags.writeable = False
-        return view
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the canvas's arrays."""
-        return self._sum.nbytes + self._weight.nbytes
 
     def add_many(self, coords: Any, extract_px: float, probabilities: Any) -> None:
         """Stitch a chunk: ``coords`` ``(N, 2)`` level-0 ``(x, y)`` top-left corners, each tile ``extract_px``

@@ -166,7 +166,26 @@ def _coverage(start: float, stop: float, n: int) -> tuple[int, np.ndarray]:
     return first, overlap
 
 
-class SlideCanvas:
+class _Canvas:
+    """What the stitching canvases share: a weighted sum ``_sum`` and the covered area ``_weight``."""
+
+    _sum: np.ndarray
+    _weight: np.ndarray
+
+    @property
+    def weight(self) -> np.ndarray:
+        """``(rows, cols)`` float64 covered area per map pixel, summed over tiles (read-only view)."""
+        view = self._weight.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the canvas's arrays."""
+        return self._sum.nbytes + self._weight.nbytes
+
+
+class SlideCanvas(_Canvas):
     """A slide map being stitched: a weighted sum and a weight, both ``(rows, cols)`` float64.
 
     Memory is O(map size + one tile): nothing of the slide's level-0 size is ever allocated.
@@ -181,18 +200,6 @@ class SlideCanvas:
         self._sum = np.zeros(geometry.shape, np.float64)
         self._weight = np.zeros(geometry.shape, np.float64)
         self.tiles = 0
-
-    @property
-    def weight(self) -> np.ndarray:
-        """``(rows, cols)`` float64 covered area per map pixel, summed over tiles (read-only view)."""
-        view = self._weight.view()
-        view.flags.writeable = False
-        return view
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the canvas's arrays."""
-        return self._sum.nbytes + self._weight.nbytes
 
     def _check(self, x: Any, y: Any, extract_px: Any, values: Any) -> tuple[Box, np.ndarray]:
         """The tile's box on the map and its values (not copied), or an InputError naming the tile."""
