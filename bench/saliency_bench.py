@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/saliency_bench.py [--model resnet18|demo|both|vit_demo|vit_small] [--tiles 8]
         [--device cpu] [--methods ...] [--pair-tiles N] [--single-reps 15] [--interleaved-reps 3]
-        [--max-steps N] [--floor-reps 3] [--attention-reps 5]
+        [--max-steps N] [--floor-reps 3] [--attention-reps 5] [--new-reps 2] [--new-tiles 4]
 
 Per method it prints seconds per tile for each implementation, the floor (model
 passes per tile × the best per-image fwd+bwd time measured in this run), the
@@ -30,6 +30,13 @@ fwd+bwd to the attention maps, per image at the batch sizes the attention method
 interleaved reps).  ``--max-steps N`` caps every method's steps (IG's ``x_steps``, Blur IG's and XRAI's
 ``steps``) to keep a large model's run short; the floor's pass counts follow the cap.  A method that fails
 prints its error line and the others go on.
+
+Last, the methods of issue 28 against their anchors' own code on the first ``--new-tiles`` (4) tiles (CNNs
+only): occlusion vs PAIR's ``Occlusion.GetMask`` per image and Captum's ``Occlusion``; RISE vs its authors'
+reference loop (masks made once, then per image in model batches of 100); Score-CAM, HiResCAM and LayerCAM vs
+pytorch-grad-cam 1.5.7; Input × Gradient and GradientSHAP vs Captum.  The floor is the model passes a tile
+needs × this run's best per-image pass: forward only for the gradient-free methods (occlusion:
+(H − 14)² windows, RISE: ``n_masks``, Score-CAM: one per channel of the layer + 1).
 """
 
 from __future__ import annotations
@@ -374,6 +381,9 @@ def plain_pair_call(model: torch.nn.Module, device: torch.device):
     def call(x_batch, call_model_args=None, expected_keys=None):
         k = call_model_args["class_idx"]
         inputs = torch.from_numpy(np.ascontiguousarray(x_batch.transpose(0, 3, 1, 2))).to(device)
+        if pair.OUTPUT_LAYER_VALUES in expected_keys:  # Occlusion: the class logit, forward only
+            with torch.no_grad():
+                return {pair.OUTPUT_LAYER_VALUES: model(inputs)[:, k].cpu().numpy()}
         if pair.INPUT_OUTPUT_GRADIENTS in expected_keys:
             inputs.requires_grad_(True)
             (grads,) = torch.autograd.grad(model(inputs)[:, k].sum(), inputs)
@@ -433,6 +443,140 @@ def bench_single_call(label: str, model: torch.nn.Module, tile: np.ndarray, devi
               f"{med['native (reused object)'] / med['PAIR']:11.2f} {med['native'] / med['PAIR engine']:15.2f}")  # fmt: skip
 
 
+# The issue-28 methods against their anchors' own code, on the same tiles: (method, params, anchor label,
+# model passes per tile, whether those passes are forward only).  Occlusion, RISE and Score-CAM are
+# gradient-free: their floor is forward passes.
+NEW_METHODS = {
+    "occlusion": ({}, "PAIR Occlusion.GetMask, per image", "occlusion", True),
+    "occlusion_captum": ({}, "Captum Occlusion (batch, 8 windows per eval)", "occlusion", True),
+    "rise": ({}, "RISE reference loop (Petsiuk et al.), per image", "rise", True),
+    "scorecam": ({}, "pytorch-grad-cam ScoreCAM (per image, 16 channels a call)", "channels", True),
+    "hirescam": ({}, "pytorch-grad-cam HiResCAM (batch)", 1, False),
+    "layercam": ({}, "pytorch-grad-cam LayerCAM (batch)", 1, False),
+    "input_x_gradient": ({}, "Captum InputXGradient (batch)", 1, False),
+    "gradient_shap": ({}, "Captum GradientShap (batch; black, white, blurred baselines)", "n_samples", False),
+}
+
+
+def fwd_seconds(model: torch.nn.Module, x: np.ndarray, device: torch.device, size: int, reps: int = 3) -> float:
+    """Best of ``reps`` plain forward passes (no gradient) over a batch of ``size``."""
+    batch = torch.from_numpy(np.resize(x, (size, *x.shape[1:]))).permute(0, 3, 1, 2).to(device)
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # the engine's layout
+    batch = batch.contiguous(memory_format=layout)
+    times = []
+    with torch.no_grad():
+        for _ in range(reps):
+            start = time.perf_counter()
+            model(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def anchor_runner(key: str, model: torch.nn.Module, x: np.ndarray, device: torch.device, params: dict):
+    """The anchor's own call of a NEW_METHODS entry over ``x`` ``(N, H, W, 3)`` (class 1), as its users write it."""
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)
+    target = torch.ones(len(x), dtype=torch.long, device=device)
+    last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    method = REGISTRY[key.removesuffix("_captum")]
+    settings = {**method.defaults, **params}
+    if key == "occlusion":
+        import saliency.core as pair
+
+        call, occlusion = plain_pair_call(model, device), pair.Occlusion()
+        return lambda: [occlusion.GetMask(image, call, {"class_idx": 1}, size=settings["size"], value=0) for image in x]
+    if key == "occlusion_captum":
+        from captum.attr import Occlusion
+
+        size = settings["size"]
+        occlusion = Occlusion(model)
+        return lambda: occlusion.attribute(xt, (3, size, size), target=target, baselines=0.0, perturbations_per_eval=8)
+    if key == "rise":
+        return lambda: rise_reference(model, xt, 1, settings["n_masks"], settings["grid"], settings["p"])
+    if key in ("scorecam", "hirescam", "layercam"):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.gradcam_reference import pytorch_grad_cam
+
+        cams = pytorch_grad_cam()
+        cls = {"scorecam": "ScoreCAM", "hirescam": "HiResCAM", "layercam": "LayerCAM"}[key]
+        cam = getattr(cams, cls)(model=model, target_layers=[last_conv])
+        return lambda: cam(input_tensor=xt, targets=[cams.ClassifierOutputTarget(1)] * len(x))
+    from captum.attr import GradientShap, InputXGradient
+
+    if key == "input_x_gradient":
+        return lambda: InputXGradient(model).attribute(xt.clone().requires_grad_(True), target=target)
+    from scipy.ndimage import gaussian_filter
+
+    blurred = torch.from_numpy(np.stack([gaussian_filter(t, (5, 5, 0)) for t in x])).permute(0, 3, 1, 2).to(device)
+    baselines = torch.cat([torch.zeros_like(xt[:1]), torch.ones_like(xt[:1]), blurred])
+    return lambda: GradientShap(model).attribute(xt, baselines, n_samples=settings["n_samples"], target=target)
+
+
+def rise_reference(model: torch.nn.Module, x: torch.Tensor, class_idx: int, n: int, s: int, p1: float, batch: int = 100):
+    """RISE as its authors' reference code runs it (github.com/eclique/RISE, ``explanations.RISE``): the
+    masks made once, then per image the masked copies in model batches of ``batch``; softmax probabilities."""
+    from skimage.transform import resize
+
+    height, width = x.shape[-2:]
+    rng = np.random.default_rng(0)
+    cell = np.ceil(np.array([height, width]) / s).astype(int)
+    grid = (rng.random((n, s, s)) < p1).astype(np.float32)
+    masks = np.empty((n, height, width), np.float32)
+    for i in range(n):
+        dx, dy = rng.integers(0, cell[0]), rng.integers(0, cell[1])
+        up = resize(grid[i], (s + 1) * cell, order=1, mode="reflect", anti_aliasing=False)
+        masks[i] = up[dx : dx + height, dy : dy + width]
+    masks_t = torch.from_numpy(masks)[:, None].to(x.device)
+    maps = []
+    with torch.no_grad():
+        for image in x:
+            probs = torch.cat([
+                torch.softmax(model(masks_t[i : i + batch] * image), 1)[:, class_idx] for i in range(0, n, batch)
+            ])  # fmt: skip
+            maps.append((probs @ masks_t.view(n, -1)).view(height, width) / n / p1)
+    return maps
+
+
+def bench_new_methods(label: str, model: torch.nn.Module, tiles: np.ndarray, device: str, reps: int) -> None:
+    """The issue-28 methods (NEW_METHODS), native against the anchor's own code on the same tiles; best of
+    ``reps`` alternating runs each, the floor from this run's best per-image pass (forward only for the
+    gradient-free methods)."""
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    x = sg.model.scale(tiles)
+    n = len(x)
+    native = sg.SaliencyMap(model, class_idx=1, device=device, engine="native")
+    native.get(x[:1], "vanilla")  # warm-up
+    fwd = min(fwd_seconds(model, x, dev, size) / size for size in (1, 8, 32, 64))
+    fwd_bwd, _ = floor_per_image(model, x, dev)
+    channels = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels
+    print(f"\n== new methods vs their anchors, {label}: {n} tiles {x.shape[1]} px, device {device}, best of {reps}; "
+          f"floor fwd {fwd * 1e3:.2f} ms/image, fwd+bwd {fwd_bwd * 1e3:.2f} ms/image; load average {_load()}")  # fmt: skip
+    print(f"{'method':18s} {'native s/tile':>13s} {'anchor s/tile':>13s} {'anchor/native':>13s} {'floor s/tile':>12s} "
+          f"{'native/floor':>12s}  anchor")  # fmt: skip
+    for key, (params, anchor_label, passes, forward_only) in NEW_METHODS.items():
+        name = key.removesuffix("_captum")
+        if name not in REGISTRY:
+            print(f"{key:18s} not in this slidegrad")
+            continue
+        settings = {**REGISTRY[name].defaults, **params}
+        count = {"occlusion": (x.shape[1] - settings.get("size", 1) + 1) ** 2, "rise": settings.get("n_masks"),
+                 "channels": channels + 1, "n_samples": settings.get("n_samples")}.get(passes, passes)  # fmt: skip
+        floor = count * (fwd if forward_only else fwd_bwd)
+        try:
+            runner = anchor_runner(key, model, x, dev, params)
+            t_native = t_anchor = float("inf")
+            for _ in range(reps):
+                t_native = min(t_native, timed(lambda: native.get(x, name, **params))[0])
+                t_anchor = min(t_anchor, timed(runner)[0])
+        except Exception as error:
+            print(f"{key:18s} ERROR {_error_line(error)}")
+            continue
+        print(f"{key:18s} {t_native / n:13.3f} {t_anchor / n:13.3f} {t_anchor / t_native:13.2f} {floor:12.3f} "
+              f"{t_native / n / floor:12.2f}  {anchor_label}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["resnet18", "demo", "both", "vit_demo", "vit_small"], default="both")
@@ -448,6 +592,8 @@ def main() -> None:
         "--no-batch-floor", action="store_true", help="skip the per-method batch floor and the floor's re-timing (large models)"
     )
     parser.add_argument("--attention-reps", type=int, default=5, help="ViTs: interleaved reps of the attention-read timing (0: skip)")
+    parser.add_argument("--new-reps", type=int, default=2, help="new methods vs their anchors: reps, best of (0: skip)")
+    parser.add_argument("--new-tiles", type=int, default=4, help="new methods vs their anchors: tiles")
     args = parser.parse_args()
     from skimage.data import immunohistochemistry
 
@@ -480,6 +626,8 @@ def main() -> None:
                 bench_attention(name, model, tiles, args.device, sizes or [len(tiles)], args.attention_reps)
         if args.interleaved_reps:
             bench_interleaved(name, model, tiles, args.device, args.interleaved_reps)
+        if args.new_reps and name in ("demo", "resnet18"):
+            bench_new_methods(name, model, tiles[: args.new_tiles], args.device, args.new_reps)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
