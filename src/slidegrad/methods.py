@@ -30,7 +30,7 @@ LOGGER = logging.getLogger("slidegrad")
 ENGINES = ("native", "pair")
 """The engines that compute attributions (:mod:`slidegrad.engines`)."""
 
-KINDS = ("gradient", "xrai", "gradcam", "attention")
+KINDS = ("gradient", "xrai", "gradcam", "attention", "probability")
 """Kinds of raw map; each has its normalization (:func:`normalize`)."""
 
 
@@ -60,7 +60,10 @@ class Method:
     ``kind`` decides normalization: ``gradient`` maps are ``(H, W, C)`` and are
     reduced with :func:`grayscale_p99`; ``xrai`` maps are ``(H, W)`` region
     scores (:func:`xrai_p99`); ``gradcam`` maps are ``(H, W)`` in [0, 1]
-    (:func:`max_scaled`); ``attention`` maps are ``(H, W)`` ≥ 0 (:func:`min_max_scaled`).
+    (:func:`max_scaled`); ``attention`` maps are ``(H, W)`` ≥ 0 on a vision transformer's patch tokens
+    (:func:`min_max_scaled`); ``probability`` maps are ``(H, W)`` ≥ 0 on the input's pixels, in units of the
+    class probability (RISE's expected probability given the pixel is kept; :func:`min_max_scaled`, and no
+    prefix tokens dropped as for ``attention``).
 
     ``title``: figure column title (``"IG"``).  ``description``: one line, the
     docstring of ``SaliencyMap.<name>``.  ``native``: ``"module:function"`` naming the function
@@ -211,6 +214,13 @@ PARAMS: dict[str, Param] = {
     # occlusion: the window's side in pixels, and the value it fills in
     "size": Param("int", 1),
     "value": Param("float"),
+    # RISE: random masks, the side of their coarse grid, and the probability a grid cell is kept
+    "n_masks": Param("int", 1),
+    "grid": Param("int", 1),
+    "p": Param("float", 0, 1, low_open=True),
+    # GradientSHAP: samples per tile, and the σ of the Gaussian noise added to the input
+    "n_samples": Param("int", 1),
+    "stdevs": Param("float", 0),
 }
 """Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 
@@ -329,6 +339,42 @@ for _method in (
         reference="Zeiler & Fergus, Visualizing and understanding convolutional networks, ECCV 2014",
         phrase="occlusion",
         defaults={"size": 15, "value": 0.0},
+    ),
+    Method(
+        "rise", "probability", "RISE",
+        "RISE: the class probability averaged over ``n_masks`` random masks (``grid`` × ``grid`` cells, each "
+        "kept with probability ``p``, upsampled bilinearly and shifted at random), each mask weighted by the "
+        "probability of the tile masked by it, / (``n_masks`` · ``p``); the masks are drawn once per call "
+        "with numpy's Generator(``seed``) and shared by every tile.  Defaults: the paper's for ResNet-50 "
+        "(s = 7, p1 = 0.5, N = 4000).  Forward passes only.",
+        native="native.rise:rise", pair=None, smoothable=False,
+        citation="Petsiuk et al. 2018",
+        reference="Petsiuk, Das & Saenko, RISE: randomized input sampling for explanation of black-box models, "
+        "BMVC 2018",
+        phrase="RISE",
+        defaults={"n_masks": 4000, "grid": 7, "p": 0.5, "seed": 0},
+    ),
+    Method(
+        "input_x_gradient", "gradient", "Input × Gradient",
+        "Input × gradient (Captum's InputXGradient): the class logit's gradient at the tile times the tile.",
+        native="native.input_x_gradient:input_x_gradient", pair=None,
+        citation="Shrikumar et al. 2017",
+        reference="Shrikumar, Greenside & Kundaje, Learning important features through propagating activation "
+        "differences, ICML 2017",
+        phrase="input × gradient",
+    ),
+    Method(
+        "gradient_shap", "gradient", "GradientSHAP",
+        "GradientSHAP (Captum's GradientShap): the mean over ``n_samples`` draws of ∇f(b + α (x̃ − b)) ⊙ "
+        "(x̃ − b), with b drawn from three baselines per tile (black: zeros, as IG's; white: the tile's "
+        "maximum, as XRAI's; the tile blurred with a Gaussian of σ = 8 px), α ~ U(0, 1) and x̃ = x + "
+        "N(0, ``stdevs``²) noise; drawn with numpy's Generator(``seed``), the same draws for every tile.  "
+        "Defaults: Captum's (5 samples, no noise).",
+        native="native.gradient_shap:gradient_shap", pair=None, smoothable=False,
+        citation="Lundberg & Lee 2017",
+        reference="Lundberg & Lee, A unified approach to interpreting model predictions, NeurIPS 2017",
+        phrase="GradientSHAP", baseline="baselines black, white and the tile blurred (σ = 8 px)",
+        defaults={"n_samples": 5, "stdevs": 0.0, "seed": 0},
     ),
     Method(
         "attention_rollout", "attention", "Rollout",
@@ -475,7 +521,10 @@ def min_max_scaled(attr: np.ndarray) -> np.ndarray:
     return ((attr - low) / (high - low)).astype(np.float32)
 
 
-NORMALIZERS = {"gradient": grayscale_p99, "xrai": xrai_p99, "gradcam": max_scaled, "attention": min_max_scaled}
+NORMALIZERS = {
+    "gradient": grayscale_p99, "xrai": xrai_p99, "gradcam": max_scaled, "attention": min_max_scaled,
+    "probability": min_max_scaled,
+}  # fmt: skip
 
 
 def normalize(method: Method, raw: np.ndarray) -> np.ndarray:
@@ -489,11 +538,13 @@ REDUCERS = {
     "xrai": lambda attr: attr,
     "gradcam": lambda attr: np.maximum(attr, 0),
     "attention": lambda attr: attr,
+    "probability": lambda attr: attr,
 }
 
 
 def reduce(method: Method, raw: np.ndarray) -> np.ndarray:
     """Raw attribution of one image → ``(H, W)`` float32, channel-reduced but not scaled: the values
     :func:`normalize` scales per image (gradient maps: sum of |attribution| over channels; Grad-CAM: the
-    ReLU'd map; XRAI and attention: the map itself).  Slide maps scale these once per slide."""
+    ReLU'd map; XRAI, attention and probability (RISE) maps: the map itself).  Slide maps scale these once per
+    slide."""
     return np.asarray(REDUCERS[method.kind](raw), np.float32)

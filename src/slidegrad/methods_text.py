@@ -46,6 +46,11 @@ PHRASES = {
     "max_steps": "at most {} steps",
     "head_fusion": "heads fused by their {}",
     "discard_ratio": "lowest {} of the fused attention discarded",
+    "n_masks": "{} random masks",
+    "grid": "a {0} × {0} grid",
+    "p": "cells kept with p = {}",
+    "n_samples": "{} samples",
+    "stdevs": "input noise σ = {}",
 }
 ADAPTIVE_ONLY = {"tolerance", "max_steps"}  # unsaid with tolerance 0 (fixed steps)
 HIDDEN = {"batch_size", "layer"}  # change no result / reported from the mask file's gradcam_layer instead
@@ -136,7 +141,7 @@ def methods_paragraphs(
         phrases.append(phrase)
         cites += method_cites
     engines = _joined([f"{r['engine']} engine on {r['device']}" for r in rows])
-    attention = any(m.kind == "attention" for m in (METHODS.get(meta["method_name"]) for meta in metas.values()) if m)
+    kinds = {m.kind for m in (METHODS.get(meta["method_name"]) for meta in metas.values()) if m}
     saliency = (
         f"Saliency maps were computed with slidegrad {first['slidegrad_version']} (PAIR saliency "
         f"{first['pair_version']}, {framework} {first['framework_version']}) for {n_tiles} tiles from "
@@ -147,7 +152,8 @@ def methods_paragraphs(
         "Gradient maps sum the absolute attribution over colour channels and are scaled to [minimum, "
         "99th percentile]; XRAI maps are scaled the same way; Grad-CAM maps are rectified and divided by "
         "their maximum; "
-        + ("attention maps are scaled to [minimum, maximum]; " if attention else "")
+        + ("attention maps are scaled to [minimum, maximum]; " if "attention" in kinds else "")
+        + ("maps of expected class probability are scaled to [minimum, maximum]; " if "probability" in kinds else "")
         + "all maps are clipped to [0, 1]."
     )
     paragraphs, metric_refs = [saliency], {}

@@ -497,6 +497,15 @@ class TensorFlowOps:
             out = self.backend.model(tf.cast(x, tf.float32), training=False)
             return tf.gather(out, tf.cast(class_idx, tf.int32), axis=1, batch_dims=1)
 
+    def class_probabilities(self, x: tf.Tensor, class_idx: tf.Tensor) -> tf.Tensor:
+        """``(B,)`` probabilities in [0, 1] of the classes of a channels-last batch, forward only, on the device:
+        the outputs themselves where the last layer is a softmax, else their softmax (as
+        :meth:`TensorFlowBackend.probabilities`)."""
+        with tf.device(self.backend.device):
+            out = tf.cast(self.backend.model(tf.cast(x, tf.float32), training=False), tf.float32)
+            probs = out if self.backend.outputs_probabilities else tf.nn.softmax(out, axis=-1)
+            return tf.gather(probs, tf.cast(class_idx, tf.int32), axis=1, batch_dims=1)
+
     def conv(self, x: tf.Tensor, class_idx: tf.Tensor, layer: str | None) -> tuple[tf.Tensor, tf.Tensor]:
         acts, grads = self.backend.conv_gradients(x.numpy(), class_idx.numpy(), layer)
         return self.tensor(acts), self.tensor(grads)

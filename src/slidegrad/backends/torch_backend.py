@@ -959,6 +959,13 @@ class TorchOps:
             out = model_logits(self.backend.module(self.backend.model_input(x)))
             return out.gather(1, class_idx[:, None])[:, 0]
 
+    def class_probabilities(self, x: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` softmax probabilities in [0, 1] of the classes of a channels-last batch, forward only, on the
+        device (the model's outputs are logits, as :meth:`TorchBackend.probabilities` takes them)."""
+        with torch.no_grad():
+            out = model_logits(self.backend.module(self.backend.model_input(x))).float()
+            return torch.softmax(out, dim=-1).gather(1, class_idx[:, None])[:, 0]
+
     def attention(self, x: torch.Tensor, class_idx: torch.Tensor | None) -> AttentionMaps:
         """A vision transformer's attention for a channels-last batch (and its gradients with ``class_idx``)."""
         maps, grads = self.backend.attention_maps(x, class_idx)
