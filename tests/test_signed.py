@@ -236,6 +236,10 @@ def test_a_signed_mask_job_and_its_pictures_summary_and_slide_map(tmp_path, mode
 
     frame = pd.read_parquet(tmp_path / "summary.parquet")
     assert frame["positive_share"].between(0, 1).all() and frame["mask_mean"].between(0, 1).all()
+    from slidegrad.methods_text import methods_paragraphs
+
+    paragraph = methods_paragraphs(str(summary))[0][0]
+    assert "Methods: signed integrated gradients (" in paragraph and "clipped to [−1, 1]" in paragraph
 
     # pictures: the heatmap is the diverging colour of the mask
     jobs.write_pictures(table, "chunk0000", outdir, ["ig_signed"], str(tmp_path / "ov"), str(tmp_path / "hm"))
@@ -247,7 +251,9 @@ def test_a_signed_mask_job_and_its_pictures_summary_and_slide_map(tmp_path, mode
     assert len(bars) == 1 and bars[0].get_ylim() == pytest.approx((-1.0, 1.0))
 
     # slide map: signed, scaled by the percentile of |values|, coloured diverging
-    out = {ext: str(tmp_path / f"map.{ext}") for ext in ("tiff", "png", "npz")}
+    out = {ext: layout.slide_map("s1", "ig_signed", ext) for ext in ("tiff", "png", "npz")}
+    for path in out.values():
+        __import__("pathlib").Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_slide_map("s1", slide_path, None, table, outdir, "ig_signed", out["tiff"], out["png"], out["npz"],
                     16.0, 99.0, "inferno", 0.6)  # fmt: skip
     values, map_scale, geometry = read_map_npz(out["npz"])
@@ -265,6 +271,18 @@ def test_a_signed_mask_job_and_its_pictures_summary_and_slide_map(tmp_path, mode
     write_overview("s1", slide_path, None, table, outdir, ["ig_signed"], ["IG (signed)"], True, ov, slide_maps=[out["npz"]])
     write_overview("s1", slide_path, None, table, outdir, ["ig_signed"], ["IG (signed)"], True, ov)  # from the masks
     assert Image.open(ov[0]).size[0] > 0
+
+    # the viewer's layer: signed, in the diverging colour map, both colours present
+    from slidegrad.viewer.run import Run
+
+    (tmp_path / "samples.csv").write_text(f"slide,path\ns1,{slide_path}\n")
+    run = Run(outdir, samples=str(tmp_path / "samples.csv"))
+    layer = run.describe()["slides"][0]["layers"][0]
+    assert layer["key"] == "ig_signed" and layer["cmap"] == plot.DIVERGING_CMAP
+    dz = run.layer_deepzoom(run.slides["s1"], "saliency", "ig_signed", layer["cmap"])
+    tile = np.asarray(dz.get_tile(dz.level_count - 1, (0, 0)).convert("RGBA")).reshape(-1, 4).astype(int)
+    shown = tile[tile[:, 3] > 0]
+    assert (shown[:, 2] > shown[:, 0] + 60).any() and (shown[:, 0] > shown[:, 2] + 60).any()
 
 
 def test_unsigned_slide_maps_read_as_unsigned(tmp_path):
@@ -303,3 +321,14 @@ def test_sanity_ssim_of_signed_masks_uses_their_span():
     assert wide[0] != pytest.approx(narrow[0])  # the span changes SSIM's constants
     _, same = map_similarity(raws, a, raws, a, data_range=2.0)
     assert same[0] == pytest.approx(1.0)
+
+
+@pytest.mark.workflow
+def test_a_signed_entry_plans_its_own_jobs_in_a_dry_run(tmp_path, slide_path, model_dir):
+    from .conftest import run_snakemake
+
+    methods_list = ["vanilla", {"name": "vanilla", "signed": True}]
+    root = make_project(tmp_path, slide_path, model_dir, [{"slide": "s1", "x": 0, "y": 0}], methods=methods_list)
+    result = run_snakemake(root, "-n")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "masks/s1/vanilla_signed/chunk0000.npz" in result.stdout

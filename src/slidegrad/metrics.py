@@ -60,7 +60,8 @@ class MetricInputs:
     the job's (bytes; for models a metric builds, e.g. randomised copies).
 
     Per method (``None`` in :attr:`Metric.prepare`'s call): ``method``, the :class:`~slidegrad.config.MethodSpec`;
-    ``masks``: ``(N, H, W)`` in [0, 1] (a signed method's in [−1, 1]: positive evidence > 0); ``classes``: ``(N,)`` int64, the class each mask explains.
+    ``masks``: ``(N, H, W)`` in [0, 1] (a signed method's in [−1, 1]: positive evidence > 0); ``classes``:
+    ``(N,)`` int64, the class each mask explains.
     """
 
     scorer: Any

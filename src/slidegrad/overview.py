@@ -217,8 +217,9 @@ def overview_figure(
     µm per thumbnail pixel (None: no scale bar); ``mosaics``: panel title → :func:`saliency_mosaic` (or a
     slide map on the thumbnail, :func:`slidegrad.slide_map.map_on_thumbnail`; colour bar ``mosaic_label``);
     ``predictions``: panel title → a class's probability on the thumbnail (``(h, w)`` in [0, 1], NaN
-    outside tiles; colour map coolwarm, as the prediction heatmap); ``signed``: the titles of the mosaics that
-    are signed (in [−1, 1]): drawn with the diverging ``plot.signed_cmap(cmap)`` on [−1, 1], a colour bar of their own.
+    outside tiles; colour map coolwarm, as the prediction heatmap); ``signed``: the titles of the mosaics
+    that are signed (in [−1, 1]): drawn with the diverging ``plot.signed_cmap(cmap)`` on [−1, 1], with a
+    colour bar of their own.
 
     The first axes holds the tile boxes' edges as ``Rectangle`` patches (gid ``tile-box``), in box
     order, and their fills as one RGBA image (:func:`box_fill`), above the thumbnail.

@@ -31,7 +31,9 @@ OVERLAY_ALPHA = 0.8  # opacity where the mask is 1; the opacity scales with the 
 DIVERGING_CMAP = "RdBu_r"  # signed masks: blue (negative) – white (0) – red (positive)
 DIVERGING_CMAPS = frozenset(
     base + tail
-    for base in ("RdBu", "bwr", "coolwarm", "seismic", "PiYG", "PRGn", "BrBG", "PuOr", "RdGy", "RdYlBu", "RdYlGn", "Spectral")
+    for base in (
+        "RdBu", "bwr", "coolwarm", "seismic", "PiYG", "PRGn", "BrBG", "PuOr", "RdGy", "RdYlBu", "RdYlGn", "Spectral",
+    )  # fmt: skip
     for tail in ("", "_r")
 )
 """Matplotlib's diverging colour maps: a signed mask keeps one of these when asked for (else :data:`DIVERGING_CMAP`)."""

@@ -273,8 +273,8 @@ class Results:
     ``attributions``: ``(N, H, W)``
     float32 channel-reduced raw attributions (when asked for, else ``None``); ``tiles``: a pandas
     DataFrame, one row per tile: ``tile``, ``x``, ``y`` (level-0 px, top-left), ``chunk``, ``class_idx``,
-    ``class_label``, ``probability``, ``p_<label>`` per class, ``mask_mean``, ``mask_max``, ``top10_mass``, ``positive_share``
-    (signed methods; else ``None``), ``completeness_error`` and the geometry (``tile_px``, ``tile_um``, ``mpp``, ``level``, ``extract_px``)."""
+    ``class_label``, ``probability``, ``p_<label>`` per class, ``mask_mean``, ``mask_max``, ``top10_mass``,
+    ``positive_share`` (signed methods; else ``None``), ``completeness_error`` and the geometry (``tile_px``, ``tile_um``, ``mpp``, ``level``, ``extract_px``)."""
 
     masks: np.ndarray
     tiles: Any

@@ -210,7 +210,8 @@ def method_wrapper(method: Method) -> Callable[..., np.ndarray]:
     """``SaliencyMap.<name>`` for ``method``: :meth:`SaliencyMap.get` with the registry's defaults as keywords.
 
     Signature ``(self, img, <param>=<default>, ..., [smooth=False,] [signed=False,] **kwargs)``: ``smooth``
-    only for smoothable methods, ``signed`` only for gradient methods (:attr:`~slidegrad.methods.Method.signable`), ``**kwargs`` for ``class_idx``, ``progress`` and SmoothGrad's
+    only for smoothable methods, ``signed`` only for gradient methods
+    (:attr:`~slidegrad.methods.Method.signable`), ``**kwargs`` for ``class_idx``, ``progress`` and SmoothGrad's
     parameters.  Docstring: the method's description, its parameters and defaults.
     """
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD

@@ -36,7 +36,7 @@ def mask_stats(mask: np.ndarray, signed: bool = False) -> dict[str, float]:
     of the ``|mask|`` mass in the top 10 % of pixels by ``|mask|``), and ``positive_share``: the share of the
     ``|mask|`` mass that is positive (0 for an all-zero mask).
     """
-    values = np.asarray(mask, np.float64).ravel()
+    values = np.asarray(mask).ravel()
     flat = np.sort(np.abs(values) if signed else values)[::-1]
     total = float(flat.sum())
     top = flat[: max(1, int(np.ceil(0.1 * flat.size)))]
