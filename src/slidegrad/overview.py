@@ -417,15 +417,9 @@ def write_overview(
                 labels.append(str(label))
     classes = [str(meta["class_label"]) for meta in metas]
     probabilities = [float(meta["probability"]) for meta in metas]
-    mosaics: dict[str, np.ndarray] = {}
-    signed: list[str] = []
-    if mosaic and slide_maps:
-        mosaics, signed = _slide_map_panels(slide_maps, method_titles, (h, w))
-    elif mosaic:
-        for method_id, title in zip(method_ids, method_titles):
-            mosaics[title] = saliency_mosaic((h, w), boxes, _masks(layout, slide, rows, method_id))
-            if _records(layout, slide, rows[:1], method_id)[0].get("signed", False):
-                signed.append(title)
+    mosaics, signed = ({}, [])
+    if mosaic:
+        mosaics, signed = _mosaic_panels(layout, slide, rows, boxes, (h, w), method_ids, method_titles, slide_maps)
     predictions = _prediction_panels(prediction_map, (h, w)) if prediction_map else {}
     um_per_px = level0_mpp * width / w if level0_mpp else None
     if um_per_px is None:
@@ -443,6 +437,22 @@ def write_overview(
         "overview of slide %s: %d tiles, %d saliency panels (%s), %d prediction panels", slide, len(rows),
         len(mosaics), "slide maps" if slide_maps else "tile masks", len(predictions),
     )  # fmt: skip
+
+
+def _mosaic_panels(
+    layout: Layout, slide: str, rows: list[dict[str, str]], boxes: Sequence[Box], size: tuple[int, int],
+    method_ids: Sequence[str], method_titles: Sequence[str], slide_maps: Sequence[str],
+) -> tuple[dict[str, np.ndarray], list[str]]:  # fmt: skip
+    """Title → each method's stitched panel on a ``size`` thumbnail (from ``slide_maps`` where given, else
+    each tile's mask at its box), and the titles of the signed ones (their records or maps say ``signed``)."""
+    if slide_maps:
+        return _slide_map_panels(slide_maps, method_titles, size)
+    mosaics, signed = {}, []
+    for method_id, title in zip(method_ids, method_titles):
+        mosaics[title] = saliency_mosaic(size, boxes, _masks(layout, slide, rows, method_id))
+        if _records(layout, slide, rows[:1], method_id)[0].get("signed", False):
+            signed.append(title)
+    return mosaics, signed
 
 
 def _slide_map_panels(
