@@ -163,7 +163,8 @@ def test_wrapper_signature_and_doc_come_from_the_registry(name):
     assert names[:2] == ["self", "img"] and names[-1] == "kwargs"
     assert signature.parameters["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
     keywords = {k: p.default for k, p in signature.parameters.items() if k not in ("self", "img", "kwargs")}
-    assert keywords == {**method.defaults, **({"smooth": False} if method.smoothable else {})}
+    options = {**({"smooth": False} if method.smoothable else {}), **({"signed": False} if method.signable else {})}
+    assert keywords == {**method.defaults, **options}
     assert list(keywords)[: len(method.defaults)] == list(method.defaults)
     assert wrapper.__doc__.startswith(method.description)
     for key, default in method.defaults.items():
@@ -197,7 +198,7 @@ def test_registering_a_method_is_one_declaration(registered_copy, tiny_cnn, batc
     for engine in ("native", "pair"):
         sal = sg.SaliencyMap(tiny_cnn, class_idx=1, engine=engine)
         assert "vanilla_copy" in dir(sal)
-        assert list(inspect.signature(sal.vanilla_copy).parameters) == ["img", "smooth", "kwargs"]
+        assert list(inspect.signature(sal.vanilla_copy).parameters) == ["img", "smooth", "signed", "kwargs"]
         assert sal.vanilla_copy.__doc__.startswith("A copy.")
         np.testing.assert_array_equal(sal.vanilla_copy(batch[:2]), sal.vanilla(batch[:2]))
         np.testing.assert_array_equal(
@@ -243,7 +244,7 @@ def test_method_schema_accepts_every_default_config():
     for config in method_configs():
         assert not list(validator.iter_errors(config)), config
     properties = schema["oneOf"][1]["properties"]
-    assert set(properties) == {"name", "id", "smooth", *PARAMS}
+    assert set(properties) == {"name", "id", "smooth", "signed", *PARAMS}
     assert properties["x_steps"]["default"] == 25 and properties["layer"]["default"] is None
 
 

@@ -309,7 +309,7 @@ def test_load_concatenates_a_slides_chunks_in_tile_table_order(outdir):
     frame = loaded.tiles
     assert list(frame.columns) == [
         "tile", "x", "y", "chunk", "class_idx", "class_label", "probability", "p_negative", "p_positive", "mask_mean",
-        "mask_max", "top10_mass", "completeness_error", "tile_px", "tile_um", "mpp", "level", "extract_px",
+        "mask_max", "top10_mass", "positive_share", "completeness_error", "tile_px", "tile_um", "mpp", "level", "extract_px",
     ]  # fmt: skip
     assert frame["tile"].tolist() == names
     assert list(zip(frame["x"], frame["y"])) == COORDS

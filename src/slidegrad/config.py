@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 
 from .errors import InputError, check, is_int
-from .methods import get_method, method_schema, output_params, resolve_params, title
+from .methods import default_id, get_method, method_schema, output_params, resolve_params, title
 from .metrics import check_needs, evaluate_schema
 from .tables import parse_roi
 
@@ -31,30 +31,37 @@ MODE_FIELDS = {
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A configured method: ``id`` names its output folder, ``params`` are fully resolved."""
+    """A configured method: ``id`` names its output folder, ``params`` are fully resolved; ``signed``: masks
+    in [−1, 1] with the sign kept (gradient methods, :func:`slidegrad.methods.check_signed`)."""
 
     id: str
     name: str
     smooth: bool
     params: dict[str, Any] = field(hash=False)
+    signed: bool = False
 
     @property
     def title(self) -> str:
         """Figure column title: the method's short name, or the custom ``id``."""
-        default_id = f"{self.name}_smooth" if self.smooth else self.name
-        return title(self.name, self.smooth) if self.id == default_id else self.id
+        if self.id == default_id(self.name, self.smooth, self.signed):
+            return title(self.name, self.smooth, self.signed)
+        return self.id
 
     def for_engine(self, engine: str) -> MethodSpec:
         """The spec with only the parameters that change ``engine``'s result (what a job's params record)."""
-        return MethodSpec(self.id, self.name, self.smooth, output_params(get_method(self.name), self.params, engine))
+        params = output_params(get_method(self.name), self.params, engine)
+        return MethodSpec(self.id, self.name, self.smooth, params, self.signed)
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "name": self.name, "smooth": self.smooth, "params": self.params}, sort_keys=True)
+        data = {"id": self.id, "name": self.name, "smooth": self.smooth, "params": self.params}
+        if self.signed:  # only when set: unsigned specs keep their old text (Snakemake's params, no reruns)
+            data["signed"] = True
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> MethodSpec:
         data = json.loads(text)
-        return cls(data["id"], data["name"], data["smooth"], data["params"])
+        return cls(data["id"], data["name"], data["smooth"], data["params"], data.get("signed", False))
 
 
 def load_schema() -> dict[str, Any]:
@@ -126,7 +133,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_methods(entries: list[Any], lenient: bool = False) -> list[MethodSpec]:
-    """Method entries (a name, or ``{name, id, smooth, **params}``) → resolved specs with unique ids.
+    """Method entries (a name, or ``{name, id, smooth, signed, **params}``) → resolved specs with unique ids.
 
     ``lenient``: skip entries of the wrong shape (the schema reports those).
     """
@@ -136,20 +143,20 @@ def parse_methods(entries: list[Any], lenient: bool = False) -> list[MethodSpec]
             continue
         entry = {"name": entry} if isinstance(entry, str) else dict(entry)
         name = entry.pop("name")
-        smooth = entry.pop("smooth", False)
-        method_id = entry.pop("id", f"{name}_smooth" if smooth is True else name)
-        if lenient and not (isinstance(smooth, bool) and isinstance(method_id, str)):
+        smooth, signed = entry.pop("smooth", False), entry.pop("signed", False)
+        method_id = entry.pop("id", default_id(name, smooth, signed))
+        if lenient and not (isinstance(smooth, bool) and isinstance(signed, bool) and isinstance(method_id, str)):
             continue
         try:
             method = get_method(name)
-            params = resolve_params(method, entry, smooth)
+            params = resolve_params(method, entry, smooth, signed)
         except InputError as err:
             raise InputError(f"config field 'methods[{i}]': {err}") from None
         check(
             method_id not in {s.id for s in specs},
             f"config field 'methods[{i}]': id {method_id!r} is used twice; give one entry an 'id'",
         )
-        specs.append(MethodSpec(method_id, name, smooth, params))
+        specs.append(MethodSpec(method_id, name, smooth, params, signed))
     return specs
 
 

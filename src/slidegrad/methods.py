@@ -33,6 +33,10 @@ ENGINES = ("native", "pair")
 KINDS = ("gradient", "xrai", "gradcam", "attention", "probability")
 """Kinds of raw map; each has its normalization (:func:`normalize`)."""
 
+SIGNED_KINDS = ("gradient",)
+"""Kinds whose maps have a sign worth keeping: ``signed=True`` (:func:`signed_p99`) is for these only
+(see :attr:`Method.signable`)."""
+
 
 @dataclass(frozen=True)
 class PairCall:
@@ -104,6 +108,11 @@ class Method:
     baseline: str | None = None
     path_start: str | None = None
     noise_dtype: str = "float32"
+
+    @property
+    def signable(self) -> bool:
+        """Takes ``signed=True``: its raw maps carry a sign per pixel (kind in :data:`SIGNED_KINDS`)."""
+        return self.kind in SIGNED_KINDS
 
 
 PATH_STARTS = ("black", "blurred")
@@ -399,9 +408,31 @@ for _method in (
 del _method
 
 
-def title(name: str, smooth: bool = False) -> str:
-    """Short column title for figures, e.g. ``"IG"``, ``"Gradient (smooth)"``."""
-    return (METHODS[name].title if name in METHODS else name) + (" (smooth)" if smooth else "")
+def title(name: str, smooth: bool = False, signed: bool = False) -> str:
+    """Short column title for figures, e.g. ``"IG"``, ``"Gradient (smooth)"``, ``"IG (signed)"``."""
+    suffix = ", ".join(word for word, on in (("smooth", smooth), ("signed", signed)) if on)
+    return (METHODS[name].title if name in METHODS else name) + (f" ({suffix})" if suffix else "")
+
+
+def default_id(name: str, smooth: bool = False, signed: bool = False) -> str:
+    """A config entry's default id (its output folder): ``name``, ``name_smooth``, ``name_signed``,
+    ``name_smooth_signed``."""
+    return name + ("_smooth" if smooth is True else "") + ("_signed" if signed is True else "")
+
+
+def check_signed(method: Method, signed: Any) -> bool:
+    """``signed`` as a bool, if ``method`` takes it (:attr:`Method.signable`); else one InputError line."""
+    check(
+        isinstance(signed, (bool, np.bool_)),
+        f"method {method.name}: field 'signed' must be true or false, got {signed!r}",
+    )
+    signables = ", ".join(m.name for m in METHODS.values() if m.signable)
+    check(
+        not signed or method.signable,
+        f"method {method.name}: field 'signed' is only for gradient methods ({signables}); "
+        f"{method.name}'s maps (kind {method.kind}) have no sign",
+    )
+    return bool(signed)
 
 
 def get_method(name: str) -> Method:
@@ -410,9 +441,10 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def resolve_params(method: Method, params: dict[str, Any], smooth: bool) -> dict[str, Any]:
+def resolve_params(method: Method, params: dict[str, Any], smooth: bool, signed: bool = False) -> dict[str, Any]:
     """Method defaults overlaid with ``params``, each checked against :data:`PARAMS`;
-    smoothing keys are allowed only with ``smooth``."""
+    smoothing keys are allowed only with ``smooth``; ``signed`` only for gradient methods (:func:`check_signed`)."""
+    check_signed(method, signed)
     allowed = set(method.defaults) | (set(SMOOTH_DEFAULTS) if smooth else set())
     unknown = sorted(set(params) - allowed)
     check(
@@ -452,7 +484,7 @@ def output_params(method: Method, params: dict[str, Any], engine: str) -> dict[s
 def method_schema() -> dict[str, Any]:
     """JSON schema (draft 2020-12) of one entry of the workflow config's ``methods:`` list.
 
-    A method name, or ``{name, id, smooth, <parameters>}`` with each parameter's type
+    A method name, or ``{name, id, smooth, signed, <parameters>}`` with each parameter's type
     and bounds from :data:`PARAMS` and its default where every method using it agrees.
     Which parameters a method takes is left to :func:`resolve_params` (its messages name
     the method).
@@ -460,8 +492,12 @@ def method_schema() -> dict[str, Any]:
     names = list(METHODS)
     properties: dict[str, Any] = {
         "name": {"type": "string", "enum": names},
-        "id": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": "output folder; default name[_smooth]"},
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": "output folder; default name[_smooth][_signed]"},
         "smooth": {"type": "boolean", "default": False, "description": "SmoothGrad (not for XRAI)"},
+        "signed": {
+            "type": "boolean", "default": False,
+            "description": "keep the sign: masks in [-1, 1], drawn with a diverging colour map (gradient methods only)",
+        },
     }
     for key, spec in PARAMS.items():
         users = [m.name for m in METHODS.values() if key in m.defaults]
@@ -476,7 +512,7 @@ def method_schema() -> dict[str, Any]:
             entry["default"] = defaults[0]
         properties[key] = entry
     return {
-        "description": "a method name, or a mapping with its name, an id, smooth and parameters",
+        "description": "a method name, or a mapping with its name, an id, smooth, signed and parameters",
         "oneOf": [
             {"type": "string", "enum": names},
             {"type": "object", "required": ["name"], "properties": properties},
@@ -495,6 +531,28 @@ def grayscale_p99(attr: np.ndarray, percentile: float = 99) -> np.ndarray:
     if vmax <= vmin:
         return np.zeros(image_2d.shape, np.float32)
     return np.clip((image_2d - vmin) / (vmax - vmin), 0, 1).astype(np.float32)
+
+
+def signed_p99(attr: np.ndarray, percentile: float = 99) -> np.ndarray:
+    """Signed gradient maps: ``(H, W, C)`` → ``(H, W)`` float32 in [−1, 1], positive and negative evidence apart.
+
+    The channel sum (no absolute value) divided by the ``percentile`` of its absolute values (their
+    maximum where that percentile is 0: a sparse map), clipped to [−1, 1]; 0 stays 0 (an all-zero map
+    stays zero).
+
+    PAIR's ``VisualizeImageDiverging`` sums the channels too but maps ``[−span, span]`` to [0, 1] around
+    0.5: ``(s + span) / (2·span)``, with ``span = |percentile(s)|`` of the *signed* sum, then clips to
+    [−1, 1] (so values below −span go below 0, down to −1 at −3·span).  Here the span is the
+    percentile of ``|s|`` (symmetric in the sign) and the output is centred on 0:
+    ``PAIR = (ours + 1) / 2`` wherever ``s ≥ −span`` and both take the same span.
+    """
+    image_2d = np.sum(attr, axis=-1, dtype=np.float64) if attr.ndim == 3 else np.asarray(attr, np.float64)
+    span = float(np.percentile(np.abs(image_2d), percentile))
+    if not span > 0:
+        span = float(np.abs(image_2d).max())
+    if not span > 0:
+        return np.zeros(image_2d.shape, np.float32)
+    return np.clip(image_2d / span, -1, 1).astype(np.float32)
 
 
 def xrai_p99(attr: np.ndarray, percentile: float = 99) -> np.ndarray:
@@ -527,8 +585,11 @@ NORMALIZERS = {
 }  # fmt: skip
 
 
-def normalize(method: Method, raw: np.ndarray) -> np.ndarray:
-    """Raw attribution of one image → ``(H, W)`` float32 mask in [0, 1]."""
+def normalize(method: Method, raw: np.ndarray, signed: bool = False) -> np.ndarray:
+    """Raw attribution of one image → ``(H, W)`` float32 mask in [0, 1]; with ``signed`` (gradient methods,
+    :func:`check_signed`) in [−1, 1] (:func:`signed_p99`)."""
+    if check_signed(method, signed):
+        return signed_p99(raw)
     return NORMALIZERS[method.kind](raw)
 
 
@@ -542,9 +603,11 @@ REDUCERS = {
 }
 
 
-def reduce(method: Method, raw: np.ndarray) -> np.ndarray:
+def reduce(method: Method, raw: np.ndarray, signed: bool = False) -> np.ndarray:
     """Raw attribution of one image → ``(H, W)`` float32, channel-reduced but not scaled: the values
-    :func:`normalize` scales per image (gradient maps: sum of |attribution| over channels; Grad-CAM: the
-    ReLU'd map; XRAI, attention and probability (RISE) maps: the map itself).  Slide maps scale these once per
-    slide."""
+    :func:`normalize` scales per image (gradient maps: sum of |attribution| over channels, with ``signed``
+    the plain sum over channels, sign kept; Grad-CAM: the ReLU'd map; XRAI, attention and probability (RISE)
+    maps: the map itself).  Slide maps scale these once per slide."""
+    if check_signed(method, signed):
+        return np.sum(raw, axis=-1, dtype=np.float32)
     return np.asarray(REDUCERS[method.kind](raw), np.float32)

@@ -89,6 +89,8 @@ def method_phrase(meta: dict[str, Any]) -> tuple[str, list[str]]:
     if smooth:
         phrase = f"SmoothGrad of {phrase}"
         cites.append(SMOOTH_CITATION)
+    if meta.get("signed"):
+        phrase = f"signed {phrase}"
     inside = "; ".join(part for part in ("; ".join(cites), ", ".join(details)) if part)
     return (f"{phrase} ({inside})" if inside else phrase), cites
 
@@ -142,6 +144,7 @@ def methods_paragraphs(
         cites += method_cites
     engines = _joined([f"{r['engine']} engine on {r['device']}" for r in rows])
     kinds = {m.kind for m in (METHODS.get(meta["method_name"]) for meta in metas.values()) if m}
+    signed = any(meta.get("signed") for meta in metas.values())
     saliency = (
         f"Saliency maps were computed with slidegrad {first['slidegrad_version']} (PAIR saliency "
         f"{first['pair_version']}, {framework} {first['framework_version']}) for {n_tiles} tiles from "
@@ -154,8 +157,14 @@ def methods_paragraphs(
         "their maximum; "
         + ("attention maps are scaled to [minimum, maximum]; " if "attention" in kinds else "")
         + ("maps of expected class probability are scaled to [minimum, maximum]; " if "probability" in kinds else "")
-        + "all maps are clipped to [0, 1]."
-    )
+        + ("all unsigned maps are clipped to [0, 1]. " if signed else "all maps are clipped to [0, 1].")
+        + (
+            "Signed gradient maps keep the sign: the attribution summed over colour channels, divided by the 99th "
+            "percentile of its absolute value and clipped to [−1, 1] (positive values support the explained "
+            "class, negative values speak against it), and are drawn with a diverging colour map centred on 0."
+            if signed else ""
+        )
+    )  # fmt: skip
     paragraphs, metric_refs = [saliency], {}
     metrics = list((evaluate or {}).get("metrics") or [])
     if metrics:
@@ -226,6 +235,8 @@ def write_methods(
     view = f"overlays at opacity {figure.get('alpha')}" if figure.get("overlay") else "heatmaps"
     body = "\n\n".join(_rst(p) for p in paragraphs)
     refs = "\n".join(f"- {_rst(ref)}" for ref in references)
+    if any(meta.get("signed") for meta in _method_records(_rows(summary_path)).values()):
+        view += "; signed maps in [−1, 1], diverging colour map centred on 0"
     for name, path in caption_paths.items():
         lead = CAPTIONS[name].replace("{view}", view).replace("{cmap}", str(figure.get("cmap", "inferno")))
         write_text(path, f"{lead}\n\n{body}\n\nReferences:\n\n{refs}\n")

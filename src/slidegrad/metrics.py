@@ -60,7 +60,8 @@ class MetricInputs:
     the job's (bytes; for models a metric builds, e.g. randomised copies).
 
     Per method (``None`` in :attr:`Metric.prepare`'s call): ``method``, the :class:`~slidegrad.config.MethodSpec`;
-    ``masks``: ``(N, H, W)`` in [0, 1]; ``classes``: ``(N,)`` int64, the class each mask explains.
+    ``masks``: ``(N, H, W)`` in [0, 1] (a signed method's in [−1, 1]: positive evidence > 0); ``classes``:
+    ``(N,)`` int64, the class each mask explains.
     """
 
     scorer: Any
@@ -82,9 +83,9 @@ class MetricInputs:
 
     @property
     def method_options(self) -> dict[str, Any]:
-        """The method's parameters and ``smooth``, as :meth:`SaliencyMap.get` takes them."""
+        """The method's parameters, ``smooth`` and (when set) ``signed``, as :meth:`SaliencyMap.get` takes them."""
         check(self.method is not None, "MetricInputs.method: no method (a prepare call has none)")
-        return {"smooth": self.method.smooth, **self.method.params}
+        return {"smooth": self.method.smooth, **({"signed": True} if self.method.signed else {}), **self.method.params}
 
     def once(self, key: str, compute: Callable[[], T], per: str = "method") -> T:
         """``compute()`` the first time ``key`` is asked for, then the stored value.

@@ -10,7 +10,8 @@ boxes overlap the later tile's fill wins, :func:`box_fill`).
 
 With ``mosaic`` (grid, random and top_k modes) one more panel per method: the tiles'
 masks stitched into a low-resolution saliency map over a greyed thumbnail
-(:func:`saliency_mosaic`), in ``cmap`` on [0, 1], transparent where there is no tile.
+(:func:`saliency_mosaic`), in ``cmap`` on [0, 1], transparent where there is no tile (a signed
+method's in the diverging :func:`slidegrad.plot.signed_cmap` on [−1, 1]).
 Where tiles overlap (``stride_div > 1``) a thumbnail pixel shows the **mean** of the
 masks covering it.  Every panel has a µm scale bar (when the slide's mpp is known).
 
@@ -205,6 +206,7 @@ def overview_figure(
     panel_inches: float = 2.6,
     predictions: dict[str, np.ndarray] | None = None,
     mosaic_label: str = "attribution (normalized)",
+    signed: Sequence[str] = (),
 ) -> Any:
     """The overview as a matplotlib Figure (see the module docstring).
 
@@ -215,7 +217,9 @@ def overview_figure(
     µm per thumbnail pixel (None: no scale bar); ``mosaics``: panel title → :func:`saliency_mosaic` (or a
     slide map on the thumbnail, :func:`slidegrad.slide_map.map_on_thumbnail`; colour bar ``mosaic_label``);
     ``predictions``: panel title → a class's probability on the thumbnail (``(h, w)`` in [0, 1], NaN
-    outside tiles; colour map coolwarm, as the prediction heatmap).
+    outside tiles; colour map coolwarm, as the prediction heatmap); ``signed``: the titles of the mosaics
+    that are signed (in [−1, 1]): drawn with the diverging ``plot.signed_cmap(cmap)`` on [−1, 1], with a
+    colour bar of their own.
 
     The first axes holds the tile boxes' edges as ``Rectangle`` patches (gid ``tile-box``), in box
     order, and their fills as one RGBA image (:func:`box_fill`), above the thumbnail.
@@ -229,9 +233,13 @@ def overview_figure(
 
     from .prediction_map import PREDICTION_CMAP
 
-    predictions = predictions or {}
-    panels = [(name, panel, cmap) for name, panel in (mosaics or {}).items()]
-    panels += [(name, panel, PREDICTION_CMAP) for name, panel in predictions.items()]
+    predictions, signed = predictions or {}, set(signed or ())
+    # (title, panel, (colour map, vmin)); one colour bar per (colour map, vmin)
+    panels = [
+        (name, panel, (plot.signed_cmap(cmap), -1.0) if name in signed else (cmap, 0.0))
+        for name, panel in (mosaics or {}).items()
+    ]
+    panels += [(name, panel, (PREDICTION_CMAP, 0.0)) for name, panel in predictions.items()]
     mosaics = dict((name, panel) for name, panel, _ in panels)
     check(len(boxes) == len(tile_classes) == len(tile_probabilities), "overview: one class and probability per box")
     h, w = thumb.shape[:2]
@@ -274,14 +282,15 @@ def overview_figure(
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.01), ncols=min(len(handles), 3),
               fontsize=5.5, frameon=False, handlelength=1.2, columnspacing=1.0, borderaxespad=0.2)  # fmt: skip
 
-    images: dict[str, Any] = {}
+    images: dict[tuple[str, float], Any] = {}
     grey = _grey(thumb) if mosaics else None
-    for i, (name, mosaic, panel_cmap) in enumerate(panels, start=1):
+    for i, (name, mosaic, panel_cmap) in enumerate(panels, start=1):  # panel_cmap: (colour map, vmin)
         ax = axes.flat[i]
         ax.imshow(grey, extent=extent, interpolation="antialiased")
         images[panel_cmap] = ax.imshow(
-            np.ma.masked_invalid(mosaic), extent=extent, cmap=panel_cmap, vmin=0.0, vmax=1.0, interpolation="nearest"
-        )
+            np.ma.masked_invalid(mosaic), extent=extent, cmap=panel_cmap[0], vmin=panel_cmap[1], vmax=1.0,
+            interpolation="nearest",
+        )  # fmt: skip
         ax.set_title(name, fontsize=7)
     for i, ax in enumerate(axes.flat):
         if i > len(mosaics):
@@ -298,7 +307,8 @@ def overview_figure(
             halo = [patheffects.withStroke(linewidth=1.6, foreground="white")]  # readable over dark tissue
             ax.lines[-1].set_path_effects(halo)
             ax.texts[-1].set_path_effects(halo)
-    labels = {cmap: mosaic_label, PREDICTION_CMAP: "probability"}
+    labels = {(cmap, 0.0): mosaic_label, (PREDICTION_CMAP, 0.0): "probability"}
+    labels[plot.signed_cmap(cmap), -1.0] = f"signed {mosaic_label}"
     for panel_cmap, image in images.items():
         bar = fig.colorbar(image, ax=axes[:, :], shrink=0.5 if len(images) == 1 else 0.4, fraction=0.03, pad=0.01)
         bar.set_label(labels[panel_cmap], fontsize=6)
@@ -407,12 +417,9 @@ def write_overview(
                 labels.append(str(label))
     classes = [str(meta["class_label"]) for meta in metas]
     probabilities = [float(meta["probability"]) for meta in metas]
-    mosaics: dict[str, np.ndarray] = {}
-    if mosaic and slide_maps:
-        mosaics = _slide_map_panels(slide_maps, method_titles, (h, w))
-    elif mosaic:
-        for method_id, title in zip(method_ids, method_titles):
-            mosaics[title] = saliency_mosaic((h, w), boxes, _masks(layout, slide, rows, method_id))
+    mosaics, signed = ({}, [])
+    if mosaic:
+        mosaics, signed = _mosaic_panels(layout, slide, rows, boxes, (h, w), method_ids, method_titles, slide_maps)
     predictions = _prediction_panels(prediction_map, (h, w)) if prediction_map else {}
     um_per_px = level0_mpp * width / w if level0_mpp else None
     if um_per_px is None:
@@ -420,7 +427,7 @@ def write_overview(
     fig = overview_figure(
         thumb, tissue, boxes, classes, probabilities, labels or sorted(set(classes)), um_per_px,
         title=_title(slide, rows, geometry, level0_mpp), mosaics=mosaics, cmap=cmap, predictions=predictions,
-        mosaic_label="attribution (scaled per slide)" if slide_maps else "attribution (scaled per tile)",
+        mosaic_label="attribution (scaled per slide)" if slide_maps else "attribution (scaled per tile)", signed=signed,
     )  # fmt: skip
     try:
         plot.save_figures(fig, out_paths, dpi=dpi)
@@ -432,15 +439,36 @@ def write_overview(
     )  # fmt: skip
 
 
-def _slide_map_panels(paths: Sequence[str], titles: Sequence[str], size: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Title → the slide map at ``paths`` (``.npz``, one per method), scaled for the slide, on a ``size`` thumbnail."""
-    from .slide_map import map_on_thumbnail, normalise, read_map_npz
+def _mosaic_panels(
+    layout: Layout, slide: str, rows: list[dict[str, str]], boxes: Sequence[Box], size: tuple[int, int],
+    method_ids: Sequence[str], method_titles: Sequence[str], slide_maps: Sequence[str],
+) -> tuple[dict[str, np.ndarray], list[str]]:  # fmt: skip
+    """Title → each method's stitched panel on a ``size`` thumbnail (from ``slide_maps`` where given, else
+    each tile's mask at its box), and the titles of the signed ones (their records or maps say ``signed``)."""
+    if slide_maps:
+        return _slide_map_panels(slide_maps, method_titles, size)
+    mosaics, signed = {}, []
+    for method_id, title in zip(method_ids, method_titles):
+        mosaics[title] = saliency_mosaic(size, boxes, _masks(layout, slide, rows, method_id))
+        if _records(layout, slide, rows[:1], method_id)[0].get("signed", False):
+            signed.append(title)
+    return mosaics, signed
 
-    panels = {}
+
+def _slide_map_panels(
+    paths: Sequence[str], titles: Sequence[str], size: tuple[int, int]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Title → the slide map at ``paths`` (``.npz``, one per method), scaled for the slide, on a ``size`` thumbnail;
+    and the titles of the signed maps (in [−1, 1])."""
+    from .slide_map import map_on_thumbnail, normalise, read_map_npz, read_map_signed
+
+    panels, signed = {}, []
     for path, title in zip(paths, titles):
         values, scale, geometry = read_map_npz(path)
-        panels[title] = map_on_thumbnail(normalise(values, scale), geometry, size)
-    return panels
+        is_signed = read_map_signed(path)
+        panels[title] = map_on_thumbnail(normalise(values, scale, is_signed), geometry, size, is_signed)
+        signed += [title] if is_signed else []
+    return panels, signed
 
 
 def _prediction_panels(path: str, size: tuple[int, int]) -> dict[str, np.ndarray]:

@@ -1,6 +1,8 @@
 """Colour maps, overlays and publication figures for saliency masks.
 
-Masks are ``(H, W)`` float32 in [0, 1]; images are uint8 ``(H, W, 3)``.
+Masks are ``(H, W)`` float32 in [0, 1]; images are uint8 ``(H, W, 3)``.  Signed masks (``signed=True``,
+in [−1, 1]: positive evidence > 0, negative < 0) are drawn with a diverging colour map centred on 0
+(:data:`DIVERGING_CMAP`, blue < 0 < red, white at 0) on [−1, 1].
 Figures are written deterministically (no timestamps) so reruns compare
 byte for byte.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import numbers
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import matplotlib
 
@@ -24,6 +26,31 @@ from .errors import check  # noqa: E402
 
 OVERLAY_CMAP = "viridis"  # green-yellow: a hue neither H&E (pink/purple) nor IHC (brown DAB, blue haematoxylin) has
 OVERLAY_ALPHA = 0.8  # opacity where the mask is 1; the opacity scales with the mask, so mask 0 leaves the tile as is
+
+
+DIVERGING_CMAP = "RdBu_r"  # signed masks: blue (negative) – white (0) – red (positive)
+DIVERGING_CMAPS = frozenset(
+    base + tail
+    for base in (
+        "RdBu", "bwr", "coolwarm", "seismic", "PiYG", "PRGn", "BrBG", "PuOr", "RdGy", "RdYlBu", "RdYlGn", "Spectral",
+    )  # fmt: skip
+    for tail in ("", "_r")
+)
+"""Matplotlib's diverging colour maps: a signed mask keeps one of these when asked for (else :data:`DIVERGING_CMAP`)."""
+
+
+def signed_cmap(cmap: str) -> str:
+    """The colour map a signed mask is drawn with: ``cmap`` if it is diverging (:data:`DIVERGING_CMAPS`), else
+    :data:`DIVERGING_CMAP` (a sequential map such as viridis has no neutral middle for 0)."""
+    return cmap if cmap in DIVERGING_CMAPS else DIVERGING_CMAP
+
+
+def is_signed(mask: np.ndarray, signed: bool | None = None) -> bool:
+    """``signed`` if given, else whether ``mask`` holds negative values (a signed mask, in [−1, 1])."""
+    if signed is not None:
+        return bool(signed)
+    values = np.asarray(mask, dtype=np.float32)
+    return bool(values.size) and bool(np.nanmin(values) < 0)
 
 
 def check_cmap(name: str) -> str:
@@ -42,11 +69,17 @@ def check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def colormap(mask: np.ndarray, cmap: str = OVERLAY_CMAP) -> np.ndarray:
-    """``(H, W)`` mask in [0, 1] → uint8 RGBA ``(H, W, 4)`` with matplotlib's colour map ``cmap``."""
+def colormap(mask: np.ndarray, cmap: str = OVERLAY_CMAP, signed: bool | None = None) -> np.ndarray:
+    """``(H, W)`` mask in [0, 1] → uint8 RGBA ``(H, W, 4)`` with matplotlib's colour map ``cmap``.
+
+    A signed mask (``signed``; ``None``: whether it holds negative values) in [−1, 1] is drawn on [−1, 1]
+    with :func:`signed_cmap` of ``cmap`` (a diverging map; 0 is its middle colour, white for ``RdBu_r``).
+    """
     check_cmap(cmap)
     mask = np.asarray(mask, dtype=np.float32)
     check(mask.ndim == 2, f"mask: expected a 2-D (H, W) mask, got shape {mask.shape}")
+    if is_signed(mask, signed):
+        return (colormaps[signed_cmap(cmap)]((np.clip(mask, -1, 1) + 1) / 2) * 255).round().astype(np.uint8)
     return (colormaps[cmap](np.clip(mask, 0, 1)) * 255).round().astype(np.uint8)
 
 
@@ -60,13 +93,20 @@ def oranges(mask: np.ndarray) -> np.ndarray:
     return colormap(mask, "Oranges")
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, cmap: str = OVERLAY_CMAP, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+def overlay(
+    image: np.ndarray, mask: np.ndarray, cmap: str = OVERLAY_CMAP, alpha: float = OVERLAY_ALPHA,
+    signed: bool | None = None,
+) -> np.ndarray:  # fmt: skip
     """Blend ``colormap(mask, cmap)`` over a uint8 ``(H, W, 3)`` image → uint8 RGB.
 
     The opacity of each pixel is ``alpha · mask`` (clipped to [0, 1]): ``alpha`` where the mask is 1, and
     where the mask is 0 the tile shows unchanged, so tissue the model ignored stays readable::
 
         out = round((1 - alpha·m) · image + alpha·m · cmap(m))
+
+    A signed mask in [−1, 1] (``signed``; ``None``: whether it holds negative values) is coloured with
+    the diverging :func:`signed_cmap` of ``cmap`` on [−1, 1] at opacity ``alpha · |m|``: red where it
+    speaks for the class, blue where against, the tile unchanged at 0.
 
     Defaults (:data:`OVERLAY_CMAP`, :data:`OVERLAY_ALPHA`): viridis at 0.8, whose greens and yellows
     stand apart from H&E's pinks and purples and from IHC's brown DAB and blue haematoxylin.
@@ -78,8 +118,10 @@ def overlay(image: np.ndarray, mask: np.ndarray, cmap: str = OVERLAY_CMAP, alpha
         image.ndim == 3 and image.shape[:2] == np.shape(mask),
         f"overlay: image {image.shape} and mask {np.shape(mask)} differ in size",
     )
-    colour = colormap(mask, cmap)[..., :3].astype(np.float32)
-    weight = alpha * np.clip(np.asarray(mask, dtype=np.float32), 0, 1)[..., None]
+    signed = is_signed(mask, signed)
+    colour = colormap(mask, cmap, signed)[..., :3].astype(np.float32)
+    values = np.asarray(mask, dtype=np.float32)
+    weight = alpha * np.clip(np.abs(values) if signed else values, 0, 1)[..., None]
     blended = (1 - weight) * image[..., :3].astype(np.float32) + weight * colour
     return np.clip(blended.round(), 0, 255).astype(np.uint8)
 
@@ -131,6 +173,7 @@ def comparison_figure(
     overlay: bool = False,
     alpha: float = OVERLAY_ALPHA,
     um_per_px: float | Sequence[float | None] | None = None,
+    signed: Collection[str] | None = None,
 ) -> matplotlib.figure.Figure:
     """Tiles in rows; the original, then one column per method; one shared colour bar.
 
@@ -138,6 +181,9 @@ def comparison_figure(
     masks in [0, 1]; ``row_labels``: N strings (tile, class, probability).  Method
     panels show the mask in ``cmap``, or with ``overlay`` the tile under it
     (:func:`overlay` at ``alpha``); the colour bar gives the colours either way.
+    ``signed``: the titles of the columns whose masks are signed (in [−1, 1]; ``None``: the columns
+    holding a negative value): drawn with :func:`signed_cmap` of ``cmap`` on [−1, 1], with a colour
+    bar of their own from −1 to 1.
     ``um_per_px`` (µm per tile pixel; one number, or one per row with ``None`` where
     unknown): a µm scale bar in the first row's tile panel, and again in any row whose
     scale differs from that of the bar above it.
@@ -159,14 +205,16 @@ def comparison_figure(
         squeeze=False,
         layout="constrained",
     )
+    signed = {name for name, stack in masks.items() if is_signed(stack)} if signed is None else set(signed)
     for r, image in enumerate(images):
         axes[r, 0].imshow(image, interpolation="nearest")
         axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
         for c, (name, stack) in enumerate(masks.items(), start=1):
             if overlay:
-                axes[r, c].imshow(_overlay(image, stack[r], cmap, alpha), interpolation="nearest")
+                axes[r, c].imshow(_overlay(image, stack[r], cmap, alpha, name in signed), interpolation="nearest")
             else:
-                axes[r, c].imshow(stack[r], cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+                shown = (signed_cmap(cmap), -1.0) if name in signed else (cmap, 0.0)
+                axes[r, c].imshow(stack[r], cmap=shown[0], vmin=shown[1], vmax=1.0, interpolation="nearest")
     last = None  # the scale of the bar above
     for r, scale in enumerate(scales):
         if scale is not None and (last is None or abs(scale - last) > 1e-9 * last):
@@ -177,10 +225,12 @@ def comparison_figure(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    if masks:
-        shown = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
-        bar = fig.colorbar(shown, ax=axes, shrink=0.6, fraction=0.02, pad=0.01)
-        bar.set_label("attribution (normalized)", fontsize=7)
+    bars = [(cmap, 0.0, "attribution (normalized)")] if set(masks) - signed else []
+    bars += [(signed_cmap(cmap), -1.0, "signed attribution (normalized)")] if set(masks) & signed else []
+    for bar_cmap, low, label in bars:
+        shown = ScalarMappable(norm=Normalize(low, 1.0), cmap=bar_cmap)
+        bar = fig.colorbar(shown, ax=axes, shrink=0.6 if len(bars) == 1 else 0.45, fraction=0.02, pad=0.01)
+        bar.set_label(label, fontsize=7)
         bar.ax.tick_params(labelsize=6)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -5,7 +5,8 @@
 * A mask job (one slide, chunk and method) writes one ``.npz`` (:func:`write_mask_chunk`):
 
   ========================  ==========================================================================
-  ``masks``                 ``(N, H, W)`` float32 in [0, 1], each tile scaled on its own (figures)
+  ``masks``                 ``(N, H, W)`` float32 in [0, 1], each tile scaled on its own (figures);
+                            a ``signed`` method's (the job record says) in [−1, 1], the sign kept
   ``attributions``          ``(N, H, W)`` float32, the channel-reduced raw attribution before that
                             scaling (:func:`slidegrad.methods.reduce`; slide maps scale it per slide)
   ``raw``                   with ``save_raw``: the raw attributions, ``(N, H, W, C)`` or ``(N, H, W)``, in
@@ -13,8 +14,9 @@
   ``tile``, ``x``, ``y``    the tiles' names and level-0 top-left corners, ``(N,)``
   ``records``               one JSON object per tile, a line each: class, probabilities, mask stats,
                             geometry (what a per-tile ``.json`` sidecar once held)
-  ``job``                   one JSON object: the method, its parameters, the model and the provenance
-                            (the same for every tile of the job)
+  ``job``                   one JSON object: the method (``method``, ``method_name``, ``smooth``,
+                            ``signed``), its parameters, the model and the provenance (the same for
+                            every tile of the job)
   ========================  ==========================================================================
 
 Why ``.npz`` and not a zarr store: a job's output is then one file, which Snakemake tracks, removes on
@@ -67,7 +69,8 @@ class MaskChunk:
 
     ``records``: one dict per tile, the job's fields (``job``) merged into each, so a record is what a
     tile's sidecar held: ``tile``, ``class_idx``, ``class_label``, ``probability``, ``probabilities``, ``mask_mean``,
-    ``mask_max``, ``top10_mass``, ``completeness_error``, the geometry, ``method``, ``params``, ``outcome_labels``,
+    ``mask_max``, ``top10_mass`` (signed masks: of ``|mask|``, and ``positive_share``), ``completeness_error``, the
+    geometry, ``method``, ``signed``, ``params``, ``outcome_labels``,
     ``model_sha256`` and the provenance."""
 
     path: Path
@@ -266,11 +269,12 @@ def read_mask_records(path: str | os.PathLike[str], keys: Sequence[str] = ()) ->
 class Results:
     """A slide's results for one method, tiles in tile-table order.
 
-    ``masks``: ``(N, H, W)`` float32 in [0, 1] (each tile scaled on its own); ``attributions``: ``(N, H, W)``
+    ``masks``: ``(N, H, W)`` float32 in [0, 1] (each tile scaled on its own; a signed method's in [−1, 1]);
+    ``attributions``: ``(N, H, W)``
     float32 channel-reduced raw attributions (when asked for, else ``None``); ``tiles``: a pandas
     DataFrame, one row per tile: ``tile``, ``x``, ``y`` (level-0 px, top-left), ``chunk``, ``class_idx``,
     ``class_label``, ``probability``, ``p_<label>`` per class, ``mask_mean``, ``mask_max``, ``top10_mass``,
-    ``completeness_error`` and the geometry (``tile_px``, ``tile_um``, ``mpp``, ``level``, ``extract_px``)."""
+    ``positive_share`` (signed methods; else ``None``), ``completeness_error`` and the geometry (``tile_px``, ``tile_um``, ``mpp``, ``level``, ``extract_px``)."""
 
     masks: np.ndarray
     tiles: Any
@@ -307,7 +311,7 @@ def iter_mask_chunks(
 
 
 TILE_COLUMNS = ("class_idx", "class_label", "probability")
-STAT_COLUMNS = ("mask_mean", "mask_max", "top10_mass", "completeness_error")
+STAT_COLUMNS = ("mask_mean", "mask_max", "top10_mass", "positive_share", "completeness_error")
 GEOMETRY_KEYS = ("tile_px", "tile_um", "mpp", "level", "extract_px")
 
 

@@ -123,20 +123,22 @@ class SaliencyMap:
         class_idx: Any = None,
         smooth: bool = False,
         progress: ProgressCallback | None = None,
+        signed: bool = False,
         **params: Any,
     ) -> SaliencyResult:
         """Everything one call computes for a batch (or one image, as a batch of one): :class:`SaliencyResult`.
 
-        ``(N, H, W)`` masks in [0, 1], the raw attributions, the classes explained and what the engine
-        reports of the call (steps, batch sizes, layer, completeness inputs).
+        ``(N, H, W)`` masks in [0, 1] (with ``signed``: in [−1, 1], the sign kept; gradient methods only,
+        :func:`~slidegrad.methods.signed_p99`), the raw attributions, the classes explained and what the
+        engine reports of the call (steps, batch sizes, layer, completeness inputs).
         """
         spec = get_method(method)
-        request = Request(spec, resolve_params(spec, params, smooth), smooth)
+        request = Request(spec, resolve_params(spec, params, smooth, signed), smooth)
         batch = _as_batch(img)
         classes = self.resolve_classes(batch, class_idx)
         result = self.engine.attribute(batch.astype(np.float32, copy=False), classes, request, progress=progress)
-        masks = np.stack([normalize(spec, raw) for raw in result.raws]).astype(np.float32)
-        return SaliencyResult(masks, result.raws, classes, request.params, result)
+        masks = np.stack([normalize(spec, raw, signed) for raw in result.raws]).astype(np.float32)
+        return SaliencyResult(masks, result.raws, classes, request.params, result, bool(signed))
 
     def attributions(
         self,
@@ -145,9 +147,10 @@ class SaliencyMap:
         class_idx: Any = None,
         smooth: bool = False,
         progress: ProgressCallback | None = None,
+        signed: bool = False,
         **params: Any,
     ) -> tuple[np.ndarray, Any]:
-        """Masks in [0, 1] and the raw attributions, shaped like the input.
+        """Masks in [0, 1] (``signed``: in [−1, 1]) and the raw attributions, shaped like the input.
 
         One ``(H, W, 3)`` image gives an ``(H, W)`` mask and one raw array; an
         ``(N, H, W, 3)`` batch gives ``(N, H, W)`` masks and a list of N raw arrays.
@@ -157,13 +160,14 @@ class SaliencyMap:
         ``progress(tiles_done, tiles_total)`` is called as groups of tiles finish
         (never decreasing; the last call is ``(N, N)``).
         """
-        result = self.explain(img, method, class_idx, smooth, progress, **params)
+        result = self.explain(img, method, class_idx, smooth, progress, signed, **params)
         if np.ndim(img) == 3:
             return result.masks[0], result.raws[0]
         return result.masks, result.raws
 
     def get(self, img: np.ndarray, method: str, **kwargs: Any) -> np.ndarray:
-        """Mask(s) of ``method`` for ``img``: ``(H, W)`` or ``(N, H, W)`` float32 in [0, 1]."""
+        """Mask(s) of ``method`` for ``img``: ``(H, W)`` or ``(N, H, W)`` float32 in [0, 1] (``signed=True``:
+        in [−1, 1])."""
         return self.attributions(img, method, **kwargs)[0]
 
     def all(self, img: np.ndarray, **kwargs: Any) -> dict[str, np.ndarray]:
@@ -185,16 +189,18 @@ class SaliencyMap:
 
 @dataclass(frozen=True)
 class SaliencyResult:
-    """One :meth:`SaliencyMap.explain` call: ``masks`` ``(N, H, W)`` float32 in [0, 1], ``raws`` (N raw arrays,
-    PAIR's shapes), ``classes`` ``(N,)`` int64 explained, ``params`` as resolved (defaults filled in), and
-    ``engine``: what the engine reported (:class:`~slidegrad.engines.base.EngineResult`: IG steps per tile,
-    model batch sizes, the layer read, the class scores of the tiles and their path starts)."""
+    """One :meth:`SaliencyMap.explain` call: ``masks`` ``(N, H, W)`` float32 in [0, 1] (``signed``: in [−1, 1]),
+    ``raws`` (N raw arrays, PAIR's shapes), ``classes`` ``(N,)`` int64 explained, ``params`` as resolved
+    (defaults filled in), ``engine``: what the engine reported (:class:`~slidegrad.engines.base.EngineResult`:
+    IG steps per tile, model batch sizes, the layer read, the class scores of the tiles and their path
+    starts), and whether the masks are ``signed``."""
 
     masks: np.ndarray
     raws: list[np.ndarray]
     classes: np.ndarray
     params: dict[str, Any]
     engine: EngineResult
+    signed: bool = False
 
 
 _ANNOTATIONS = {"int": int, "float": float, "bool": bool, "layer": str | None, "choice": str}
@@ -203,8 +209,9 @@ _ANNOTATIONS = {"int": int, "float": float, "bool": bool, "layer": str | None, "
 def method_wrapper(method: Method) -> Callable[..., np.ndarray]:
     """``SaliencyMap.<name>`` for ``method``: :meth:`SaliencyMap.get` with the registry's defaults as keywords.
 
-    Signature ``(self, img, <param>=<default>, ..., [smooth=False,] **kwargs)``: ``smooth``
-    only for smoothable methods, ``**kwargs`` for ``class_idx``, ``progress`` and SmoothGrad's
+    Signature ``(self, img, <param>=<default>, ..., [smooth=False,] [signed=False,] **kwargs)``: ``smooth``
+    only for smoothable methods, ``signed`` only for gradient methods
+    (:attr:`~slidegrad.methods.Method.signable`), ``**kwargs`` for ``class_idx``, ``progress`` and SmoothGrad's
     parameters.  Docstring: the method's description, its parameters and defaults.
     """
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -213,6 +220,8 @@ def method_wrapper(method: Method) -> Callable[..., np.ndarray]:
         parameters.append(inspect.Parameter(key, kind, default=default, annotation=_ANNOTATIONS[PARAMS[key].kind]))
     if method.smoothable:
         parameters.append(inspect.Parameter("smooth", kind, default=False, annotation=bool))
+    if method.signable:
+        parameters.append(inspect.Parameter("signed", kind, default=False, annotation=bool))
     parameters.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation=Any))
     signature = inspect.Signature(parameters, return_annotation=np.ndarray)
 
@@ -243,6 +252,8 @@ def _wrapper_doc(method: Method) -> str:
         lines.append(f"``smooth=True``: SmoothGrad, tuned by {smoothing} in ``**kwargs``.")
     else:
         lines.append("No SmoothGrad (``smooth=True`` is an error).")
+    if method.signable:
+        lines.append("``signed=True``: keep the sign, masks in [−1, 1] (0 stays 0; positive evidence > 0).")
     lines += [
         "``**kwargs``: also ``class_idx`` and ``progress`` (see :meth:`SaliencyMap.attributions`).",
         "",

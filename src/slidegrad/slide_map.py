@@ -6,6 +6,11 @@ chunk; the canvas holds two arrays of map size (a weighted sum and a weight) and
 slide's level-0 size.  Then :func:`slide_scale` and :func:`normalise` bring the whole slide to
 [0, 1] with one scale, and :func:`write_map_tiff` / :func:`map_overlay` draw it.
 
+Signed maps (a method with ``signed: true``: attributions summed over channels with their sign) keep the
+sign: the same one scale (the percentile of |value|) brings them to [−1, 1] (``normalise(..., signed=True)``)
+and every drawing function takes ``signed=True`` to colour them with a diverging map centred on 0
+(:func:`slidegrad.plot.signed_cmap`: blue < 0 < red).
+
 Alignment (:class:`MapGeometry`): with ``s = map_um / mpp`` level-0 pixels per map pixel, map
 pixel ``(r, c)`` covers level-0 ``[c·s, (c+1)·s) × [r·s, (r+1)·s)``; the map's top-left corner is
 the slide's.  The map has ``ceil(width / s)`` columns and ``ceil(height / s)`` rows, so its last
@@ -46,6 +51,7 @@ __all__ = [
     "write_map_tiff",
     "write_map_npz",
     "read_map_npz",
+    "read_map_signed",
     "map_on_thumbnail",
     "map_overlay",
     "map_overlay_png",
@@ -279,41 +285,44 @@ def slide_scale(map_values: np.ndarray, percentile: float = SCALE_PERCENTILE) ->
     return 1.0
 
 
-def normalise(map_values: np.ndarray, scale: float) -> np.ndarray:
+def normalise(map_values: np.ndarray, scale: float, signed: bool = False) -> np.ndarray:
     """``clip(|map| / scale, 0, 1)``: ``(rows, cols)`` float32 in [0, 1], NaN kept (outside tiles).
 
-    Signed maps are shown by magnitude, as :func:`slide_scale` measures them.
+    Maps are shown by magnitude, as :func:`slide_scale` measures them; with ``signed`` (a signed
+    method's map) the sign is kept: ``clip(map / scale, −1, 1)`` in [−1, 1].
     """
     value = _number(scale)
     check(value is not None and value > 0, f"slide map: scale must be a number > 0, got {scale!r}")
-    array = np.abs(np.asarray(map_values, dtype=np.float64)) / value  # type: ignore[operator]
-    return np.clip(array, 0, 1).astype(np.float32)
+    array = np.asarray(map_values, dtype=np.float64) / value  # type: ignore[operator]
+    return (np.clip(array, -1, 1) if signed else np.clip(np.abs(array), 0, 1)).astype(np.float32)
 
 
-def _check_normalised(normalised_map: np.ndarray, geometry: MapGeometry) -> np.ndarray:
+def _check_normalised(normalised_map: np.ndarray, geometry: MapGeometry, signed: bool = False) -> np.ndarray:
     array = np.asarray(normalised_map, dtype=np.float32)
     check(
         array.shape == geometry.shape,
         f"slide map: the map's shape {array.shape} is not the geometry's (rows, cols) {geometry.shape}",
     )
     finite = array[~np.isnan(array)]
+    low = -1.0 if signed else 0.0
     check(
-        bool(((finite >= 0) & (finite <= 1)).all()),
-        "slide map: expected values in [0, 1] or NaN (normalise() output)",
+        bool(((finite >= low) & (finite <= 1)).all()),
+        f"slide map: expected values in [{low:g}, 1] or NaN (normalise() output{', signed' if signed else ''})",
     )
     return array
 
 
-def map_rgba(normalised_map: np.ndarray, cmap: str = "viridis") -> np.ndarray:
+def map_rgba(normalised_map: np.ndarray, cmap: str = "viridis", signed: bool = False) -> np.ndarray:
     """``(rows, cols)`` map in [0, 1] (NaN outside tiles) → uint8 RGBA ``(rows, cols, 4)``.
 
     Covered pixels are ``cmap`` colours with alpha 255; NaN pixels are (0, 0, 0, 0), transparent.
+    ``signed``: a map in [−1, 1], coloured with the diverging :func:`slidegrad.plot.signed_cmap` of ``cmap``.
     """
     from .plot import colormap
 
     array = np.asarray(normalised_map, dtype=np.float32)
     covered = ~np.isnan(array)
-    rgba = colormap(np.where(covered, array, 0), cmap)
+    rgba = colormap(np.where(covered, array, 0), cmap, signed)
     rgba[..., 3] = 255
     rgba[~covered] = 0
     return rgba
@@ -327,10 +336,12 @@ def write_map_tiff(
     tile_size: int = 256,
     min_level_size: int = 256,
     description: str | None = None,
+    signed: bool = False,
 ) -> None:
     """Write the map as a tiled pyramidal RGBA TIFF that lines up with the slide (atomically).
 
-    ``normalised_map``: ``(rows, cols)`` in [0, 1], NaN outside tiles (transparent, alpha 0).
+    ``normalised_map``: ``(rows, cols)`` in [0, 1] (``signed``: in [−1, 1], diverging colours), NaN outside
+    tiles (transparent, alpha 0).
     Resolution tags give ``map_um`` µm per pixel (OpenSlide's ``openslide.mpp-x``), so the file's
     physical extent is the map's, ``cols · map_um`` × ``rows · map_um`` µm: the slide's level-0
     extent rounded up to whole map pixels.  Pixel (0, 0) sits at the slide's top-left corner.
@@ -340,24 +351,26 @@ def write_map_tiff(
     from .slide import write_pyramidal_tiff
 
     check_cmap(cmap)
-    array = _check_normalised(normalised_map, geometry)
+    array = _check_normalised(normalised_map, geometry, signed)
     write_pyramidal_tiff(
-        path, map_rgba(array, cmap), geometry.map_um, tile_size=tile_size, min_level_size=min_level_size,
+        path, map_rgba(array, cmap, signed), geometry.map_um, tile_size=tile_size, min_level_size=min_level_size,
         description=description,
     )  # fmt: skip
 
 
 def write_map_npz(
-    path: str | os.PathLike[str], values: np.ndarray, scale: float, percentile: float, geometry: MapGeometry
-) -> None:
+    path: str | os.PathLike[str], values: np.ndarray, scale: float, percentile: float, geometry: MapGeometry,
+    signed: bool = False,
+) -> None:  # fmt: skip
     """The map as numbers, atomically: ``values`` float32 ``(rows, cols)`` unscaled (NaN outside tiles), the
-    slide's ``scale`` and the ``percentile`` it came from, and the geometry (``width``, ``height``, ``mpp``, ``map_um``)."""
+    slide's ``scale`` and the ``percentile`` it came from, the geometry (``width``, ``height``, ``mpp``, ``map_um``)
+    and whether the values are ``signed`` (:func:`read_map_signed`)."""
     from .files import atomic_write
 
     with atomic_write(path, "wb") as handle:
         np.savez(handle, values=np.asarray(values, np.float32), scale=np.float64(scale),
                  percentile=np.float64(percentile), width=np.int64(geometry.width), height=np.int64(geometry.height),
-                 mpp=np.float64(geometry.mpp), map_um=np.float64(geometry.map_um))  # fmt: skip
+                 mpp=np.float64(geometry.mpp), map_um=np.float64(geometry.map_um), signed=np.bool_(signed))  # fmt: skip
 
 
 def read_map_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, float, MapGeometry]:
@@ -373,6 +386,16 @@ def read_map_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, float, MapGe
         from .failures import corrupt_file
 
         raise corrupt_file(path, "slide map", err) from None
+
+
+def read_map_signed(path: str | os.PathLike[str]) -> bool:
+    """Whether the slide map at ``path`` (:func:`write_map_npz`) holds signed values (``False`` for maps
+    written before the field existed)."""
+    from .failures import load_npy
+
+    check(os.path.isfile(path), f"slide map {quote(path)}: file not found (did the slide_map job run?)")
+    npz = load_npy(path, "slide map")
+    return bool(npz["signed"]) if "signed" in getattr(npz, "files", ()) else False
 
 
 def _thumbnail_weights(geometry: MapGeometry, size: int, extent: int, cells: int) -> np.ndarray:
@@ -398,10 +421,13 @@ def _on_thumbnail(array: np.ndarray, geometry: MapGeometry, size: tuple[int, int
     return value, area, full
 
 
-def map_on_thumbnail(normalised_map: np.ndarray, geometry: MapGeometry, size: tuple[int, int]) -> np.ndarray:
+def map_on_thumbnail(
+    normalised_map: np.ndarray, geometry: MapGeometry, size: tuple[int, int], signed: bool = False
+) -> np.ndarray:
     """The map resampled onto a thumbnail of ``size`` = ``(h, w)`` pixels spanning the slide: ``(h, w)`` float32
-    in [0, 1], each pixel the area-weighted mean of the map pixels it covers, NaN where no tile lies."""
-    array = _check_normalised(normalised_map, geometry)
+    in [0, 1] (``signed``: [−1, 1]), each pixel the area-weighted mean of the map pixels it covers, NaN where no
+    tile lies."""
+    array = _check_normalised(normalised_map, geometry, signed)
     value, area, _ = _on_thumbnail(array, geometry, (int(size[0]), int(size[1])))
     return np.where(area > 0, value, np.nan).astype(np.float32)
 
@@ -412,12 +438,15 @@ def map_overlay(
     geometry: MapGeometry,
     cmap: str = "viridis",
     alpha: float = OVERLAY_ALPHA,
+    signed: bool = False,
 ) -> np.ndarray:
     """The map over a whole-slide thumbnail: uint8 RGB of the thumbnail's ``(h, w, 3)``.
 
     The thumbnail spans the slide's level-0 extent; the map is area-averaged onto its pixels
     (NaN ignored).  Opacity is ``alpha`` × the fraction of the thumbnail pixel that tiles cover:
     constant inside tiles (as Slideflow's and CLAM's heatmaps), 0 outside (the slide shows as is).
+    ``signed``: a map in [−1, 1], in the diverging :func:`slidegrad.plot.signed_cmap` of ``cmap`` (0 is its
+    neutral middle colour, white for ``RdBu_r``).
     """
     from .plot import check_alpha, check_cmap, colormap
 
@@ -428,10 +457,10 @@ def map_overlay(
         image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8 and min(image.shape[:2]) > 0,
         f"slide map: thumbnail must be uint8 (h, w, 3), got {image.dtype} {image.shape}",
     )
-    array = _check_normalised(normalised_map, geometry)
+    array = _check_normalised(normalised_map, geometry, signed)
     value, area, full = _on_thumbnail(array, geometry, image.shape[:2])
     opacity = alpha * np.divide(area, full, out=np.zeros_like(area), where=full > 0)[..., None]
-    colour = colormap(value, cmap)[..., :3].astype(np.float64)
+    colour = colormap(value, cmap, signed)[..., :3].astype(np.float64)
     blended = (1 - opacity) * image.astype(np.float64) + opacity * colour
     return np.clip(blended.round(), 0, 255).astype(np.uint8)
 
@@ -443,13 +472,14 @@ def map_overlay_png(
     geometry: MapGeometry,
     cmap: str = "viridis",
     alpha: float = OVERLAY_ALPHA,
+    signed: bool = False,
 ) -> None:
     """Write :func:`map_overlay` as a PNG, atomically (no timestamps: reruns are identical)."""
     from PIL import Image
 
     from .files import atomic_write
 
-    rgb = map_overlay(thumbnail, normalised_map, geometry, cmap, alpha)
+    rgb = map_overlay(thumbnail, normalised_map, geometry, cmap, alpha, signed)
     with atomic_write(path, "wb", where=f"output {quote(path)}") as handle:
         Image.fromarray(rgb).save(handle, format="PNG", compress_level=3)  # zlib 3: 3× faster than the default 6, 8 % larger
 

@@ -23,7 +23,7 @@ The similarities:
   absolute raw attribution, per pixel (gradient methods: ``|a|`` summed over
   channels, the mask before its p99 clipping; XRAI and Grad-CAM: ``|a|``);
 - ``ssim``: SSIM (``skimage.metrics.structural_similarity``, ``data_range=1``)
-  of the [0, 1] masks.
+  of the [0, 1] masks (signed masks, ``signed=True``: ``data_range=2``, their span [−1, 1]).
 
 The class explained by every randomised model is the trained model's class
 for that tile (the call's ``class_idx``, else the trained model's argmax),
@@ -56,11 +56,14 @@ MIN_SSIM_SIDE = 7
 """SSIM's default 7×7 window needs tiles at least this wide and tall."""
 
 
-def map_similarity(raws_a: Any, masks_a: np.ndarray, raws_b: Any, masks_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def map_similarity(
+    raws_a: Any, masks_a: np.ndarray, raws_b: Any, masks_b: np.ndarray, data_range: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-tile ``(spearman, ssim)``, each ``(N,)`` float64, of two sets of maps of the same tiles.
 
     ``raws_*``: N raw attributions (:meth:`SaliencyMap.attributions`'s second result);
-    ``masks_*``: ``(N, H, W)`` masks in [0, 1].  Spearman is on ``|raw|`` per pixel (see the
+    ``masks_*``: ``(N, H, W)`` masks in [0, 1] (``data_range`` 1), or signed masks in [−1, 1]
+    (``data_range`` 2: SSIM's constants scale with the span).  Spearman is on ``|raw|`` per pixel (see the
     module docstring); where a map is constant it has no ranks: 1 if both maps are equal, else 0.
     """
     from skimage.metrics import structural_similarity
@@ -70,7 +73,7 @@ def map_similarity(raws_a: Any, masks_a: np.ndarray, raws_b: Any, masks_b: np.nd
     spearman, ssim = np.zeros(n), np.zeros(n)
     for i in range(n):
         spearman[i] = _spearman(_magnitude(raws_a[i]), _magnitude(raws_b[i]))
-        ssim[i] = structural_similarity(masks_a[i], masks_b[i], data_range=1.0)
+        ssim[i] = structural_similarity(masks_a[i], masks_b[i], data_range=data_range)
     return spearman, ssim
 
 
@@ -160,6 +163,7 @@ def model_randomisation(
     trained = SaliencyMap(model, device=device, memory_budget=memory_budget)
     classes = trained.resolve_classes(batch, class_idx)
     masks, raws = trained.attributions(batch, spec.name, class_idx=classes, **method_params)
+    data_range = 2.0 if method_params.get("signed") else 1.0  # signed masks span [-1, 1]
 
     spearman = np.zeros((len(batch), len(layers)))
     ssim = np.zeros((len(batch), len(layers)))
@@ -167,7 +171,7 @@ def model_randomisation(
         framework.reinitialise(layer, seed + step)
         sal = SaliencyMap(randomised, device=device, memory_budget=memory_budget)
         masks_r, raws_r = sal.attributions(batch, spec.name, class_idx=classes, **method_params)
-        spearman[:, step], ssim[:, step] = map_similarity(raws, masks, raws_r, masks_r)
+        spearman[:, step], ssim[:, step] = map_similarity(raws, masks, raws_r, masks_r, data_range)
     return {
         "layers": [name for name, _ in layers],
         "spearman": spearman,

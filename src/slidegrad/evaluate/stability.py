@@ -12,7 +12,8 @@ The class explained is fixed to the unperturbed tile's class (the call's
 ``m`` is, by default (``on="raw"``), the *raw* attribution (signed, no absolute
 value, no normalisation, flattened), as Quantus' ``MaxSensitivity`` does by
 default (``abs=False``, ``normalise=False``, Frobenius norms of the difference and
-of the unperturbed attribution).  ``on="mask"`` measures the [0, 1] masks instead.
+of the unperturbed attribution).  ``on="mask"`` measures the [0, 1] masks instead (a signed
+method's, with ``signed=True`` among its options, in [−1, 1]).
 Where ``||m(x)|| = 0`` the score is 0 if no perturbation changed the map, else inf.
 
 Quantus' default noise is ``U[-0.2, 0.2]`` (its ``lower_bound``) in absolute

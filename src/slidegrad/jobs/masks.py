@@ -94,7 +94,8 @@ def run_mask_job(
     tile_px).  On CUDA the job takes a GPU of its own (lock files in ``lock_dir``).  NaN or inf model
     outputs or attributions are an error naming the slide, tiles and model.
 
-    It holds the masks (``(N, H, W)`` float32 in [0, 1]), the channel-reduced attributions, with
+    It holds the masks (``(N, H, W)`` float32 in [0, 1]; a ``signed`` method's in [−1, 1]), the channel-reduced
+    attributions (signed: the sign kept), with
     ``save_raw`` the raw attributions, and per tile a record: class, probabilities, mask statistics,
     geometry; the method's parameters, model hash and provenance once for the job.
     """
@@ -120,8 +121,9 @@ def run_mask_job(
         classes = sal.resolve_classes(batch, probabilities=probabilities)
         progress = Progress(method.id, len(names))
         result = sal.explain(
-            batch, method.name, class_idx=classes, smooth=method.smooth, progress=progress, **method.params
-        )
+            batch, method.name, class_idx=classes, smooth=method.smooth, progress=progress, signed=method.signed,
+            **method.params,
+        )  # fmt: skip
     except NonFiniteError as err:
         raise nonfinite_tiles(model_path, err.what, rows[0]["slide"], [names[i] for i in err.indices]) from None
     masks, raws, ran = result.masks, result.raws, result.engine
@@ -140,9 +142,9 @@ def run_mask_job(
         records.append({
             "class_idx": k, "class_label": model.outcome_labels[k], "probability": float(probabilities[i, k]),
             "probabilities": [float(p) for p in probabilities[i]], "completeness_error": completeness[i],
-            **mask_stats(masks[i]), **({"ig_steps": steps[i]} if len(steps) == len(names) else {}), **row_geometry(row),
+            **mask_stats(masks[i], method.signed), **({"ig_steps": steps[i]} if len(steps) == len(names) else {}), **row_geometry(row),
         })  # fmt: skip
-    attributions = np.stack([reduce(spec, raw) for raw in raws])
+    attributions = np.stack([reduce(spec, raw, method.signed) for raw in raws])
     write_mask_chunk(
         out_file, names, job.x, job.y, masks, attributions, records, {**_method_record(method, model), **provenance},
         raw=np.stack(raws) if save_raw else None,
@@ -161,7 +163,8 @@ def _layer_and_prefix(backend: Any, spec: Any, method: MethodSpec) -> tuple[str 
 def _method_record(method: MethodSpec, model: Any) -> dict[str, Any]:
     """A mask file's method and model fields (the same for every tile of a job)."""
     return {
-        "method": method.id, "method_name": method.name, "smooth": method.smooth, "params": method.params,
+        "method": method.id, "method_name": method.name, "smooth": method.smooth, "signed": method.signed,
+        "params": method.params,
         "backend": model.framework, "outcome_labels": model.outcome_labels, "model_sha256": model.sha256,
     }  # fmt: skip
 

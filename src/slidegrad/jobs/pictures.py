@@ -62,7 +62,8 @@ def write_pictures(
     """Per tile of ``chunk`` among the slide's first ``limit`` (``None``: every tile) and per method:
     ``plot.overlay(tile, mask, cmap, alpha)`` and the mask in ``cmap`` (the heatmap), as
     ``{overlay_dir,heatmap_dir}/{method}/{tile}.png``.  ``None`` cmap/alpha: the library's defaults
-    (``plot.OVERLAY_CMAP``, ``plot.OVERLAY_ALPHA``)."""
+    (``plot.OVERLAY_CMAP``, ``plot.OVERLAY_ALPHA``).  A signed method's masks (its records say ``signed``) are
+    drawn with the diverging ``plot.signed_cmap(cmap)`` on [−1, 1]."""
     from .. import plot
 
     cmap = plot.check_cmap(plot.OVERLAY_CMAP if cmap is None else cmap)
@@ -72,15 +73,22 @@ def write_pictures(
         for method_id in method_ids:
             (Path(folder) / method_id).mkdir(parents=True, exist_ok=True)
     if rows:
-        images, masks, _ = chunk_pictures(table_path, outdir, rows, method_ids)
+        images, masks, records = chunk_pictures(table_path, outdir, rows, method_ids)
         for method_id in method_ids:
+            signed = signed_masks(records[method_id])
             for row, image, mask in zip(rows, images, masks[method_id]):
-                write_png(Path(overlay_dir) / method_id / f"{row['tile']}.png", plot.overlay(image, mask, cmap=cmap, alpha=alpha))
-                write_png(Path(heatmap_dir) / method_id / f"{row['tile']}.png", plot.colormap(mask, cmap))
+                shown = plot.overlay(image, mask, cmap=cmap, alpha=alpha, signed=signed)
+                write_png(Path(overlay_dir) / method_id / f"{row['tile']}.png", shown)
+                write_png(Path(heatmap_dir) / method_id / f"{row['tile']}.png", plot.colormap(mask, cmap, signed))
     LOGGER.info(
         "%s: overlays (%s at alpha %g) and heatmaps of %d tiles × %d methods", chunk, cmap, alpha, len(rows),
         len(method_ids),
     )  # fmt: skip
+
+
+def signed_masks(records: Sequence[dict[str, Any]]) -> bool:
+    """Whether a method's masks are signed (in [−1, 1]), as its mask files' records say (``signed``)."""
+    return bool(records and records[0].get("signed", False))
 
 
 # -- figure --------------------------------------------------------------------------
@@ -115,7 +123,8 @@ def write_figure(
 
     Row labels give the tile, the explained class's name (``outcome_labels``) and its probability.
     Method panels show the mask in ``cmap`` or, with ``overlay``, over the tile (``plot.overlay`` at
-    ``alpha``); ``None``: ``plot.OVERLAY_CMAP`` / ``plot.OVERLAY_ALPHA``.  The first tile panel has a µm
+    ``alpha``); ``None``: ``plot.OVERLAY_CMAP`` / ``plot.OVERLAY_ALPHA``; signed methods' columns in the diverging
+    ``plot.signed_cmap(cmap)`` on [−1, 1], with a colour bar of their own.  The first tile panel has a µm
     scale bar where the tile table gives the geometry (:func:`tile_um_per_px`).  ``out_paths``: .pdf,
     .png and/or .svg files (``dpi`` for rasters), byte-identical on reruns.  Returns the figure.
     """
@@ -130,9 +139,10 @@ def write_figure(
         f"{row['tile']}\n{meta['class_label']}\np = {meta['probability']:.3f}"
         for row, meta in zip(rows, records[method_ids[0]])
     ]
+    signed = [t for m, t in zip(method_ids, method_titles) if signed_masks(records[m])]
     fig = plot.comparison_figure(
         images, masks, labels, title=f"slide {slide}", cmap=cmap, overlay=overlay, alpha=alpha,
-        um_per_px=[tile_um_per_px(r) for r in rows],
+        um_per_px=[tile_um_per_px(r) for r in rows], signed=signed,
     )  # fmt: skip
     plot.save_figures(fig, out_paths, dpi=dpi)
     LOGGER.info("figure of slide %s: %d tiles × %d methods", slide, len(rows), len(method_ids))

@@ -60,23 +60,32 @@ def write_slide_map(
     ``map_um`` µm per map pixel (overlaps averaged, NaN outside tiles), scaled once for the whole slide
     (``percentile`` of |value|, :func:`slidegrad.slide_map.slide_scale`), then written as a pyramidal
     RGBA TIFF aligned with the slide (``out_tiff``), as a PNG over the slide's thumbnail (``out_png``)
-    and as numbers (``out_npz``: ``values`` float32 ``(rows, cols)`` unscaled, ``scale``, the geometry)."""
+    and as numbers (``out_npz``: ``values`` float32 ``(rows, cols)`` unscaled, ``scale``, the geometry).
+
+    A signed method's map (its mask files' records say ``signed``) keeps the sign: the same scale brings it
+    to [−1, 1], drawn with the diverging ``plot.signed_cmap(cmap)`` centred on 0; ``out_npz`` records ``signed``."""
+    from ..plot import signed_cmap
     from ..slide_map import SlideCanvas, map_overlay_png, normalise, slide_scale, write_map_npz, write_map_tiff
 
     thumb, geometry, extract_px = _slide(slide, slide_path, mpp, table_path, outdir, map_um, "slide_map")
-    canvas = SlideCanvas(geometry)
+    canvas, signed = SlideCanvas(geometry), False
     for chunk in iter_mask_chunks(outdir, slide, method_id, ("attributions",)):
+        signed = signed or bool(chunk.records and chunk.records[0].get("signed", False))
         canvas.add_many(np.stack([chunk.x, chunk.y], axis=1), extract_px, chunk.attributions)
     values = canvas.result()
     scale = slide_scale(values, percentile)
-    shown = normalise(values, scale)
-    description = json.dumps({"slide": slide, "method": method_id, "map_um": map_um, "scale": scale, "percentile": percentile})
-    write_map_tiff(out_tiff, shown, geometry, cmap, description=description)
-    map_overlay_png(out_png, thumb, shown, geometry, cmap, alpha)
-    write_map_npz(out_npz, values, scale, percentile, geometry)
+    shown = normalise(values, scale, signed)
+    description = json.dumps({
+        "slide": slide, "method": method_id, "map_um": map_um, "scale": scale, "percentile": percentile,
+        **({"signed": True} if signed else {}),
+    })  # fmt: skip
+    write_map_tiff(out_tiff, shown, geometry, cmap, description=description, signed=signed)
+    map_overlay_png(out_png, thumb, shown, geometry, cmap, alpha, signed)
+    write_map_npz(out_npz, values, scale, percentile, geometry, signed)
     LOGGER.info(
-        "slide map of %s, %s: %d tiles on %d × %d map px (%g µm/px), scale %.4g (p%g of |attribution|), canvas %.1f MB",
+        "slide map of %s, %s: %d tiles on %d × %d map px (%g µm/px), scale %.4g (p%g of |attribution|), canvas %.1f MB%s",
         slide, method_id, canvas.tiles, geometry.shape[1], geometry.shape[0], map_um, scale, percentile, canvas.nbytes / 1e6,
+        f"; signed, in {signed_cmap(cmap)} on [-1, 1]" if signed else "",
     )  # fmt: skip
 
 

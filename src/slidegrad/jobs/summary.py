@@ -23,22 +23,31 @@ PROVENANCE_COLUMNS = [
 ]  # fmt: skip
 SUMMARY_COLUMNS = [
     "slide", "tile", "x", "y", "method", "class_idx", "class_label", "probability",
-    "mask_mean", "mask_max", "top10_mass", "completeness_error", "selected_for", "selection_score", "mask", "model_sha256",
+    "mask_mean", "mask_max", "top10_mass", "positive_share", "completeness_error", "selected_for", "selection_score", "mask", "model_sha256",
     "method_params", *PROVENANCE_COLUMNS,
 ]  # fmt: skip
 
 
-def mask_stats(mask: np.ndarray) -> dict[str, float]:
+def mask_stats(mask: np.ndarray, signed: bool = False) -> dict[str, float]:
     """A ``(H, W)`` mask's mean, max and the fraction of its total mass in its top 10% of pixels (the
-    mask job stores them per tile, so the summary reads no masks)."""
-    flat = np.sort(mask.ravel())[::-1]
+    mask job stores them per tile, so the summary reads no masks).
+
+    ``signed`` (a mask in [−1, 1]): the same three on ``|mask|`` (mean and max magnitude in [0, 1]; the share
+    of the ``|mask|`` mass in the top 10 % of pixels by ``|mask|``), and ``positive_share``: the share of the
+    ``|mask|`` mass that is positive (0 for an all-zero mask).
+    """
+    values = np.asarray(mask).ravel()
+    flat = np.sort(np.abs(values) if signed else values)[::-1]
     total = float(flat.sum())
     top = flat[: max(1, int(np.ceil(0.1 * flat.size)))]
-    return {
+    stats = {
         "mask_mean": float(flat.mean()),
         "mask_max": float(flat[0]),
         "top10_mass": float(top.sum()) / total if total > 0 else 0.0,
     }
+    if signed:
+        stats["positive_share"] = float(values[values > 0].sum()) / total if total > 0 else 0.0
+    return stats
 
 
 def summary_columns(labels: Sequence[str]) -> list[str]:
@@ -50,7 +59,8 @@ def summary_columns(labels: Sequence[str]) -> list[str]:
 # Parquet types of the summary's columns (the rest are strings); p_<label> columns are float64.
 SUMMARY_INTS = ("x", "y", "class_idx", "tile_px", "level", "extract_px")
 SUMMARY_FLOATS = (
-    "probability", "mask_mean", "mask_max", "top10_mass", "completeness_error", "selection_score", "mpp",
+    "probability", "mask_mean", "mask_max", "top10_mass", "positive_share", "completeness_error", "selection_score",
+    "mpp",
 )  # fmt: skip
 
 
@@ -115,7 +125,8 @@ def _summary_row(tile: dict[str, str], meta: dict[str, Any], mask_path: str, lab
         "slide": tile["slide"], "tile": tile["tile"], "x": tile["x"], "y": tile["y"],
         "method": meta["method"], "class_idx": meta["class_idx"], "class_label": meta["class_label"],
         "probability": meta["probability"], **{f"p_{k}": v for k, v in zip(labels, probabilities)},
-        **{k: meta[k] for k in ("mask_mean", "mask_max", "top10_mass")}, "completeness_error": meta.get("completeness_error"),
+        **{k: meta[k] for k in ("mask_mean", "mask_max", "top10_mass")}, "positive_share": meta.get("positive_share"),
+        "completeness_error": meta.get("completeness_error"),
         "selected_for": tile["label"], "selection_score": tile["score"], "mask": str(mask_path),
         "model_sha256": meta["model_sha256"], "method_params": json.dumps(meta["params"], sort_keys=True),
         **{key: "" if meta.get(key) is None else str(meta[key]) for key in PROVENANCE_COLUMNS},

@@ -302,8 +302,10 @@ class Run:
         :data:`LAYER_CACHE` generators are kept (a 2k-px map's RGBA image is ~16 MB)."""
         from ..slide_map import map_rgba
 
+        signed = False
         if kind == "saliency":
-            values = self.saliency_map(slide, self.method(slide, key, need_map=True))[0]
+            method = self.method(slide, key, need_map=True)
+            values, signed = self.saliency_map(slide, method)[0], self.map_signed(slide, method)
         elif kind == "prediction":
             if not slide.classes or not key.isdigit() or int(key) >= len(slide.classes):
                 raise NotFound(f"class {key!r} of slide {slide.name!r}")
@@ -315,7 +317,7 @@ class Run:
             if cache_key in self._layers:
                 self._layers.move_to_end(cache_key)
                 return self._layers[cache_key]
-        dz = rgba_deepzoom(map_rgba(values, cmap))
+        dz = rgba_deepzoom(map_rgba(values, cmap, signed))  # signed: in plot.signed_cmap(cmap), on [-1, 1]
         with self._lock:
             self._layers[cache_key] = dz
             while len(self._layers) > LAYER_CACHE:
@@ -323,15 +325,23 @@ class Run:
         return dz
 
     def saliency_map(self, slide: SlideInfo, method: str) -> tuple[np.ndarray, float, Any]:
-        """``(values in [0, 1] with NaN outside tiles, raw values, geometry)`` of a method's slide map."""
+        """``(values in [0, 1] with NaN outside tiles, raw values, geometry)`` of a method's slide map
+        (a signed map's values in [−1, 1], :meth:`map_signed`)."""
         from ..slide_map import read_map_npz
         from ..slide_map import normalise
 
         def make() -> Any:
             values, scale, geometry = read_map_npz(self.layout.slide_map(slide.name, method, "npz"))
-            return normalise(values, scale), values, geometry
+            return normalise(values, scale, self.map_signed(slide, method)), values, geometry
 
         return self._cached(("map", slide.name, method), make)
+
+    def map_signed(self, slide: SlideInfo, method: str) -> bool:
+        """Whether a method's slide map is signed (its ``.npz`` says; drawn with a diverging colour map)."""
+        from ..slide_map import read_map_signed
+
+        path = self.layout.slide_map(slide.name, method, "npz")
+        return self._cached(("map_signed", slide.name, method), lambda: read_map_signed(path))
 
     def prediction(self, name: str) -> Any:
         from ..prediction_map import read_prediction_npz
@@ -377,6 +387,8 @@ class Run:
 
     # -- summaries --------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
+        from ..plot import DIVERGING_CMAP
+
         slides = []
         for s in self.slides.values():
             self.deepzoom(s)  # sets width, height
@@ -384,7 +396,7 @@ class Run:
             for m in s.map_methods:
                 _, _, g = self.saliency_map(s, m)
                 layers.append({"kind": "saliency", "key": m, "label": m, "map_width": g.shape[1] * g.scale,
-                               "cmap": "inferno"})  # fmt: skip
+                               "cmap": DIVERGING_CMAP if self.map_signed(s, m) else "inferno"})  # fmt: skip
             if s.classes:
                 pred = self.prediction(s.name)
                 g = pred.geometry
