@@ -25,7 +25,8 @@ _STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.funct
 
 
 def pytorch_grad_cam() -> types.SimpleNamespace:
-    """``GradCAM``, ``GradCAMPlusPlus`` and ``ClassifierOutputTarget`` of pytorch-grad-cam 1.5.7 (fails the test where it is missing)."""
+    """``GradCAM``, ``GradCAMPlusPlus``, ``HiResCAM``, ``LayerCAM``, ``ScoreCAM`` and ``ClassifierOutputTarget`` of
+    pytorch-grad-cam 1.5.7 (fails the test where it is missing)."""
     try:
         version = importlib.metadata.version("grad-cam")
     except importlib.metadata.PackageNotFoundError:
@@ -47,7 +48,8 @@ def pytorch_grad_cam() -> types.SimpleNamespace:
         grad_cam = importlib.import_module("pytorch_grad_cam")
         targets = importlib.import_module("pytorch_grad_cam.utils.model_targets")
         return types.SimpleNamespace(
-            GradCAM=grad_cam.GradCAM, GradCAMPlusPlus=grad_cam.GradCAMPlusPlus,
+            GradCAM=grad_cam.GradCAM, GradCAMPlusPlus=grad_cam.GradCAMPlusPlus, HiResCAM=grad_cam.HiResCAM,
+            LayerCAM=grad_cam.LayerCAM, ScoreCAM=grad_cam.ScoreCAM,
             ClassifierOutputTarget=targets.ClassifierOutputTarget,
         )  # fmt: skip
     finally:

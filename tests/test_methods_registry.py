@@ -139,7 +139,8 @@ def test_meaning_tells_ranges_apart():
 def test_registry_declares_each_method_once():
     assert list(METHODS) == [
         "vanilla", "integrated_gradients", "guided_integrated_gradients", "blur_integrated_gradients",
-        "xrai", "xrai_fast", "gradcam", "gradcam_plusplus", "occlusion", "rise", "input_x_gradient", "gradient_shap",
+        "xrai", "xrai_fast", "gradcam", "gradcam_plusplus", "hirescam", "layercam", "scorecam", "occlusion",
+        "rise", "input_x_gradient", "gradient_shap",
         "attention_rollout", "transformer_attribution",
     ]  # fmt: skip
     assert not hasattr(methods, "TITLES")

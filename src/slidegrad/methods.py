@@ -230,6 +230,7 @@ PARAMS: dict[str, Param] = {
     # GradientSHAP: samples per tile, and the σ of the Gaussian noise added to the input
     "n_samples": Param("int", 1),
     "stdevs": Param("float", 0),
+    "stride": Param("int", 1),  # occlusion's window step; > 1: native engine only (PAIR slides by 1)
 }
 """Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 
@@ -340,14 +341,50 @@ for _method in (
         defaults={"layer": None}, layer=True,
     ),
     Method(
+        "hirescam", "gradcam", "HiResCAM",
+        "HiResCAM on ``layer`` (``None``: the last convolutional layer): the gradient times the activation at "
+        "every position, summed over channels (no averaging of the gradient); resized to the input.",
+        native="native.cam:hirescam", pair=None,
+        citation="Draelos & Carin 2020",
+        reference="Draelos & Carin, Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional "
+        "neural networks, arXiv:2011.08891, 2020",
+        phrase="HiResCAM",
+        defaults={"layer": None}, layer=True,
+    ),
+    Method(
+        "layercam", "gradcam", "LayerCAM",
+        "LayerCAM on ``layer`` (``None``: the last convolutional layer): the positive gradient times the "
+        "activation at every position, summed over channels; resized to the input.",
+        native="native.cam:layercam", pair=None,
+        citation="Jiang et al. 2021",
+        reference="Jiang, Zhang, Hou, Cheng & Wei, LayerCAM: exploring hierarchical class activation maps for "
+        "localization, IEEE TIP 2021",
+        phrase="LayerCAM",
+        defaults={"layer": None}, layer=True,
+    ),
+    Method(
+        "scorecam", "gradcam", "Score-CAM",
+        "Score-CAM on ``layer`` (``None``: the last convolutional layer), gradient-free: each channel, upsampled "
+        "and min-max scaled, masks the input; the softmax over channels of the masked inputs' class logits "
+        "weights the channels (one forward pass per tile and channel); resized to the input.",
+        native="native.cam:scorecam", pair=None,
+        citation="Wang et al. 2020",
+        reference="Wang, Wang, Du, Yang, Zhang, Ding, Mardziel & Hu, Score-CAM: score-weighted visual explanations "
+        "for convolutional neural networks, CVPR Workshops 2020",
+        phrase="Score-CAM",
+        defaults={"layer": None}, layer=True,
+    ),
+    Method(
         "occlusion", "gradient", "Occlusion",
-        "Occlusion: a ``size`` × ``size`` window of ``value`` slid over the input at stride 1; each pixel sums "
-        "the class logit's drop of the windows covering it (PAIR's; forward passes only).",
+        "Occlusion: a ``size`` × ``size`` window of ``value`` slid over the input every ``stride`` pixels (and "
+        "at the last position); each pixel sums the class logit's drop of the windows covering it (PAIR's, "
+        "stride 1); stride > 1 (native engine only) estimates that sum: the pixel's mean drop times its count "
+        "of stride-1 windows; forward passes only.",
         native="native.occlusion:occlusion", pair=PairCall("Occlusion", ("size", "value")),
         citation="Zeiler & Fergus 2014",
         reference="Zeiler & Fergus, Visualizing and understanding convolutional networks, ECCV 2014",
         phrase="occlusion",
-        defaults={"size": 15, "value": 0.0},
+        defaults={"size": 15, "value": 0.0, "stride": 1},
     ),
     Method(
         "rise", "probability", "RISE",

@@ -42,6 +42,7 @@ PHRASES = {
     },
     "size": "a {} px window",
     "value": "filled with {}",
+    "stride": lambda s: "moved by 1 px" if s == 1 else f"moved by {s} px (the sum over every position estimated)",
     "tolerance": "steps doubled per tile until its completeness error ≤ {}",
     "max_steps": "at most {} steps",
     "head_fusion": "heads fused by their {}",
@@ -67,6 +68,8 @@ def _joined(values: Sequence[str]) -> str:
 
 def _detail(key: str, value: Any) -> str:
     phrase = PHRASES.get(key, key + " {}")
+    if callable(phrase):
+        return phrase(value)
     if isinstance(phrase, dict):
         return phrase[value] if value in phrase else phrase[bool(value)]
     return phrase.format(json.dumps(value) if isinstance(value, bool) else value)

@@ -99,6 +99,11 @@ def attribute(backend: Backend, image: np.ndarray, class_idx: int, request: Requ
         f"method {method.name}: parameter 'tolerance' (adaptive steps) must be 0 with the pair engine, "
         f"got {params.get('tolerance')}",
     )
+    check(
+        params.get("stride", 1) == 1,
+        f"method {method.name}: parameter 'stride' must be 1 with the pair engine (PAIR slides by 1 px), "
+        f"got {params.get('stride')}",
+    )
     image = np.asarray(image, dtype=np.float32)
     saliency_obj, kwargs = _mask_call(method, params, image)
     call = call_model_function(backend, params.get("layer"))
