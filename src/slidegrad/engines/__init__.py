@@ -7,7 +7,8 @@ SmoothGrad or not) into raw attributions.
 
 Both take a ``(N, H, W, C)`` float32 batch and return an
 :class:`~slidegrad.engines.base.EngineResult`: one raw array per tile (``(H, W, C)`` for gradient
-methods and occlusion, ``(H, W)`` for XRAI, the CAMs and the attention maps), with the steps, batch
+methods, occlusion, input × gradient and GradientSHAP, ``(H, W)`` for XRAI, the CAMs, RISE and the attention
+maps), with the steps, batch
 sizes, layer and class scores of the call.  Which function computes a method is part of its
 declaration (:class:`~slidegrad.methods.Method`: ``native``, ``pair``); each native method is a
 module of :mod:`slidegrad.engines.native`.

@@ -3,8 +3,10 @@
 * :mod:`.engine` — :class:`NativeEngine`: batching by a memory budget, gradients and forward-only class
   scores on the model's device, SmoothGrad around any method; :func:`method_function` finds a method's
   function from its declaration (:attr:`~slidegrad.methods.Method.native`).
-* :mod:`.gradients` (vanilla), :mod:`.integrated` (IG and its quadrature rules), :mod:`.guided` (Guided IG),
-  :mod:`.blur` (Blur IG), :mod:`.xrai` (XRAI), :mod:`.cam` (Grad-CAM, Grad-CAM++), :mod:`.occlusion`;
+* :mod:`.gradients` (vanilla), :mod:`.input_x_gradient`, :mod:`.integrated` (IG and its quadrature rules),
+  :mod:`.guided` (Guided IG), :mod:`.blur` (Blur IG), :mod:`.gradient_shap` (GradientSHAP), :mod:`.xrai` (XRAI),
+  :mod:`.cam` (the CAM family: Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM, Score-CAM), and the gradient-free
+  :mod:`.occlusion` and :mod:`.rise`;
   the vision-transformer methods are in :mod:`slidegrad.engines.attention`.
 
 The names other modules use are re-exported here.
