@@ -25,7 +25,8 @@ _STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.funct
 
 
 def pytorch_grad_cam() -> types.SimpleNamespace:
-    """``GradCAM``, ``GradCAMPlusPlus`` and ``ClassifierOutputTarget`` of pytorch-grad-cam 1.5.7 (fails the test where it is missing)."""
+    """``GradCAM``, ``GradCAMPlusPlus``, ``ClassifierOutputTarget``, ``ClassifierOutputSoftmaxTarget`` and the
+    ``road`` module (``metrics.road``) of pytorch-grad-cam 1.5.7 (fails the test where it is missing)."""
     try:
         version = importlib.metadata.version("grad-cam")
     except importlib.metadata.PackageNotFoundError:
@@ -46,9 +47,11 @@ def pytorch_grad_cam() -> types.SimpleNamespace:
             transforms.functional.resize = _unavailable("torchvision.transforms.functional.resize")  # SESS only
         grad_cam = importlib.import_module("pytorch_grad_cam")
         targets = importlib.import_module("pytorch_grad_cam.utils.model_targets")
+        road = importlib.import_module("pytorch_grad_cam.metrics.road")  # ROAD: NoisyLinearImputer, ROADCombined, ...
         return types.SimpleNamespace(
             GradCAM=grad_cam.GradCAM, GradCAMPlusPlus=grad_cam.GradCAMPlusPlus,
             ClassifierOutputTarget=targets.ClassifierOutputTarget,
+            ClassifierOutputSoftmaxTarget=targets.ClassifierOutputSoftmaxTarget, road=road,
         )  # fmt: skip
     finally:
         # the stand-ins and pytorch_grad_cam itself leave sys.modules as found; real packages it imported

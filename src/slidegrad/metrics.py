@@ -57,7 +57,8 @@ class MetricInputs:
     batches under its memory budget); ``tiles``: raw uint8 ``(N, H, W, 3)``; ``batch``: the same tiles
     preprocessed, float32 ``(N, H, W, 3)``; ``settings``: the config's ``evaluate`` section (defaults
     filled in); ``slide`` and ``names``: the slide and its N tile names; ``device`` / ``memory_budget``:
-    the job's (bytes; for models a metric builds, e.g. randomised copies).
+    the job's (bytes; for models a metric builds, e.g. randomised copies); ``slide_tiles``: every tile of
+    the slide, read on demand (:class:`~slidegrad.evaluate.reference.SlideTiles`; the reference baseline's).
 
     Per method (``None`` in :attr:`Metric.prepare`'s call): ``method``, the :class:`~slidegrad.config.MethodSpec`;
     ``masks``: ``(N, H, W)`` in [0, 1]; ``classes``: ``(N,)`` int64, the class each mask explains.
@@ -71,6 +72,7 @@ class MetricInputs:
     names: Sequence[str]
     device: str = "auto"
     memory_budget: int | None = None
+    slide_tiles: Any = None
     method: MethodSpec | None = None
     masks: np.ndarray | None = None
     classes: np.ndarray | None = None
@@ -108,10 +110,12 @@ class MetricInputs:
 @dataclass(frozen=True)
 class MetricResult:
     """What a metric returns: ``columns``: column name → ``(N,)`` values (float, or bool);
-    ``curves``: curve kind → ``(N, K)`` curves, saved in the chunk's ``.npz`` for the figure."""
+    ``curves``: curve kind → ``(N, K)`` curves, saved in the chunk's ``.npz`` for the figure;
+    ``curve_x``: curve kind → its ``(K,)`` x positions where they are not ``linspace(0, 1, K)``."""
 
     columns: dict[str, Any]
     curves: dict[str, Any] = field(default_factory=dict)
+    curve_x: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ class Metric:
     ``compute`` and ``chance`` together return exactly ``columns``.  ``prepare``: ``"module:function"``,
     ``(MetricInputs) → None``, run once per chunk before any method (to fail early), or ``None``.
     ``panels``: its panels in the figure; ``curve``: the x-axis label of its curve plot (its curve kind
-    is its name; ``None``: no curve plot).  ``citation`` (``"Petsiuk et al. 2018"``), ``reference`` (the
+    is its name), or curve kind → x-axis label where it has several kinds (``None``: no curve plot).  ``citation`` (``"Petsiuk et al. 2018"``), ``reference`` (the
     full reference) and ``text`` (``settings → phrase`` for the methods paragraph; ``""``: said by
     another metric's phrase): the methods text.  ``options``: the ``evaluate`` options it reads → their
     JSON schema; ``needs``: options that must not be null when it runs → what to set.
@@ -141,7 +145,7 @@ class Metric:
     chance: str | None = None
     prepare: str | None = None
     panels: tuple[Panel, ...] = ()
-    curve: str | None = None
+    curve: str | Mapping[str, str] | None = None
     citation: str | None = None
     reference: str | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -151,6 +155,12 @@ class Metric:
         """The ``compute``, ``chance`` or ``prepare`` function (``None`` where the metric has none)."""
         target = getattr(self, role)
         return None if target is None else getattr(importlib.import_module(self.module(role)), target.split(":")[1])
+
+    def curve_kinds(self) -> dict[str, str]:
+        """Curve kind → x-axis label of the curve plots this metric saves (``{}`` for none)."""
+        if self.curve is None:
+            return {}
+        return {self.name: self.curve} if isinstance(self.curve, str) else dict(self.curve)
 
     def module(self, role: str = "compute") -> str:
         """The module holding the ``role`` function: ``slidegrad.evaluate.<module>``, or ``<module>`` itself
@@ -206,6 +216,17 @@ def metric_columns(names: Sequence[str]) -> list[str]:
     return [c for m in chosen(names) for c in m.columns]
 
 
+def uses_baseline(names: Sequence[str]) -> bool:
+    """Whether any of the metrics ``names`` removes pixels to ``evaluate.baseline`` (reads that option)."""
+    return any("baseline" in m.options for m in chosen(names))
+
+
+def baseline_columns() -> list[str]:
+    """The columns of every metric that reads ``evaluate.baseline``: those a class uninformative for the
+    baseline (:mod:`slidegrad.evaluate.informative`) is left out of when means are pooled."""
+    return [c for m in METRICS.values() if "baseline" in m.options for c in m.columns]
+
+
 # -- config ---------------------------------------------------------------------------------------
 def evaluate_schema() -> dict[str, Any]:
     """The ``properties`` of the config schema's ``evaluate`` section: ``metrics`` (an enum of the
@@ -251,7 +272,14 @@ def check_needs(section: Mapping[str, Any]) -> list[str]:
 def evaluation_paragraph(settings: Mapping[str, Any]) -> str:
     """The methods paragraph of the metrics in ``settings['metrics']`` (the ``evaluate`` section)."""
     parts = [text for text in (m.text(settings) for m in chosen(settings["metrics"])) if text]
-    return "Faithfulness of every map was measured by " + "; ".join(parts) + "."
+    text = "Faithfulness of every map was measured by " + "; ".join(parts) + "."
+    if uses_baseline(settings["metrics"]):
+        text += (
+            " A class whose random-order curve did not move under the baseline (mean |chance AUC − the "
+            "class's probability on the unmodified tile| ≤ 0.01 over the slide's tiles of that class) was "
+            "flagged uninformative for that baseline and left out of pooled means."
+        )
+    return text
 
 
 def metric_references(names: Sequence[str]) -> dict[str, str]:
@@ -263,15 +291,16 @@ def metric_references(names: Sequence[str]) -> dict[str, str]:
 _SEED = {
     "type": "integer",
     "default": 0,
-    "description": "random pixel order (chance level), PIC's random seed pixels, sanity's re-initialisation, "
-    "stability's noise",
+    "description": "random pixel order (chance level), the reference baseline's tiles, PIC's random seed pixels, "
+    "ROAD's noise and random map, sanity's re-initialisation, stability's noise",
 }
 _CURVE_OPTIONS: dict[str, Mapping[str, Any]] = {
     "steps": {"type": "integer", "minimum": 1, "default": 20, "description": "deletion/insertion: steps of the curves"},
     "baseline": {
-        "enum": ["white", "black", "blur", "mean"],
+        "enum": ["white", "black", "blur", "mean", "reference"],
         "default": "white",
-        "description": "deletion/insertion: what removed pixels become (white: glass)",
+        "description": "deletion/insertion: what removed pixels become (white: glass; reference: the pixels of "
+        "a tile of the slide the model gives another class, chosen by seed)",
     },
     "sigma": {"type": "number", "exclusiveMinimum": 0, "default": 8.0, "description": "baseline blur: Gaussian sigma in px"},
     "seed": _SEED,
@@ -284,6 +313,11 @@ def _curves_text(settings: Mapping[str, Any]) -> str:
     baseline = settings.get("baseline", "white")
     if baseline == "blur":
         baseline = f"blur (σ = {settings.get('sigma')} px)"
+    elif baseline == "reference":
+        baseline = (
+            "reference (the pixels of a tile of the same slide that the model gives another class, drawn "
+            "per slide and explained class in a seeded random order)"
+        )
     kinds = " and ".join(k for k in ("deletion", "insertion") if k in settings["metrics"])
     return (
         f"{kinds} curves (Petsiuk et al. 2018; {settings.get('steps')} steps, {baseline} baseline, softmax "
@@ -298,6 +332,17 @@ def _pointing_text(settings: Mapping[str, Any]) -> str:
     return (
         f"the share of each map's top {100 * settings.get('top', 0.1):g}% of pixels inside {what}, over the tile's "
         "share (pointing ratio; 1 is chance)"
+    )
+
+
+def _road_text(settings: Mapping[str, Any]) -> str:
+    percentiles = settings.get("road_percentiles") or []
+    return (
+        f"ROAD (Rong et al. 2022; noisy linear imputation of the removed pixels in the model's input, noise "
+        f"σ = {settings.get('road_noise')}, seed {settings.get('seed')}; most- and least-relevant-first removal "
+        f"at the {', '.join(f'{p:g}' for p in percentiles)}th percentiles of the map, score (LeRF − MoRF) / 2 of "
+        "the explained class's softmax probability, as pytorch-grad-cam's ROADCombined), against a seeded "
+        "random map"
     )
 
 
@@ -358,6 +403,29 @@ for _metric in (
             },
         },
         needs={"ground_truth": "'dab' or a folder of {slide}/{tile}.png masks"},
+    ),
+    Metric(
+        "road", "ROAD, Rong 2022: MoRF/LeRF with noisy linear imputation; with a random-map chance level",
+        columns=("road_morf", "road_lerf", "road", "road_chance"),
+        compute="road:road_result", chance="road:road_chance",
+        panels=(Panel("road", "ROAD (LeRF − MoRF)/2 ↑", "road_chance"),),
+        curve={"road_morf": "fraction imputed, most relevant first", "road_lerf": "fraction imputed, least relevant first"},
+        citation="Rong et al. 2022",
+        reference="Rong, Leemann, Borisov, Kasneci & Kasneci, A consistent and efficient evaluation strategy for "
+        "attribution methods, ICML 2022",
+        text=_road_text,
+        options={
+            "road_percentiles": {
+                "type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
+                "minItems": 1, "uniqueItems": True, "default": [10, 20, 30, 40, 50, 60, 70, 80, 90],
+                "description": "road: percentiles of the map; MoRF removes the pixels at or above each",
+            },
+            "road_noise": {
+                "type": "number", "minimum": 0, "default": 0.01,
+                "description": "road: std of the imputation's Gaussian noise, in the model's input units",
+            },
+            "seed": _SEED,
+        },
     ),
     Metric(
         "sanity", "model randomisation, Adebayo 2018",
