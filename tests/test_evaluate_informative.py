@@ -12,7 +12,7 @@ from slidegrad.errors import InputError
 from slidegrad.evaluate import deletion_insertion
 from slidegrad.evaluate.informative import mark_uninformative, pooled_means, uninformative_classes
 from slidegrad.evaluate.reference import choose_references
-from slidegrad.metrics import baseline_columns, evaluate_schema, evaluation_paragraph
+from slidegrad.metrics import evaluate_schema, evaluation_paragraph, flagged_columns
 
 torch = pytest.importorskip("torch")
 
@@ -21,7 +21,7 @@ from .test_evaluate_perturbation import PX, REGION, region_model, region_tiles  
 
 def table(flat_chance: float = 1.0, moving_chance: float = 0.6) -> list[dict[str, str]]:
     """Two methods × 4 tiles of slide s: 'neg' tiles at p = 1 with a chance AUC of ``flat_chance``,
-    'pos' tiles at p = 0.9 with ``moving_chance``."""
+    'pos' tiles at p = 0.9 with ``moving_chance``; ROAD's random map moves neither (0.9 … 0.905 on pos)."""
     rows = []
     for method, auc in (("good", 0.2), ("bad", 0.8)):
         for i in range(4):
@@ -30,31 +30,38 @@ def table(flat_chance: float = 1.0, moving_chance: float = 0.6) -> list[dict[str
                 "slide": "s", "tile": f"t{i}", "method": method, "class_idx": str(int(label == "pos")),
                 "class_label": label, "probability": str(p), "baseline": "white", "reference_tile": "",
                 "uninformative": "", "deletion_auc": str(1.0 if label == "neg" else auc),
-                "deletion_chance": str(chance), "road": str(0.1 + i),
+                "deletion_chance": str(chance), "road": str(0.1 + i), "road_uninformative": "",
+                "road_chance_morf": str(p if label == "neg" else 0.905),
             })  # fmt: skip
     return rows
 
 
 def test_a_flat_class_is_flagged_and_a_moving_one_is_not():
-    flags = uninformative_classes(table())
+    flags = uninformative_classes(table(), "deletion_chance")
     assert flags == {("s", "neg"): True, ("s", "pos"): False}
     marked = mark_uninformative(table())
     assert [r["uninformative"] for r in marked if r["method"] == "good"] == ["true", "true", "false", "false"]
+    assert [r["road_uninformative"] for r in marked if r["method"] == "good"] == ["true"] * 4  # ROAD: flat for both
     # 0.995 is within 0.01 of p = 1; 0.98 is not
-    assert uninformative_classes(table(flat_chance=0.995))[("s", "neg")]
-    assert not uninformative_classes(table(flat_chance=0.98))[("s", "neg")]
+    assert uninformative_classes(table(flat_chance=0.995), "deletion_chance")[("s", "neg")]
+    assert not uninformative_classes(table(flat_chance=0.98), "deletion_chance")[("s", "neg")]
     assert mark_uninformative([{"slide": "s", "class_label": "x"}]) == [{"slide": "s", "class_label": "x"}]  # no column
+    without_deletion = [{k: v for k, v in r.items() if k != "deletion_chance"} | {"insertion_chance": "0.5"} for r in table()]
+    assert not any(r["uninformative"] == "true" for r in mark_uninformative(without_deletion))  # insertion decides
 
 
 def test_pooled_means_leave_the_flagged_class_out_of_the_baselines_columns():
     marked = mark_uninformative(table())
-    means = pooled_means(marked, ["deletion_auc", "road"], baseline_columns())
+    means = pooled_means(marked, ["deletion_auc", "road", "pointing_ratio"])
     assert means["good"]["deletion_auc"] == pytest.approx(0.2)  # the neg tiles' 1.0 are not pooled
     assert means["bad"]["deletion_auc"] == pytest.approx(0.8)
-    assert means["good"]["road"] == pytest.approx((0.1 + 1.1 + 2.1 + 3.1) / 4)  # ROAD has no baseline: all tiles
-    unmarked = pooled_means(table(), ["deletion_auc"], baseline_columns())
+    assert math.isnan(means["good"]["road"])  # ROAD's imputation moves no class here: nothing pooled
+    unmarked = pooled_means(table(), ["deletion_auc", "road"])
     assert unmarked["good"]["deletion_auc"] == pytest.approx(0.6)
-    assert "deletion_auc" in baseline_columns() and "road" not in baseline_columns()
+    assert unmarked["good"]["road"] == pytest.approx((0.1 + 1.1 + 2.1 + 3.1) / 4)
+    flagged = flagged_columns()
+    assert flagged["deletion_auc"] == flagged["insertion_chance"] == "uninformative"
+    assert flagged["road"] == "road_uninformative" and "pointing_ratio" not in flagged
 
 
 def test_the_figure_splits_panels_by_class_and_notes_the_flagged_one():
@@ -71,7 +78,9 @@ def test_the_figure_splits_panels_by_class_and_notes_the_flagged_one():
     assert any(t.startswith("class neg: deletion AUC") for t in titles)
     assert any(t.startswith("class pos: deletion AUC") for t in titles)
     notes = [t.get_text() for ax in fig.get_axes() for t in ax.texts if "uninformative" in t.get_text()]
-    assert len(notes) == 2  # neg's curve panel and neg's deletion-AUC panel
+    baseline = [n for n in notes if n.startswith("uninformative for baseline white")]
+    assert len(baseline) == 2  # neg's deletion curves and neg's deletion-AUC panel; pos moves
+    assert len(notes) - len(baseline) == 2  # ROAD's panels of both classes (its random map moves neither)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -153,7 +162,7 @@ def test_schema_and_methods_text_follow_the_registry():
     assert schema["road_noise"]["default"] == 0.01
     settings = {key: value.get("default") for key, value in schema.items()}
     text = evaluation_paragraph({**settings, "metrics": ["deletion", "road"], "baseline": "reference"})
-    assert "ROAD (Rong et al. 2022" in text and "reference (the pixels of a tile" in text
-    assert "flagged uninformative for that baseline and left out of pooled means" in text
-    assert "uninformative" not in evaluation_paragraph({**settings, "metrics": ["road"]})
-    assert not math.isnan(0.0)
+    assert "ROAD (Rong et al. 2022" in text and "reference baseline (the pixels of a tile" in text
+    assert "flagged uninformative for that removal and left out of pooled means of its metrics" in text
+    assert "the random order's deletion AUC" in text and "the random map's mean MoRF probability" in text
+    assert "uninformative" not in evaluation_paragraph({**settings, "metrics": ["pointing"], "ground_truth": "dab"})

@@ -14,6 +14,7 @@ from PIL import Image
 import slidegrad as sg
 from slidegrad.evaluate import deletion_insertion, max_sensitivity, model_randomisation, pointing_ratio, pic_metric
 from slidegrad.evaluate.jobs import evaluation_columns
+from slidegrad.evaluate.road import road
 from slidegrad.config import parse_methods
 from slidegrad.planning import build_plan
 
@@ -31,7 +32,7 @@ METHODS = [
 ]
 METHOD_IDS = ["vanilla", "vanilla_smooth", "integrated_gradients", "gradcam"]
 EVERY_METRIC = {
-    "metrics": ["deletion", "insertion", "pic", "pointing", "sanity", "stability"],
+    "metrics": ["deletion", "insertion", "pic", "pointing", "road", "sanity", "stability"],
     "steps": 8,
     "ground_truth": "truth",
     "perturbations": {"n": 3},
@@ -103,8 +104,17 @@ def test_evaluate_job_equals_the_library(evaluated, model_dir):
         curves = deletion_insertion(sal, tiles, masks, class_idx=classes, steps=8)
         sic = pic_metric(sal, tiles, masks, classes, metric="sic", seed=0).auc
         ratio = pointing_ratio(masks, truth)
+        roads = road(sal, sg.get_preprocess_fn(model)(tiles), masks, class_idx=classes, seed=0)
         for i, name in enumerate(names):
             row = rows[(name, method)]
+            assert float(row["road"]) == pytest.approx(roads["road"][i], abs=2e-6)
+            assert float(row["road_morf"]) == pytest.approx(roads["road_morf"][i], abs=2e-6)
+            assert float(row["probability"]) == pytest.approx(curves["deletion_curve"][i, 0], abs=1e-5)
+            assert (row["baseline"], row["reference_tile"]) == ("white", "")
+            assert row["uninformative"] in ("true", "false") and row["road_uninformative"] in ("true", "false")
+            assert float(row["road_chance_morf"]) == pytest.approx(
+                road(sal, sg.get_preprocess_fn(model)(tiles), None, classes, seed=0, order="random")["road_morf"][i], abs=2e-6
+            )
             assert float(row["deletion_auc"]) == pytest.approx(curves["deletion_auc"][i], abs=2e-6)
             assert float(row["insertion_auc"]) == pytest.approx(curves["insertion_auc"][i], abs=2e-6)
             assert (row["sic"] == "nan") == math.isnan(sic[i])
@@ -156,6 +166,9 @@ def test_curves_and_figures(evaluated):
                 assert data[f"{method}:{kind}"].shape == (2, 9)
             # step 0 of deletion is the untouched tile; the last step of insertion too
             np.testing.assert_allclose(data[f"{method}:deletion"][:, 0], data[f"{method}:insertion"][:, -1], atol=1e-6)
+            for kind in ("road_morf", "road_lerf", "road_morf_chance", "road_lerf_chance"):
+                assert data[f"{method}:{kind}"].shape == (2, 10)
+        np.testing.assert_allclose(data["x:road_morf"], np.linspace(0, 0.9, 10))
     assert (evaluated / "results/figures/evaluation/s1.pdf").read_bytes().startswith(b"%PDF")
     png = sg.jobs.read_png(evaluated / "results/figures/evaluation/s1.png")
     assert png.shape[0] > 1000 and png.shape[1] > 1000 and png.std() > 10  # drawn, not blank

@@ -49,6 +49,21 @@ class Panel:
     reference: str | float | None = None
 
 
+@dataclass(frozen=True)
+class Flat:
+    """A metric's check that its removal moves the explained class at all (:mod:`slidegrad.evaluate.informative`).
+
+    ``flag``: the ``evaluation.csv`` column saying a class is uninformative (several metrics may share one:
+    deletion and insertion share the baseline's); ``chance``: the metric's chance column in the explained
+    class's probability units, which equals the unmodified tile's probability when removal changes nothing
+    (an AUC of a flat curve, a mean over flat points); ``what``: the methods text's name of what did not move.
+    """
+
+    flag: str
+    chance: str
+    what: str
+
+
 @dataclass
 class MetricInputs:
     """What a metric gets: one method's masks of one chunk, and that chunk's tiles, model and settings.
@@ -133,7 +148,8 @@ class Metric:
     ``panels``: its panels in the figure; ``curve``: the x-axis label of its curve plot (its curve kind
     is its name), or curve kind → x-axis label where it has several kinds (``None``: no curve plot).  ``citation`` (``"Petsiuk et al. 2018"``), ``reference`` (the
     full reference) and ``text`` (``settings → phrase`` for the methods paragraph; ``""``: said by
-    another metric's phrase): the methods text.  ``options``: the ``evaluate`` options it reads → their
+    another metric's phrase): the methods text.  ``flat``: its check that removal moves the class
+    (:class:`Flat`), or ``None``.  ``options``: the ``evaluate`` options it reads → their
     JSON schema; ``needs``: options that must not be null when it runs → what to set.
     """
 
@@ -150,6 +166,7 @@ class Metric:
     reference: str | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     needs: Mapping[str, str] = field(default_factory=dict)
+    flat: Flat | None = None
 
     def function(self, role: str) -> Callable[..., Any] | None:
         """The ``compute``, ``chance`` or ``prepare`` function (``None`` where the metric has none)."""
@@ -221,10 +238,23 @@ def uses_baseline(names: Sequence[str]) -> bool:
     return any("baseline" in m.options for m in chosen(names))
 
 
-def baseline_columns() -> list[str]:
-    """The columns of every metric that reads ``evaluate.baseline``: those a class uninformative for the
-    baseline (:mod:`slidegrad.evaluate.informative`) is left out of when means are pooled."""
-    return [c for m in METRICS.values() if "baseline" in m.options for c in m.columns]
+def flag_columns(names: Sequence[str]) -> list[str]:
+    """The uninformative-class flags (:class:`Flat`) of the metrics ``names``, in registry order."""
+    return list(dict.fromkeys(m.flat.flag for m in chosen(names) if m.flat))
+
+
+def flagged_columns() -> dict[str, str]:
+    """Column → the flag whose classes its pooled means leave out (every metric with a :class:`Flat`)."""
+    return {c: m.flat.flag for m in METRICS.values() if m.flat for c in m.columns}
+
+
+def flag_chances() -> dict[str, list[str]]:
+    """Flag → its metrics' chance columns, in registry order (the first present decides)."""
+    out: dict[str, list[str]] = {}
+    for m in METRICS.values():
+        if m.flat:
+            out.setdefault(m.flat.flag, []).append(m.flat.chance)
+    return out
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -273,11 +303,12 @@ def evaluation_paragraph(settings: Mapping[str, Any]) -> str:
     """The methods paragraph of the metrics in ``settings['metrics']`` (the ``evaluate`` section)."""
     parts = [text for text in (m.text(settings) for m in chosen(settings["metrics"])) if text]
     text = "Faithfulness of every map was measured by " + "; ".join(parts) + "."
-    if uses_baseline(settings["metrics"]):
+    whats = list(dict.fromkeys(m.flat.what for m in chosen(settings["metrics"]) if m.flat))
+    if whats:
         text += (
-            " A class whose random-order curve did not move under the baseline (mean |chance AUC − the "
-            "class's probability on the unmodified tile| ≤ 0.01 over the slide's tiles of that class) was "
-            "flagged uninformative for that baseline and left out of pooled means."
+            " A class whose chance level did not move (mean |chance − the class's probability on the unmodified "
+            f"tile| ≤ 0.01 over the slide's tiles of that class; chance: {'; '.join(whats)}) was flagged "
+            "uninformative for that removal and left out of pooled means of its metrics."
         )
     return text
 
@@ -306,21 +337,22 @@ _CURVE_OPTIONS: dict[str, Mapping[str, Any]] = {
     "seed": _SEED,
 }
 _PETSIUK = ("Petsiuk et al. 2018", "Petsiuk, Das & Saenko, RISE, BMVC 2018")
+_BASELINE_WHAT = "for the baseline, the random order's deletion AUC (insertion's without deletion)"
 
 
 def _curves_text(settings: Mapping[str, Any]) -> str:
     """Deletion and insertion share one phrase (said by the first of them that runs)."""
-    baseline = settings.get("baseline", "white")
-    if baseline == "blur":
-        baseline = f"blur (σ = {settings.get('sigma')} px)"
-    elif baseline == "reference":
+    baseline = f"{settings.get('baseline', 'white')} baseline"
+    if settings.get("baseline") == "blur":
+        baseline = f"blur (σ = {settings.get('sigma')} px) baseline"
+    elif settings.get("baseline") == "reference":
         baseline = (
-            "reference (the pixels of a tile of the same slide that the model gives another class, drawn "
-            "per slide and explained class in a seeded random order)"
+            "reference baseline (the pixels of a tile of the same slide that the model gives another class, "
+            "drawn per slide and explained class in a seeded random order)"
         )
     kinds = " and ".join(k for k in ("deletion", "insertion") if k in settings["metrics"])
     return (
-        f"{kinds} curves (Petsiuk et al. 2018; {settings.get('steps')} steps, {baseline} baseline, softmax "
+        f"{kinds} curves (Petsiuk et al. 2018; {settings.get('steps')} steps, {baseline}, softmax "
         "probability of the explained class, AUC by the trapezoid rule), each against the same curve in a "
         f"seeded random pixel order (seed {settings.get('seed')})"
     )
@@ -362,6 +394,7 @@ for _metric in (
         compute="perturbation:deletion_result", chance="perturbation:deletion_chance",
         panels=(Panel("deletion_auc", "deletion AUC ↓", "deletion_chance"),), curve="fraction of pixels removed",
         citation=_PETSIUK[0], reference=_PETSIUK[1], text=_curves_text, options=_CURVE_OPTIONS,
+        flat=Flat("uninformative", "deletion_chance", _BASELINE_WHAT),
     ),
     Metric(
         "insertion", "Petsiuk 2018; with a random-order chance level",
@@ -370,6 +403,7 @@ for _metric in (
         panels=(Panel("insertion_auc", "insertion AUC ↑", "insertion_chance"),), curve="fraction of pixels restored",
         citation=_PETSIUK[0], reference=_PETSIUK[1], options=_CURVE_OPTIONS,
         text=lambda settings: "" if "deletion" in settings["metrics"] else _curves_text(settings),
+        flat=Flat("uninformative", "insertion_chance", _BASELINE_WHAT),
     ),
     Metric(
         "pic", "SIC and AIC, Kapishnikov 2019",
@@ -406,14 +440,15 @@ for _metric in (
     ),
     Metric(
         "road", "ROAD, Rong 2022: MoRF/LeRF with noisy linear imputation; with a random-map chance level",
-        columns=("road_morf", "road_lerf", "road", "road_chance"),
+        columns=("road_morf", "road_lerf", "road", "road_chance", "road_chance_morf"),
         compute="road:road_result", chance="road:road_chance",
-        panels=(Panel("road", "ROAD (LeRF − MoRF)/2 ↑", "road_chance"),),
+        panels=(Panel("road", "ROAD ↑", "road_chance"),),
         curve={"road_morf": "fraction imputed, most relevant first", "road_lerf": "fraction imputed, least relevant first"},
         citation="Rong et al. 2022",
         reference="Rong, Leemann, Borisov, Kasneci & Kasneci, A consistent and efficient evaluation strategy for "
         "attribution methods, ICML 2022",
         text=_road_text,
+        flat=Flat("road_uninformative", "road_chance_morf", "for ROAD's imputation, the random map's mean MoRF probability"),
         options={
             "road_percentiles": {
                 "type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},

@@ -13,10 +13,11 @@ grey dots, their mean as a coloured dot with a bar of ± one standard deviation,
 the metric's chance level (mean over the tiles) or the sanity check's threshold as a
 dashed line.  The arrow in a panel's title says which direction is better.
 
-A class uninformative for the baseline (:mod:`slidegrad.evaluate.informative`: its
-random-order curve does not move) gets a note on its curves and on its panels of the
-baseline's metrics, which then show its tiles but no mean; where classes are pooled
-(all tiles together), its rows are left out of the baseline's curves and means.
+A class uninformative for a removal (:mod:`slidegrad.evaluate.informative`: its chance
+level does not move; the baseline's for deletion and insertion, the imputation's for ROAD)
+gets a note on its curves and on that removal's metric panels, which then show its tiles
+but no mean; where classes are pooled (all tiles together), its rows are left out of those
+curves and means.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from typing import Sequence
 import matplotlib.figure
 import numpy as np
 
-from ..metrics import METRICS, baseline_columns
+from ..metrics import METRICS
 from ..plot import plt
-from .informative import FLAG, informative_rows, mark_uninformative
+from .informative import is_flagged, mark_uninformative
 
 # column, panel title, its reference column (chance) or a fixed reference value: every metric's panels
 PANELS: tuple[tuple[str, str, str | float | None], ...] = tuple(
@@ -36,17 +37,20 @@ PANELS: tuple[tuple[str, str, str | float | None], ...] = tuple(
 )
 MAX_CLASS_ROWS = 4  # curves per explained class up to this many classes, else all tiles together
 CURVE_XLABELS = {kind: label for metric in METRICS.values() for kind, label in metric.curve_kinds().items()}
-BASELINE_KINDS = {kind for metric in METRICS.values() if "baseline" in metric.options for kind in metric.curve_kinds()}
+# curve kind → a column of its metric (whose flag says whether a class's curves are informative)
+KIND_COLUMN = {kind: metric.columns[0] for metric in METRICS.values() for kind in metric.curve_kinds()}
+BASELINE_COLUMNS = {column for metric in METRICS.values() if "baseline" in metric.options for column in metric.columns}
 
 
-def _flagged(rows: Sequence[dict[str, str]], label: str | None) -> bool:
-    """Whether ``label``'s rows are flagged uninformative for the baseline (``None``: never)."""
-    return label is not None and any(r.get(FLAG) == "true" for r in rows if r["class_label"] == label)
+def _flagged(rows: Sequence[dict[str, str]], column: str) -> bool:
+    """Whether any of ``rows`` is flagged uninformative for ``column``'s removal."""
+    return any(is_flagged(r, column) for r in rows)
 
 
-def _note(ax, rows: Sequence[dict[str, str]], y: float = 0.78) -> None:
-    baseline = next((r.get("baseline") for r in rows if r.get("baseline")), "the")
-    ax.text(0.5, y, f"uninformative for baseline {baseline}:\nits random order does not move; not pooled",
+def _note(ax, rows: Sequence[dict[str, str]], column: str, y: float = 0.78) -> None:
+    baseline = next((r.get("baseline") for r in rows if r.get("baseline")), "")
+    what = f"baseline {baseline}" if baseline and column in BASELINE_COLUMNS else "this removal"
+    ax.text(0.5, y, f"uninformative for {what}:\nits chance level does not move; not pooled",
             transform=ax.transAxes, ha="center", va="center", fontsize=6.5, color="tab:red")  # fmt: skip
 
 
@@ -63,15 +67,17 @@ def _mean_sd(values: np.ndarray) -> tuple[float, float]:
 
 
 def _auc(curve: np.ndarray, x: np.ndarray) -> float:
-    """Mean trapezoid AUC of ``(N, K)`` curves over ``x`` (evenly spaced on [0, 1]: ``perturbation.curve_auc``)."""
+    """Mean trapezoid AUC of ``(N, K)`` curves over ``x``, per unit of x: on [0, 1] (deletion, insertion) the
+    AUC of ``perturbation.curve_auc``; on ROAD's [0, 0.9] the curve's mean height."""
     if curve.shape[0] == 0:
         return float("nan")
-    return float(np.trapezoid(curve, x, axis=1).mean())
+    return float(np.trapezoid(curve, x, axis=1).mean() / (x[-1] - x[0]))
 
 
 def _curve_panel(ax, kind: str, curves, rows, label: str | None, method_ids, method_titles, colours) -> None:
     """Mean curves of the tiles whose explained class is ``label`` (``None``: all tiles, less the rows
-    uninformative for the baseline where ``kind`` is a baseline's curve)."""
+    uninformative for ``kind``'s removal)."""
+    column = KIND_COLUMN[kind]
     chance_parts = []
     for method, title, colour in zip(method_ids, method_titles, colours):
         curve = curves.get(f"{method}:{kind}")
@@ -82,7 +88,7 @@ def _curve_panel(ax, kind: str, curves, rows, label: str | None, method_ids, met
         if label is not None:
             shown = np.array([r["class_label"] == label for r in own], bool)
         else:
-            shown = np.array([kind not in BASELINE_KINDS or r.get(FLAG) != "true" for r in own], bool)
+            shown = np.array([not is_flagged(r, column) for r in own], bool)
         curve, chance = curve[shown], chance[shown]
         x = curves.get(f"x:{kind}", np.linspace(0.0, 1.0, curve.shape[1]))
         if len(curve):
@@ -92,25 +98,25 @@ def _curve_panel(ax, kind: str, curves, rows, label: str | None, method_ids, met
         chance = np.concatenate(chance_parts)
         x = curves.get(f"x:{kind}", np.linspace(0.0, 1.0, chance.shape[1]))
         ax.plot(x, chance.mean(axis=0), color="black", lw=1.6, ls="--", label=f"random order ({_auc(chance, x):.2f})")
-        if kind in BASELINE_KINDS and _flagged(rows, label):
-            _note(ax, rows)
+        if label is not None and _flagged([r for r in rows if r["class_label"] == label], column):
+            _note(ax, rows, column)
     n_tiles = len(chance_parts[0]) if chance_parts else 0
     who = f"class {label}" if label is not None else "all classes"
-    ax.set_title(f"{kind}: {who}, {n_tiles} tiles (legend: mean AUC)", fontsize=8)
+    ax.set_title(f"{kind}: {who} ({n_tiles} tiles)", fontsize=7.5)
     ax.set_xlabel(CURVE_XLABELS[kind], fontsize=7)
     ax.set_ylabel("probability of the explained class", fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.tick_params(labelsize=6)
     ax.grid(alpha=0.3, lw=0.5)
-    ax.legend(fontsize=5.5, loc="best", frameon=False)
+    ax.legend(fontsize=5.5, loc="best", frameon=False, title="mean AUC", title_fontsize=5.5)
 
 
 def _metric_panel(ax, rows, column: str, title: str, reference, method_ids, method_titles, colours, first: bool):
     """``rows``: one class's (or, pooled, only the informative rows of a baseline's columns)."""
     ys = np.arange(len(method_ids))[::-1]
     rng = np.random.default_rng(0)  # jitter of the tile dots only
-    flagged = column in baseline_columns() and any(r.get(FLAG) == "true" for r in rows)
+    flagged = _flagged(rows, column)
     for y, method, colour in zip(ys, method_ids, colours):
         values = _values(rows, method, column)
         finite = values[np.isfinite(values)]
@@ -132,7 +138,7 @@ def _metric_panel(ax, rows, column: str, title: str, reference, method_ids, meth
     ax.set_ylim(-0.6, len(method_ids) - 0.4)
     ax.set_title(title, fontsize=7.5)
     if flagged:
-        _note(ax, rows, y=0.5)
+        _note(ax, rows, column, y=0.5)
     ax.tick_params(axis="x", labelsize=6)
     ax.grid(axis="x", alpha=0.3, lw=0.5)
     if reference is not None:
@@ -149,8 +155,9 @@ def evaluation_figure(
     """The figure for one slide.
 
     ``rows``: its ``evaluation.csv`` rows (strings, as read); ``curves``: ``"{method}:{kind}"`` →
-    ``(N, K)`` curves, ``kind`` a metric with a curve plot (:attr:`slidegrad.metrics.Metric.curve`:
-    deletion, insertion) or its ``{kind}_chance`` (absent when no such metric ran);
+    ``(N, K)`` curves, ``kind`` a curve kind of a metric (:meth:`slidegrad.metrics.Metric.curve_kinds`:
+    deletion, insertion, road_morf, road_lerf) or its ``{kind}_chance`` (absent when no such metric ran),
+    and ``"x:{kind}"`` → ``(K,)`` x positions where they are not evenly spaced on [0, 1];
     ``method_ids`` / ``method_titles``: the methods, in order.
     """
     rows = mark_uninformative(rows)
@@ -161,7 +168,7 @@ def evaluation_figure(
     n_cols = max(len(panels), 1)
     width = max(2.3 * n_cols + 1.0, 7.0)
     labels = sorted({r["class_label"] for r in rows})
-    curve_rows: list[str | None] = labels if 1 < len(labels) <= MAX_CLASS_ROWS else [None]
+    curve_rows: list[str | None] = labels if 1 <= len(labels) <= MAX_CLASS_ROWS else [None]
     panel_height = (0.32 * len(method_ids) + 1.1) * len(curve_rows)
     heights = ([2.6 * len(curve_rows)] if kinds else []) + ([panel_height] if panels else [])
     fig = plt.figure(figsize=(width, sum(heights) + 0.5), layout="constrained")
@@ -178,8 +185,8 @@ def evaluation_figure(
         for row_axes, label in zip(axes, curve_rows):
             for i, (ax, (column, panel_title, reference)) in enumerate(zip(row_axes, panels)):
                 if label is None:  # pooled: a baseline's column leaves out the uninformative classes
-                    shown = informative_rows(rows) if column in baseline_columns() else list(rows)
-                    who = ""
+                    shown = [r for r in rows if not is_flagged(r, column)]
+                    who = "uninformative classes left out: " if len(shown) < len(rows) else ""
                 else:
                     shown, who = [r for r in rows if r["class_label"] == label], f"class {label}: "
                 _metric_panel(ax, shown, column, who + panel_title, reference, method_ids, method_titles, colours, i == 0)

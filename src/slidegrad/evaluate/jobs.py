@@ -24,21 +24,29 @@ from ..config import MethodSpec
 from ..errors import check, quote
 from ..files import atomic_write, write_csv
 from ..jobs import format_cell
-from ..metrics import Metric, MetricInputs, MetricResult, chosen, metric_columns, uses_baseline
+from ..metrics import Metric, MetricInputs, MetricResult, chosen, flag_columns, metric_columns, uses_baseline
 from ..progress import LOGGER
 from ..results import read_mask_chunk
 
 ID_COLUMNS = ("slide", "tile", "method", "class_idx", "class_label")
-BASELINE_COLUMNS = ("probability", "baseline", "reference_tile", "uninformative")
-"""With a metric that reads ``evaluate.baseline``: the explained class's probability on the unmodified tile
-(from the mask file), the baseline, the reference baseline's tile for the row's class (empty for other
-baselines) and whether the class is uninformative for the baseline on the slide
-(:mod:`slidegrad.evaluate.informative`; filled when the chunk tables are joined)."""
+BASELINE_COLUMNS = ("baseline", "reference_tile")
+"""With a metric that reads ``evaluate.baseline``: the baseline and the reference baseline's tile for the
+row's class (empty for other baselines)."""
 
 
 def evaluation_columns(metrics: Sequence[str]) -> list[str]:
-    """The columns of ``evaluation.csv`` for ``metrics`` (in :data:`slidegrad.metrics.METRICS` order)."""
-    return [*ID_COLUMNS, *(BASELINE_COLUMNS if uses_baseline(metrics) else ()), *metric_columns(metrics)]
+    """The columns of ``evaluation.csv`` for ``metrics`` (in :data:`slidegrad.metrics.METRICS` order).
+
+    After the ids: with a metric that flags uninformative classes, ``probability`` (the explained class's on
+    the unmodified tile, from the mask file); with one that reads the baseline, :data:`BASELINE_COLUMNS`;
+    the flags (:func:`slidegrad.metrics.flag_columns`, filled when the chunk tables are joined:
+    :mod:`slidegrad.evaluate.informative`); then each metric's columns.
+    """
+    flags = flag_columns(metrics)
+    return [
+        *ID_COLUMNS, *(("probability",) if flags else ()), *(BASELINE_COLUMNS if uses_baseline(metrics) else ()),
+        *flags, *metric_columns(metrics),
+    ]  # fmt: skip
 
 
 # -- one job ----------------------------------------------------------------------------------
@@ -136,7 +144,7 @@ def run_evaluation_job(
             row = {"slide": slide, "tile": name, "method": method_id, "class_idx": meta["class_idx"]}
             row["class_label"] = meta["class_label"]
             row.update(probability=meta.get("probability"), baseline=settings.get("baseline"))
-            row.update(reference_tile=references[i], uninformative=None)
+            row.update(reference_tile=references[i])
             row.update({key: values[i] for key, values in result.columns.items()})
             table_rows.append({key: format_cell(row.get(key)) for key in columns})
     with atomic_write(out_curves, "wb") as handle:
@@ -160,7 +168,7 @@ def read_evaluation(paths: Sequence[str]) -> tuple[list[str], list[dict[str, str
 
 def write_evaluation_table(chunk_tables: Sequence[str], out_path: str) -> None:
     """``evaluation.csv``: the chunk tables' rows, slide by slide and chunk by chunk, each row's
-    ``uninformative`` filled over its slide (:func:`~slidegrad.evaluate.informative.mark_uninformative`)."""
+    flags (``uninformative``, ...) filled over its slide (:func:`~slidegrad.evaluate.informative.mark_uninformative`)."""
     from .informative import mark_uninformative
 
     columns, rows = read_evaluation(chunk_tables)

@@ -80,7 +80,8 @@ def linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float = NOI
             a_cols.append(variable[neighbour[unknown]])
             a_vals.append(np.full(int(unknown.sum()), weight))
             rhs[equation[~unknown]] -= weight * flat[neighbour[~unknown]]
-        matrix = csc_matrix((np.concatenate([-weight_sum, *a_vals]), (np.concatenate(a_rows), np.concatenate(a_cols))), shape=(n, n))
+        entries = (np.concatenate([-weight_sum, *a_vals]), (np.concatenate(a_rows), np.concatenate(a_cols)))
+        matrix = csc_matrix(entries, shape=(n, n))
         values = np.asarray(spsolve(matrix, rhs)).reshape(n, c)
     if noise > 0:
         values = values + noise * rng.standard_normal((c, n)).T
@@ -206,22 +207,21 @@ def _options(inputs: MetricInputs) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _result(values: dict[str, np.ndarray], columns: Sequence[str]) -> MetricResult:
-    return MetricResult(
-        dict(zip(columns, (values["road_morf"], values["road_lerf"], values["road"]))),
-        {"road_morf": values["morf_curve"], "road_lerf": values["lerf_curve"]},
-        {"road_morf": values["fractions"], "road_lerf": values["fractions"]},
-    )
+def _result(values: dict[str, np.ndarray], columns: dict[str, np.ndarray]) -> MetricResult:
+    """``columns`` and the MoRF / LeRF curves, at their removed fractions."""
+    curves = {"road_morf": values["morf_curve"], "road_lerf": values["lerf_curve"]}
+    return MetricResult(columns, curves, {kind: values["fractions"] for kind in curves})
 
 
 def road_result(inputs: MetricInputs) -> MetricResult:
     """``road_morf``, ``road_lerf`` (mean probabilities over the percentiles) and ``road`` ``(N,)``, and the curves."""
     values = road(inputs.scorer, inputs.batch, inputs.masks, **_options(inputs))
-    return _result(values, ("road_morf", "road_lerf", "road"))
+    return _result(values, {key: values[key] for key in ("road_morf", "road_lerf", "road")})
 
 
 def road_chance(inputs: MetricInputs) -> MetricResult:
-    """``road_chance``: ROAD of a seeded uniform random map (its curves are the chance curves)."""
+    """``road_chance``: ROAD of a seeded uniform random map, and ``road_chance_morf``, its mean MoRF probability
+    (equal to the unmodified tile's where imputation changes nothing: :class:`~slidegrad.metrics.Flat`);
+    its curves are the chance curves."""
     values = road(inputs.scorer, inputs.batch, None, order="random", **_options(inputs))
-    result = _result(values, ("", "", "road_chance"))
-    return MetricResult({"road_chance": result.columns["road_chance"]}, result.curves, result.curve_x)
+    return _result(values, {"road_chance": values["road"], "road_chance_morf": values["road_morf"]})
