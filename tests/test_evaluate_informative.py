@@ -166,3 +166,22 @@ def test_schema_and_methods_text_follow_the_registry():
     assert "flagged uninformative for that removal and left out of pooled means of its metrics" in text
     assert "the random order's deletion AUC" in text and "the random map's mean MoRF probability" in text
     assert "uninformative" not in evaluation_paragraph({**settings, "metrics": ["pointing"], "ground_truth": "dab"})
+
+
+def test_slide_tiles_read_across_chunks_in_the_asked_order(tmp_path):
+    from slidegrad.evaluate.reference import SlideTiles
+    from slidegrad.results import write_tile_chunk
+
+    names = [f"t{i}" for i in range(5)]
+    images = np.stack([np.full((4, 4, 3), 10 * i, np.uint8) for i in range(5)])
+    chunks = ["chunk0000"] * 3 + ["chunk0001"] * 2
+    (tmp_path / "s.csv").write_text("slide,tile,chunk\n" + "".join(f"s,{n},{c}\n" for n, c in zip(names, chunks)))
+    (tmp_path / "s").mkdir()
+    write_tile_chunk(tmp_path / "s/chunk0000.npz", names[:3], [0] * 3, [0] * 3, images[:3])
+    write_tile_chunk(tmp_path / "s/chunk0001.npz", names[3:], [0] * 2, [0] * 2, images[3:])
+    slide = SlideTiles(str(tmp_path / "s.csv"), str(tmp_path / "s"))
+    assert slide.names == names
+    read = slide.read(["t4", "t0", "t3"])
+    np.testing.assert_array_equal(read[:, 0, 0, 0], [40, 0, 30])
+    chosen = choose_references(lambda tiles: fake_score((tiles >= 30).astype(np.uint8)), slide, [0, 1], 2, "s")
+    assert chosen[0] in ("t3", "t4") and chosen[1] in ("t0", "t1", "t2")

@@ -246,3 +246,50 @@ def test_missing_ground_truth_mask_is_one_line(tmp_path, slide_path, model_dir):
     assert "Traceback" not in output
     assert not (root / "results/evaluation/s1/chunk0000.csv").exists()
     assert not (root / "results/evaluation/s1/chunk0000.npz").exists()
+
+
+@pytest.mark.workflow
+def test_evaluate_job_records_the_reference_tile(evaluated, model_dir, monkeypatch, tmp_path):
+    """baseline: reference: each row names a tile the model gives another class, the same one in every chunk
+    (seeded per slide); a slide of one class is one error line."""
+    from slidegrad.evaluate.jobs import run_evaluation_job
+
+    monkeypatch.chdir(evaluated)
+    evaluation = build_plan(_load_config(evaluated)).evaluate_params()
+    layout = sg.layout.Layout("results")
+    model = sg.load_model(model_dir)
+    images = np.concatenate([sg.results.read_tile_chunk(layout.tile_chunk("s1", c)).images for c in ("chunk0000", "chunk0001")])
+    predicted = dict(zip(NAMES, sg.SaliencyMap(model, device="cpu").engine.engine.probabilities(
+        sg.get_preprocess_fn(model)(images)).argmax(axis=1)))  # fmt: skip
+    settings = {**evaluation["settings"], "metrics": ["deletion"], "baseline": "reference"}
+
+    def run(chunk):
+        out = tmp_path / f"{chunk}.csv"
+        run_evaluation_job(
+            str(model_dir), layout.tile_table("s1"), chunk, layout.tile_chunk("s1", chunk),
+            {"vanilla": layout.mask_file("s1", chunk, "vanilla")}, evaluation["methods"], settings,
+            str(out), str(tmp_path / f"{chunk}.npz"), device="cpu",
+        )  # fmt: skip
+        return read_rows(out)
+
+    assert set(predicted.values()) == {0}  # the random test model gives every tile class 0: no reference for 0
+    with pytest.raises(sg.InputError, match=r"^config field 'evaluate.baseline': 'reference' needs a tile the model "
+                       r"gives another class than 'negative', and slide 's1' has none \(all 3 tiles are 'negative'\)") as err:  # fmt: skip
+        run("chunk0000")
+    assert "\n" not in str(err.value)
+
+    from slidegrad.evaluate import jobs
+
+    original = jobs.read_mask_chunk
+
+    def explaining_class_1(path):  # the masks explain class 1: every tile is another class
+        result = original(path)
+        result.records = [{**record, "class_idx": 1, "class_label": "positive"} for record in result.records]
+        return result
+
+    monkeypatch.setattr(jobs, "read_mask_chunk", explaining_class_1)
+    rows = run("chunk0000") + run("chunk0001")
+    table_names = [r["tile"] for r in sg.tables.read_tile_table(layout.tile_table("s1"))]
+    first = table_names[np.random.default_rng(settings["seed"]).permutation(len(table_names))[0]]
+    assert [r["reference_tile"] for r in rows] == [first] * len(NAMES)  # seeded, the same in every chunk
+    assert all(r["baseline"] == "reference" and r["class_idx"] == "1" for r in rows)
