@@ -218,6 +218,9 @@ def test_evaluation_is_off_by_default(tmp_path, slide_path, model_dir, monkeypat
         ({"metrics": ["stability"], "perturbations": {"n": 0}}, "config field 'evaluate.perturbations.n': 0 is less than"),
         ({"metrics": ["deletion"], "top": 1.5}, "config field 'evaluate.top': 1.5 is greater than the maximum of 1"),
         ({"metrics": ["deletion", "deletion"]}, "config field 'evaluate.metrics': .* has non-unique elements"),
+        ({"metrics": ["road"], "road_percentiles": [0, 50]}, "config field 'evaluate.road_percentiles\\[0\\]': 0 is less than or equal"),
+        ({"metrics": ["road"], "road_percentiles": []}, "config field 'evaluate.road_percentiles': \\[\\] should be non-empty"),
+        ({"metrics": ["road"], "road_noise": -0.1}, "config field 'evaluate.road_noise': -0.1 is less than the minimum of 0"),
     ],
 )
 def test_bad_evaluate_settings_fail_before_any_job(tmp_path, slide_path, model_dir, evaluate, message):
