@@ -25,8 +25,9 @@ _STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.funct
 
 
 def pytorch_grad_cam() -> types.SimpleNamespace:
-    """``GradCAM``, ``GradCAMPlusPlus``, ``HiResCAM``, ``LayerCAM``, ``ScoreCAM`` and ``ClassifierOutputTarget`` of
-    pytorch-grad-cam 1.5.7 (fails the test where it is missing)."""
+    """``GradCAM``, ``GradCAMPlusPlus``, ``HiResCAM``, ``LayerCAM``, ``ScoreCAM``, ``ClassifierOutputTarget``,
+    ``ClassifierOutputSoftmaxTarget`` and the ``road`` module (``metrics.road``) of pytorch-grad-cam 1.5.7 (fails
+    the test where it is missing)."""
     try:
         version = importlib.metadata.version("grad-cam")
     except importlib.metadata.PackageNotFoundError:
@@ -47,10 +48,12 @@ def pytorch_grad_cam() -> types.SimpleNamespace:
             transforms.functional.resize = _unavailable("torchvision.transforms.functional.resize")  # SESS only
         grad_cam = importlib.import_module("pytorch_grad_cam")
         targets = importlib.import_module("pytorch_grad_cam.utils.model_targets")
+        road = importlib.import_module("pytorch_grad_cam.metrics.road")  # ROAD: NoisyLinearImputer, ROADCombined, ...
         return types.SimpleNamespace(
             GradCAM=grad_cam.GradCAM, GradCAMPlusPlus=grad_cam.GradCAMPlusPlus, HiResCAM=grad_cam.HiResCAM,
             LayerCAM=grad_cam.LayerCAM, ScoreCAM=grad_cam.ScoreCAM,
             ClassifierOutputTarget=targets.ClassifierOutputTarget,
+            ClassifierOutputSoftmaxTarget=targets.ClassifierOutputSoftmaxTarget, road=road,
         )  # fmt: skip
     finally:
         # the stand-ins and pytorch_grad_cam itself leave sys.modules as found; real packages it imported

@@ -14,6 +14,7 @@ from PIL import Image
 import slidegrad as sg
 from slidegrad.evaluate import deletion_insertion, max_sensitivity, model_randomisation, pointing_ratio, pic_metric
 from slidegrad.evaluate.jobs import evaluation_columns
+from slidegrad.evaluate.road import road
 from slidegrad.config import parse_methods
 from slidegrad.planning import build_plan
 
@@ -31,7 +32,7 @@ METHODS = [
 ]
 METHOD_IDS = ["vanilla", "vanilla_smooth", "integrated_gradients", "gradcam"]
 EVERY_METRIC = {
-    "metrics": ["deletion", "insertion", "pic", "pointing", "sanity", "stability"],
+    "metrics": ["deletion", "insertion", "pic", "pointing", "road", "sanity", "stability"],
     "steps": 8,
     "ground_truth": "truth",
     "perturbations": {"n": 3},
@@ -103,8 +104,17 @@ def test_evaluate_job_equals_the_library(evaluated, model_dir):
         curves = deletion_insertion(sal, tiles, masks, class_idx=classes, steps=8)
         sic = pic_metric(sal, tiles, masks, classes, metric="sic", seed=0).auc
         ratio = pointing_ratio(masks, truth)
+        roads = road(sal, sg.get_preprocess_fn(model)(tiles), masks, class_idx=classes, seed=0)
         for i, name in enumerate(names):
             row = rows[(name, method)]
+            assert float(row["road"]) == pytest.approx(roads["road"][i], abs=2e-6)
+            assert float(row["road_morf"]) == pytest.approx(roads["road_morf"][i], abs=2e-6)
+            assert float(row["probability"]) == pytest.approx(curves["deletion_curve"][i, 0], abs=1e-5)
+            assert (row["baseline"], row["reference_tile"]) == ("white", "")
+            assert row["uninformative"] in ("true", "false") and row["road_uninformative"] in ("true", "false")
+            assert float(row["road_chance_morf"]) == pytest.approx(
+                road(sal, sg.get_preprocess_fn(model)(tiles), None, classes, seed=0, order="random")["road_morf"][i], abs=2e-6
+            )
             assert float(row["deletion_auc"]) == pytest.approx(curves["deletion_auc"][i], abs=2e-6)
             assert float(row["insertion_auc"]) == pytest.approx(curves["insertion_auc"][i], abs=2e-6)
             assert (row["sic"] == "nan") == math.isnan(sic[i])
@@ -156,6 +166,9 @@ def test_curves_and_figures(evaluated):
                 assert data[f"{method}:{kind}"].shape == (2, 9)
             # step 0 of deletion is the untouched tile; the last step of insertion too
             np.testing.assert_allclose(data[f"{method}:deletion"][:, 0], data[f"{method}:insertion"][:, -1], atol=1e-6)
+            for kind in ("road_morf", "road_lerf", "road_morf_chance", "road_lerf_chance"):
+                assert data[f"{method}:{kind}"].shape == (2, 10)
+        np.testing.assert_allclose(data["x:road_morf"], np.linspace(0, 0.9, 10))
     assert (evaluated / "results/figures/evaluation/s1.pdf").read_bytes().startswith(b"%PDF")
     png = sg.jobs.read_png(evaluated / "results/figures/evaluation/s1.png")
     assert png.shape[0] > 1000 and png.shape[1] > 1000 and png.std() > 10  # drawn, not blank
@@ -205,6 +218,9 @@ def test_evaluation_is_off_by_default(tmp_path, slide_path, model_dir, monkeypat
         ({"metrics": ["stability"], "perturbations": {"n": 0}}, "config field 'evaluate.perturbations.n': 0 is less than"),
         ({"metrics": ["deletion"], "top": 1.5}, "config field 'evaluate.top': 1.5 is greater than the maximum of 1"),
         ({"metrics": ["deletion", "deletion"]}, "config field 'evaluate.metrics': .* has non-unique elements"),
+        ({"metrics": ["road"], "road_percentiles": [0, 50]}, "config field 'evaluate.road_percentiles\\[0\\]': 0 is less than or equal"),
+        ({"metrics": ["road"], "road_percentiles": []}, "config field 'evaluate.road_percentiles': \\[\\] should be non-empty"),
+        ({"metrics": ["road"], "road_noise": -0.1}, "config field 'evaluate.road_noise': -0.1 is less than the minimum of 0"),
     ],
 )
 def test_bad_evaluate_settings_fail_before_any_job(tmp_path, slide_path, model_dir, evaluate, message):
@@ -233,3 +249,50 @@ def test_missing_ground_truth_mask_is_one_line(tmp_path, slide_path, model_dir):
     assert "Traceback" not in output
     assert not (root / "results/evaluation/s1/chunk0000.csv").exists()
     assert not (root / "results/evaluation/s1/chunk0000.npz").exists()
+
+
+@pytest.mark.workflow
+def test_evaluate_job_records_the_reference_tile(evaluated, model_dir, monkeypatch, tmp_path):
+    """baseline: reference: each row names a tile the model gives another class, the same one in every chunk
+    (seeded per slide); a slide of one class is one error line."""
+    from slidegrad.evaluate.jobs import run_evaluation_job
+
+    monkeypatch.chdir(evaluated)
+    evaluation = build_plan(_load_config(evaluated)).evaluate_params()
+    layout = sg.layout.Layout("results")
+    model = sg.load_model(model_dir)
+    images = np.concatenate([sg.results.read_tile_chunk(layout.tile_chunk("s1", c)).images for c in ("chunk0000", "chunk0001")])
+    predicted = dict(zip(NAMES, sg.SaliencyMap(model, device="cpu").engine.engine.probabilities(
+        sg.get_preprocess_fn(model)(images)).argmax(axis=1)))  # fmt: skip
+    settings = {**evaluation["settings"], "metrics": ["deletion"], "baseline": "reference"}
+
+    def run(chunk):
+        out = tmp_path / f"{chunk}.csv"
+        run_evaluation_job(
+            str(model_dir), layout.tile_table("s1"), chunk, layout.tile_chunk("s1", chunk),
+            {"vanilla": layout.mask_file("s1", chunk, "vanilla")}, evaluation["methods"], settings,
+            str(out), str(tmp_path / f"{chunk}.npz"), device="cpu",
+        )  # fmt: skip
+        return read_rows(out)
+
+    assert set(predicted.values()) == {0}  # the random test model gives every tile class 0: no reference for 0
+    with pytest.raises(sg.InputError, match=r"^config field 'evaluate.baseline': 'reference' needs a tile the model "
+                       r"gives another class than 'negative', and slide 's1' has none \(all 3 tiles are 'negative'\)") as err:  # fmt: skip
+        run("chunk0000")
+    assert "\n" not in str(err.value)
+
+    from slidegrad.evaluate import jobs
+
+    original = jobs.read_mask_chunk
+
+    def explaining_class_1(path):  # the masks explain class 1: every tile is another class
+        result = original(path)
+        result.records = [{**record, "class_idx": 1, "class_label": "positive"} for record in result.records]
+        return result
+
+    monkeypatch.setattr(jobs, "read_mask_chunk", explaining_class_1)
+    rows = run("chunk0000") + run("chunk0001")
+    table_names = [r["tile"] for r in sg.tables.read_tile_table(layout.tile_table("s1"))]
+    first = table_names[np.random.default_rng(settings["seed"]).permutation(len(table_names))[0]]
+    assert [r["reference_tile"] for r in rows] == [first] * len(NAMES)  # seeded, the same in every chunk
+    assert all(r["baseline"] == "reference" and r["class_idx"] == "1" for r in rows)

@@ -49,6 +49,21 @@ class Panel:
     reference: str | float | None = None
 
 
+@dataclass(frozen=True)
+class Flat:
+    """A metric's check that its removal moves the explained class at all (:mod:`slidegrad.evaluate.informative`).
+
+    ``flag``: the ``evaluation.csv`` column saying a class is uninformative (several metrics may share one:
+    deletion and insertion share the baseline's); ``chance``: the metric's chance column in the explained
+    class's probability units, which equals the unmodified tile's probability when removal changes nothing
+    (an AUC of a flat curve, a mean over flat points); ``what``: the methods text's name of what did not move.
+    """
+
+    flag: str
+    chance: str
+    what: str
+
+
 @dataclass
 class MetricInputs:
     """What a metric gets: one method's masks of one chunk, and that chunk's tiles, model and settings.
@@ -57,7 +72,8 @@ class MetricInputs:
     batches under its memory budget); ``tiles``: raw uint8 ``(N, H, W, 3)``; ``batch``: the same tiles
     preprocessed, float32 ``(N, H, W, 3)``; ``settings``: the config's ``evaluate`` section (defaults
     filled in); ``slide`` and ``names``: the slide and its N tile names; ``device`` / ``memory_budget``:
-    the job's (bytes; for models a metric builds, e.g. randomised copies).
+    the job's (bytes; for models a metric builds, e.g. randomised copies); ``slide_tiles``: every tile of
+    the slide, read on demand (:class:`~slidegrad.evaluate.reference.SlideTiles`; the reference baseline's).
 
     Per method (``None`` in :attr:`Metric.prepare`'s call): ``method``, the :class:`~slidegrad.config.MethodSpec`;
     ``masks``: ``(N, H, W)`` in [0, 1] (a signed method's in [−1, 1]: positive evidence > 0); ``classes``:
@@ -72,6 +88,7 @@ class MetricInputs:
     names: Sequence[str]
     device: str = "auto"
     memory_budget: int | None = None
+    slide_tiles: Any = None
     method: MethodSpec | None = None
     masks: np.ndarray | None = None
     classes: np.ndarray | None = None
@@ -109,10 +126,12 @@ class MetricInputs:
 @dataclass(frozen=True)
 class MetricResult:
     """What a metric returns: ``columns``: column name → ``(N,)`` values (float, or bool);
-    ``curves``: curve kind → ``(N, K)`` curves, saved in the chunk's ``.npz`` for the figure."""
+    ``curves``: curve kind → ``(N, K)`` curves, saved in the chunk's ``.npz`` for the figure;
+    ``curve_x``: curve kind → its ``(K,)`` x positions where they are not ``linspace(0, 1, K)``."""
 
     columns: dict[str, Any]
     curves: dict[str, Any] = field(default_factory=dict)
+    curve_x: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,9 +147,10 @@ class Metric:
     ``compute`` and ``chance`` together return exactly ``columns``.  ``prepare``: ``"module:function"``,
     ``(MetricInputs) → None``, run once per chunk before any method (to fail early), or ``None``.
     ``panels``: its panels in the figure; ``curve``: the x-axis label of its curve plot (its curve kind
-    is its name; ``None``: no curve plot).  ``citation`` (``"Petsiuk et al. 2018"``), ``reference`` (the
+    is its name), or curve kind → x-axis label where it has several kinds (``None``: no curve plot).  ``citation`` (``"Petsiuk et al. 2018"``), ``reference`` (the
     full reference) and ``text`` (``settings → phrase`` for the methods paragraph; ``""``: said by
-    another metric's phrase): the methods text.  ``options``: the ``evaluate`` options it reads → their
+    another metric's phrase): the methods text.  ``flat``: its check that removal moves the class
+    (:class:`Flat`), or ``None``.  ``options``: the ``evaluate`` options it reads → their
     JSON schema; ``needs``: options that must not be null when it runs → what to set.
     """
 
@@ -142,16 +162,23 @@ class Metric:
     chance: str | None = None
     prepare: str | None = None
     panels: tuple[Panel, ...] = ()
-    curve: str | None = None
+    curve: str | Mapping[str, str] | None = None
     citation: str | None = None
     reference: str | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     needs: Mapping[str, str] = field(default_factory=dict)
+    flat: Flat | None = None
 
     def function(self, role: str) -> Callable[..., Any] | None:
         """The ``compute``, ``chance`` or ``prepare`` function (``None`` where the metric has none)."""
         target = getattr(self, role)
         return None if target is None else getattr(importlib.import_module(self.module(role)), target.split(":")[1])
+
+    def curve_kinds(self) -> dict[str, str]:
+        """Curve kind → x-axis label of the curve plots this metric saves (``{}`` for none)."""
+        if self.curve is None:
+            return {}
+        return {self.name: self.curve} if isinstance(self.curve, str) else dict(self.curve)
 
     def module(self, role: str = "compute") -> str:
         """The module holding the ``role`` function: ``slidegrad.evaluate.<module>``, or ``<module>`` itself
@@ -207,6 +234,30 @@ def metric_columns(names: Sequence[str]) -> list[str]:
     return [c for m in chosen(names) for c in m.columns]
 
 
+def uses_baseline(names: Sequence[str]) -> bool:
+    """Whether any of the metrics ``names`` removes pixels to ``evaluate.baseline`` (reads that option)."""
+    return any("baseline" in m.options for m in chosen(names))
+
+
+def flag_columns(names: Sequence[str]) -> list[str]:
+    """The uninformative-class flags (:class:`Flat`) of the metrics ``names``, in registry order."""
+    return list(dict.fromkeys(m.flat.flag for m in chosen(names) if m.flat))
+
+
+def flagged_columns() -> dict[str, str]:
+    """Column → the flag whose classes its pooled means leave out (every metric with a :class:`Flat`)."""
+    return {c: m.flat.flag for m in METRICS.values() if m.flat for c in m.columns}
+
+
+def flag_chances() -> dict[str, list[str]]:
+    """Flag → its metrics' chance columns, in registry order (the first present decides)."""
+    out: dict[str, list[str]] = {}
+    for m in METRICS.values():
+        if m.flat:
+            out.setdefault(m.flat.flag, []).append(m.flat.chance)
+    return out
+
+
 # -- config ---------------------------------------------------------------------------------------
 def evaluate_schema() -> dict[str, Any]:
     """The ``properties`` of the config schema's ``evaluate`` section: ``metrics`` (an enum of the
@@ -252,7 +303,15 @@ def check_needs(section: Mapping[str, Any]) -> list[str]:
 def evaluation_paragraph(settings: Mapping[str, Any]) -> str:
     """The methods paragraph of the metrics in ``settings['metrics']`` (the ``evaluate`` section)."""
     parts = [text for text in (m.text(settings) for m in chosen(settings["metrics"])) if text]
-    return "Faithfulness of every map was measured by " + "; ".join(parts) + "."
+    text = "Faithfulness of every map was measured by " + "; ".join(parts) + "."
+    whats = list(dict.fromkeys(m.flat.what for m in chosen(settings["metrics"]) if m.flat))
+    if whats:
+        text += (
+            " A class whose chance level did not move (mean |chance − the class's probability on the unmodified "
+            f"tile| ≤ 0.01 over the slide's tiles of that class; chance: {'; '.join(whats)}) was flagged "
+            "uninformative for that removal and left out of pooled means of its metrics."
+        )
+    return text
 
 
 def metric_references(names: Sequence[str]) -> dict[str, str]:
@@ -264,30 +323,37 @@ def metric_references(names: Sequence[str]) -> dict[str, str]:
 _SEED = {
     "type": "integer",
     "default": 0,
-    "description": "random pixel order (chance level), PIC's random seed pixels, sanity's re-initialisation, "
-    "stability's noise",
+    "description": "random pixel order (chance level), the reference baseline's tiles, PIC's random seed pixels, "
+    "ROAD's noise and random map, sanity's re-initialisation, stability's noise",
 }
 _CURVE_OPTIONS: dict[str, Mapping[str, Any]] = {
     "steps": {"type": "integer", "minimum": 1, "default": 20, "description": "deletion/insertion: steps of the curves"},
     "baseline": {
-        "enum": ["white", "black", "blur", "mean"],
+        "enum": ["white", "black", "blur", "mean", "reference"],
         "default": "white",
-        "description": "deletion/insertion: what removed pixels become (white: glass)",
+        "description": "deletion/insertion: what removed pixels become (white: glass; reference: the pixels of "
+        "a tile of the slide the model gives another class, chosen by seed)",
     },
     "sigma": {"type": "number", "exclusiveMinimum": 0, "default": 8.0, "description": "baseline blur: Gaussian sigma in px"},
     "seed": _SEED,
 }
 _PETSIUK = ("Petsiuk et al. 2018", "Petsiuk, Das & Saenko, RISE, BMVC 2018")
+_BASELINE_WHAT = "for the baseline, the random order's deletion AUC (insertion's without deletion)"
 
 
 def _curves_text(settings: Mapping[str, Any]) -> str:
     """Deletion and insertion share one phrase (said by the first of them that runs)."""
-    baseline = settings.get("baseline", "white")
-    if baseline == "blur":
-        baseline = f"blur (σ = {settings.get('sigma')} px)"
+    baseline = f"{settings.get('baseline', 'white')} baseline"
+    if settings.get("baseline") == "blur":
+        baseline = f"blur (σ = {settings.get('sigma')} px) baseline"
+    elif settings.get("baseline") == "reference":
+        baseline = (
+            "reference baseline (the pixels of a tile of the same slide that the model gives another class, "
+            "drawn per slide and explained class in a seeded random order)"
+        )
     kinds = " and ".join(k for k in ("deletion", "insertion") if k in settings["metrics"])
     return (
-        f"{kinds} curves (Petsiuk et al. 2018; {settings.get('steps')} steps, {baseline} baseline, softmax "
+        f"{kinds} curves (Petsiuk et al. 2018; {settings.get('steps')} steps, {baseline}, softmax "
         "probability of the explained class, AUC by the trapezoid rule), each against the same curve in a "
         f"seeded random pixel order (seed {settings.get('seed')})"
     )
@@ -299,6 +365,17 @@ def _pointing_text(settings: Mapping[str, Any]) -> str:
     return (
         f"the share of each map's top {100 * settings.get('top', 0.1):g}% of pixels inside {what}, over the tile's "
         "share (pointing ratio; 1 is chance)"
+    )
+
+
+def _road_text(settings: Mapping[str, Any]) -> str:
+    percentiles = settings.get("road_percentiles") or []
+    return (
+        f"ROAD (Rong et al. 2022; noisy linear imputation of the removed pixels in the model's input, noise "
+        f"σ = {settings.get('road_noise')}, seed {settings.get('seed')}; most- and least-relevant-first removal "
+        f"at the {', '.join(f'{p:g}' for p in percentiles)}th percentiles of the map, score (LeRF − MoRF) / 2 of "
+        "the explained class's softmax probability, as pytorch-grad-cam's ROADCombined), against a seeded "
+        "random map"
     )
 
 
@@ -318,6 +395,7 @@ for _metric in (
         compute="perturbation:deletion_result", chance="perturbation:deletion_chance",
         panels=(Panel("deletion_auc", "deletion AUC ↓", "deletion_chance"),), curve="fraction of pixels removed",
         citation=_PETSIUK[0], reference=_PETSIUK[1], text=_curves_text, options=_CURVE_OPTIONS,
+        flat=Flat("uninformative", "deletion_chance", _BASELINE_WHAT),
     ),
     Metric(
         "insertion", "Petsiuk 2018; with a random-order chance level",
@@ -326,6 +404,7 @@ for _metric in (
         panels=(Panel("insertion_auc", "insertion AUC ↑", "insertion_chance"),), curve="fraction of pixels restored",
         citation=_PETSIUK[0], reference=_PETSIUK[1], options=_CURVE_OPTIONS,
         text=lambda settings: "" if "deletion" in settings["metrics"] else _curves_text(settings),
+        flat=Flat("uninformative", "insertion_chance", _BASELINE_WHAT),
     ),
     Metric(
         "pic", "SIC and AIC, Kapishnikov 2019",
@@ -359,6 +438,30 @@ for _metric in (
             },
         },
         needs={"ground_truth": "'dab' or a folder of {slide}/{tile}.png masks"},
+    ),
+    Metric(
+        "road", "ROAD, Rong 2022: MoRF/LeRF with noisy linear imputation; with a random-map chance level",
+        columns=("road_morf", "road_lerf", "road", "road_chance", "road_chance_morf"),
+        compute="road:road_result", chance="road:road_chance",
+        panels=(Panel("road", "ROAD ↑", "road_chance"),),
+        curve={"road_morf": "fraction imputed, most relevant first", "road_lerf": "fraction imputed, least relevant first"},
+        citation="Rong et al. 2022",
+        reference="Rong, Leemann, Borisov, Kasneci & Kasneci, A consistent and efficient evaluation strategy for "
+        "attribution methods, ICML 2022",
+        text=_road_text,
+        flat=Flat("road_uninformative", "road_chance_morf", "for ROAD's imputation, the random map's mean MoRF probability"),
+        options={
+            "road_percentiles": {
+                "type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
+                "minItems": 1, "uniqueItems": True, "default": [10, 20, 30, 40, 50, 60, 70, 80, 90],
+                "description": "road: percentiles of the map; MoRF removes the pixels at or above each",
+            },
+            "road_noise": {
+                "type": "number", "minimum": 0, "default": 0.01,
+                "description": "road: std of the imputation's Gaussian noise, in the model's input units",
+            },
+            "seed": _SEED,
+        },
     ),
     Metric(
         "sanity", "model randomisation, Adebayo 2018",

@@ -67,6 +67,7 @@ SUMMARY_REQUIRED = (
 )  # fmt: skip
 EVALUATION_REQUIRED = ("slide", "tile", "method")
 EVALUATION_IDS = ("slide", "tile", "method", "class_idx", "class_label")  # slidegrad.evaluate.jobs.ID_COLUMNS
+EVALUATION_TEXT = ("baseline", "reference_tile")  # provenance columns of evaluation.csv that are not numbers
 
 
 @dataclass
@@ -221,7 +222,7 @@ def _put(tile: _Tile, name: str, value: float | None, where: str) -> None:
 def _add_metrics(tiles: dict[str, _Tile], evaluation: Any, slide: str) -> None:
     """Each evaluation row of ``slide`` as ``<method>: <column>`` measurements of its tile."""
     _columns(evaluation, EVALUATION_REQUIRED, "evaluation")
-    metrics = [str(c) for c in evaluation.columns if c not in EVALUATION_IDS]
+    metrics = [str(c) for c in evaluation.columns if c not in (*EVALUATION_IDS, *EVALUATION_TEXT)]
     seen: set[tuple[str, str]] = set()
     for row in _rows_of(evaluation, slide):
         name, method = str(row["tile"]), str(row["method"])

@@ -15,6 +15,7 @@ figure rule draws one figure per slide (:func:`write_evaluation_figure`).
 from __future__ import annotations
 
 import csv
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,16 +24,29 @@ from ..config import MethodSpec
 from ..errors import check, quote
 from ..files import atomic_write, write_csv
 from ..jobs import format_cell
-from ..metrics import Metric, MetricInputs, MetricResult, chosen, metric_columns
+from ..metrics import Metric, MetricInputs, MetricResult, chosen, flag_columns, metric_columns, uses_baseline
 from ..progress import LOGGER
 from ..results import read_mask_chunk
 
 ID_COLUMNS = ("slide", "tile", "method", "class_idx", "class_label")
+BASELINE_COLUMNS = ("baseline", "reference_tile")
+"""With a metric that reads ``evaluate.baseline``: the baseline and the reference baseline's tile for the
+row's class (empty for other baselines)."""
 
 
 def evaluation_columns(metrics: Sequence[str]) -> list[str]:
-    """The columns of ``evaluation.csv`` for ``metrics`` (in :data:`slidegrad.metrics.METRICS` order)."""
-    return [*ID_COLUMNS, *metric_columns(metrics)]
+    """The columns of ``evaluation.csv`` for ``metrics`` (in :data:`slidegrad.metrics.METRICS` order).
+
+    After the ids: with a metric that flags uninformative classes, ``probability`` (the explained class's on
+    the unmodified tile, from the mask file); with one that reads the baseline, :data:`BASELINE_COLUMNS`;
+    the flags (:func:`slidegrad.metrics.flag_columns`, filled when the chunk tables are joined:
+    :mod:`slidegrad.evaluate.informative`); then each metric's columns.
+    """
+    flags = flag_columns(metrics)
+    return [
+        *ID_COLUMNS, *(("probability",) if flags else ()), *(BASELINE_COLUMNS if uses_baseline(metrics) else ()),
+        *flags, *metric_columns(metrics),
+    ]  # fmt: skip
 
 
 # -- one job ----------------------------------------------------------------------------------
@@ -42,6 +56,7 @@ def evaluate_method(inputs: MetricInputs, metrics: Sequence[Metric]) -> MetricRe
     explained classes (the same for every method unless class_idx differs)."""
     columns: dict[str, Any] = {}
     curves: dict[str, Any] = {}
+    curve_x: dict[str, Any] = {}
     chance_curves: dict[str, Any] = {}
     for metric in metrics:
         own = metric.function("compute")(inputs)
@@ -54,13 +69,14 @@ def evaluate_method(inputs: MetricInputs, metrics: Sequence[Metric]) -> MetricRe
         for part in parts:
             columns.update(part.columns)
         curves.update(own.curves)
+        curve_x.update(own.curve_x)
         chance_curves.update(chance.curves if chance is not None else {})
     ordered: dict[str, Any] = {}
     for kind, curve in curves.items():
         ordered[kind] = curve
         if kind in chance_curves:
             ordered[f"{kind}_chance"] = chance_curves[kind]
-    return MetricResult(columns, ordered)
+    return MetricResult(columns, ordered, curve_x)
 
 
 def run_evaluation_job(
@@ -88,6 +104,7 @@ def run_evaluation_job(
     from ..jobs import budget_bytes, claim_device, load_chunk
     from ..model import get_preprocess_fn
     from ..saliency import SaliencyMap
+    from .reference import SlideTiles, reference_names
 
     job = load_chunk(model_path, table_path, chunk, tile_file, load_options, threads)
     model, names, tiles = job.model, job.names, job.images
@@ -96,7 +113,10 @@ def run_evaluation_job(
     budget = budget_bytes(memory_budget_mb)
     sal = SaliencyMap(model, device=chosen_device, memory_budget=budget)
     metrics = chosen(settings["metrics"])
-    chunk_inputs = MetricInputs(sal, tiles, get_preprocess_fn(model)(tiles), settings, slide, names, chosen_device, budget)
+    slide_tiles = SlideTiles(table_path, os.path.dirname(tile_file))
+    chunk_inputs = MetricInputs(
+        sal, tiles, get_preprocess_fn(model)(tiles), settings, slide, names, chosen_device, budget, slide_tiles
+    )
     for metric in metrics:  # before any method: a missing ground truth fails at once
         prepare = metric.function("prepare")
         if prepare is not None:
@@ -113,14 +133,20 @@ def run_evaluation_job(
         masks, metas = result.masks, result.records
         classes = np.array([meta["class_idx"] for meta in metas], np.int64)
         LOGGER.info("%s on %s: %d tiles, metrics %s", method_id, chunk, len(names), ", ".join(settings["metrics"]))
-        result = evaluate_method(chunk_inputs.for_method(method, masks, classes), metrics)
+        inputs = chunk_inputs.for_method(method, masks, classes)
+        result = evaluate_method(inputs, metrics)
         for kind, curve in result.curves.items():
             curve_arrays[f"{method_id}:{kind}"] = curve
+        curve_arrays.update({f"x:{kind}": x for kind, x in result.curve_x.items()})
+        by_reference = settings.get("baseline") == "reference" and uses_baseline(settings["metrics"])
+        references = reference_names(inputs) if by_reference else [""] * len(names)
         for i, (name, meta) in enumerate(zip(names, metas)):
             row = {"slide": slide, "tile": name, "method": method_id, "class_idx": meta["class_idx"]}
             row["class_label"] = meta["class_label"]
+            row.update(probability=meta.get("probability"), baseline=settings.get("baseline"))
+            row.update(reference_tile=references[i])
             row.update({key: values[i] for key, values in result.columns.items()})
-            table_rows.append({key: format_cell(row[key]) for key in columns})
+            table_rows.append({key: format_cell(row.get(key)) for key in columns})
     with atomic_write(out_curves, "wb") as handle:
         np.savez(handle, **curve_arrays)
     write_csv(out_table, columns, table_rows)
@@ -141,8 +167,12 @@ def read_evaluation(paths: Sequence[str]) -> tuple[list[str], list[dict[str, str
 
 
 def write_evaluation_table(chunk_tables: Sequence[str], out_path: str) -> None:
-    """``evaluation.csv``: the chunk tables' rows, slide by slide and chunk by chunk."""
+    """``evaluation.csv``: the chunk tables' rows, slide by slide and chunk by chunk, each row's
+    flags (``uninformative``, ...) filled over its slide (:func:`~slidegrad.evaluate.informative.mark_uninformative`)."""
+    from .informative import mark_uninformative
+
     columns, rows = read_evaluation(chunk_tables)
+    rows = mark_uninformative(rows)
     write_csv(out_path, columns, rows)
     LOGGER.info("evaluation: %d rows", len(rows))
 
@@ -168,7 +198,9 @@ def write_evaluation_figure(
     for path in chunk_curves:
         with np.load(path) as data:
             for key in data.files:
-                if key != "tiles":
+                if key.startswith("x:"):
+                    curves[key] = [data[key]]
+                elif key != "tiles":
                     curves.setdefault(key, []).append(data[key])
     stacked = {key: np.concatenate(parts) for key, parts in curves.items()}
     fig = evaluation_figure(rows, stacked, list(method_ids), list(method_titles), title=f"slide {slide}")

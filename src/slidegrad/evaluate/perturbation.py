@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import InputError, check, is_int
 from ..metrics import MetricInputs, MetricResult
 
-BASELINES = ("white", "black", "blur", "mean")
+BASELINES = ("white", "black", "blur", "mean", "reference")
 ORDERS = ("mask", "random")
 
 
@@ -77,11 +77,26 @@ def step_counts(n_pixels: int, steps: int) -> np.ndarray:
     return np.array([round(k * n_pixels / steps) for k in range(steps + 1)], np.int64)
 
 
-def baseline_tiles(tiles: np.ndarray, baseline: str = "white", sigma: float = 8.0) -> np.ndarray:
-    """The baseline of each ``(N, H, W, 3)`` uint8 tile: white 255, black 0, its Gaussian blur, or its mean colour."""
+def baseline_tiles(
+    tiles: np.ndarray, baseline: str = "white", sigma: float = 8.0, reference: np.ndarray | None = None
+) -> np.ndarray:
+    """The baseline of each ``(N, H, W, 3)`` uint8 tile: white 255, black 0, its Gaussian blur, its mean colour,
+    or (``reference``) the given ``(N, H, W, 3)`` uint8 ``reference`` tiles."""
     tiles = _check_tiles(tiles)
     check(baseline in BASELINES, f"baseline: unknown baseline {baseline!r}; expected one of {', '.join(BASELINES)}")
     sigma = _check_number(sigma, "sigma", 0.0)
+    if baseline == "reference":
+        check(
+            reference is not None,
+            "reference: baseline 'reference' needs reference tiles (N, H, W, 3) uint8, one per tile "
+            "(e.g. tiles of the slide the model gives another class); got None",
+        )
+        reference = np.asarray(reference)
+        check(
+            reference.shape == tiles.shape and reference.dtype == np.uint8,
+            f"reference: expected uint8 tiles of shape {tiles.shape}, got {reference.dtype} {reference.shape}",
+        )
+        return reference
     if baseline == "white":
         return np.full_like(tiles, 255)
     if baseline == "black":
@@ -139,9 +154,13 @@ class _Scorer:
         return self.engine.item_batch(shape, total)
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        return self.probabilities(self.preprocess(tiles))
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, K)`` class probabilities of preprocessed float ``batch`` ``(N, H, W, 3)``."""
         from ..saliency import refuse_nonfinite
 
-        probs = self.engine.probabilities(self.preprocess(tiles))
+        probs = self.engine.probabilities(batch)
         refuse_nonfinite(probs, self.backend.name, "outputs are")
         return probs
 
@@ -210,6 +229,7 @@ def deletion_insertion(
     memory_budget: int | None = None,
     seed: int | None = None,
     order: str = "mask",
+    reference: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Deletion and insertion curves of ``masks`` for raw ``(N, H, W, 3)`` uint8 ``tiles``.
 
@@ -222,7 +242,9 @@ def deletion_insertion(
     first ``round(k·H·W/steps)`` of them.  Deletion replaces them with the ``baseline``'s pixels;
     insertion starts from the baseline and puts the tile's pixels back.  ``baseline``: ``white``
     (255, glass), ``black`` (0), ``blur`` (Gaussian, ``sigma`` px, per channel, rounded) or
-    ``mean`` (the tile's mean colour, rounded).
+    ``mean`` (the tile's mean colour, rounded) or ``reference`` (the raw uint8 ``(N, H, W, 3)``
+    ``reference`` tiles, one per tile, stain-normalised as the tiles are;
+    :mod:`slidegrad.evaluate.reference` chooses them in the workflow).
 
     Scores are the softmax probability of ``class_idx`` (an int or one per tile; ``None``: each
     tile's predicted class on the unmodified tile).  ``order="random"`` orders each tile's pixels
@@ -256,7 +278,9 @@ def deletion_insertion(
     for i, o in enumerate(orders):
         ranks[i, o] = np.arange(h * w)
     counts = step_counts(h * w, int(steps))
-    base = baseline_tiles(tiles, baseline, sigma)
+    if baseline == "reference" and reference is not None:
+        reference = score.normalize(baseline_tiles(tiles, "reference", sigma, reference))
+    base = baseline_tiles(tiles, baseline, sigma, reference)
     probs = _curve_probabilities(score, tiles, base, ranks.reshape(n, h, w), counts)
     if classes is None:
         classes = probs[:, 0, 0].argmax(axis=1).astype(np.int64)  # deletion step 0 is the unmodified tile
@@ -347,6 +371,10 @@ CURVE_KINDS = ("deletion", "insertion")
 def _curve_options(inputs: MetricInputs) -> dict[str, Any]:
     settings = inputs.settings
     options = {key: settings[key] for key in ("steps", "baseline", "sigma")}
+    if settings["baseline"] == "reference":
+        from .reference import reference_images
+
+        options["reference"] = reference_images(inputs)
     return {"class_idx": inputs.classes, **options}
 
 
