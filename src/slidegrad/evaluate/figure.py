@@ -36,6 +36,7 @@ PANELS: tuple[tuple[str, str, str | float | None], ...] = tuple(
     (panel.column, panel.title, panel.reference) for metric in METRICS.values() for panel in metric.panels
 )
 MAX_CLASS_ROWS = 4  # curves per explained class up to this many classes, else all tiles together
+INSIDE_LEGEND = 8  # up to this many methods, a curve panel's legend sits inside it; more go below it
 CURVE_XLABELS = {kind: label for metric in METRICS.values() for kind, label in metric.curve_kinds().items()}
 # curve kind → a column of its metric (whose flag says whether a class's curves are informative)
 KIND_COLUMN = {kind: metric.columns[0] for metric in METRICS.values() for kind in metric.curve_kinds()}
@@ -109,7 +110,24 @@ def _curve_panel(ax, kind: str, curves, rows, label: str | None, method_ids, met
     ax.set_ylim(-0.02, 1.02)
     ax.tick_params(labelsize=6)
     ax.grid(alpha=0.3, lw=0.5)
-    ax.legend(fontsize=5.5, loc="best", frameon=False, title="mean AUC", title_fontsize=5.5)
+    if len(method_ids) <= INSIDE_LEGEND:
+        ax.legend(fontsize=5.5, loc="best", frameon=False, title="mean AUC", title_fontsize=5.5)
+    else:  # many methods: below the panel, in two columns, so it hides no curve
+        ax.legend(fontsize=5.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False,
+                  title="mean AUC", title_fontsize=5.5, handlelength=1.5, columnspacing=1.0)  # fmt: skip
+
+
+def _curve_row_height(n_methods: int) -> float:
+    """Inches of one row of curve panels: the panel, and below it the legend when it does not fit inside."""
+    if n_methods <= INSIDE_LEGEND:
+        return 2.6
+    return 2.6 + 0.11 * ((n_methods + 2) // 2) + 0.2
+
+
+def method_colours(n: int) -> list[tuple[float, ...]]:
+    """``n`` RGBA colours, one per method: tab10's up to 10 methods, tab20's up to 20 (no two alike), then cycled."""
+    palette = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [palette(i % palette.N) for i in range(n)]
 
 
 def _metric_panel(ax, rows, column: str, title: str, reference, method_ids, method_titles, colours, first: bool):
@@ -164,13 +182,13 @@ def evaluation_figure(
     columns = set(rows[0]) if rows else set()
     panels = [p for p in PANELS if p[0] in columns]
     kinds = [k for k in CURVE_XLABELS if any(key.endswith(f":{k}") for key in curves)]
-    colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(method_ids))]
+    colours = method_colours(len(method_ids))
     n_cols = max(len(panels), 1)
     width = max(2.3 * n_cols + 1.0, 7.0)
     labels = sorted({r["class_label"] for r in rows})
     curve_rows: list[str | None] = labels if 1 <= len(labels) <= MAX_CLASS_ROWS else [None]
     panel_height = (0.32 * len(method_ids) + 1.1) * len(curve_rows)
-    heights = ([2.6 * len(curve_rows)] if kinds else []) + ([panel_height] if panels else [])
+    heights = ([_curve_row_height(len(method_ids)) * len(curve_rows)] if kinds else []) + ([panel_height] if panels else [])
     fig = plt.figure(figsize=(width, sum(heights) + 0.5), layout="constrained")
     parts = fig.subfigures(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0] if heights else []
     index = 0
