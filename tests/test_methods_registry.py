@@ -318,3 +318,15 @@ def test_pair_progress_after_each_tile(tiny_cnn, batch):
     sal = sg.SaliencyMap(tiny_cnn, class_idx=1, engine="pair")
     sal.get(batch, "vanilla", progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_every_reported_parameter_says_its_value_in_words():
+    """A parameter is declared once, with how the methods paragraph says its value (``Param.phrase``); only those
+    the paragraph never reports (``methods_text.HIDDEN``) go without."""
+    from slidegrad import methods_text
+
+    missing = [key for key, param in PARAMS.items() if param.phrase is None and key not in methods_text.HIDDEN]
+    assert not missing, f"parameters without a phrase: {missing}"
+    assert methods_text._detail("stride", 4) == "moved by 4 px (the sum over every position estimated)"
+    assert methods_text._detail("integration", "riemann_mean") == ""
+    assert methods_text._detail("x_steps", 25) == "25 integration steps"

@@ -127,7 +127,9 @@ class Param:
     string or ``None``) or ``choice`` (one of the strings ``choices``); bools are never
     numbers.  ``low``/``high`` bound numbers, inclusively unless ``low_open``/``high_open``.  ``engine``: the only engine whose
     result it can change (``None``: every engine).  ``aliases``: old names of choices, old → new (accepted
-    with a warning, see :func:`resolve_params`).
+    with a warning, see :func:`resolve_params`).  ``phrase``: how the methods paragraph
+    (:mod:`slidegrad.methods_text`) says a value: a format string (``"{} integration steps"``), a mapping
+    value → text (``""``: unsaid), or a callable value → text; ``None``: ``"<name> <value>"``.
     """
 
     kind: str
@@ -138,6 +140,7 @@ class Param:
     engine: str | None = None
     choices: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict, compare=False)
+    phrase: Any = field(default=None, compare=False)
 
     def describe(self) -> str:
         """What is expected, e.g. ``an integer ≥ 1`` or ``a number > 0 and ≤ 1``."""
@@ -197,40 +200,49 @@ default), the trapezoid rule on the same nodes (the two ends weighted half), or 
 INTEGRATION_ALIASES = {"riemann_trapezoid": "riemann_mean"}
 """Old names of the rules (deprecated: accepted with a warning): ``riemann_trapezoid`` was PAIR's mean."""
 
+_INTEGRATION_PHRASES = {  # the default (riemann_mean, and its old name in older mask files) is unsaid
+    "riemann_mean": "", "riemann_trapezoid": "", "trapezoid": "trapezoid rule", "gauss_legendre": "Gauss–Legendre quadrature",
+}  # fmt: skip
+
+
+def _stride_phrase(stride: int) -> str:
+    return "moved by 1 px" if stride == 1 else f"moved by {stride} px (the sum over every position estimated)"
+
+
 PARAMS: dict[str, Param] = {
-    "x_steps": Param("int", 1),
+    "x_steps": Param("int", 1, phrase="{} integration steps"),
     "batch_size": Param("int", 1, engine="pair"),  # PAIR's model-call batch; native batches by memory budget
-    "max_dist": Param("float", 0, 1),
-    "fraction": Param("float", 0, 1, low_open=True),
-    "max_sigma": Param("float", 0, low_open=True),
-    "steps": Param("int", 1),
-    "grad_step": Param("float", 0, low_open=True),
-    "sqrt": Param("bool"),
+    "max_dist": Param("float", 0, 1, phrase="max_dist {}"),
+    "fraction": Param("float", 0, 1, low_open=True, phrase="fraction {}"),
+    "max_sigma": Param("float", 0, low_open=True, phrase="blur up to σ = {} px"),
+    "steps": Param("int", 1, phrase="{} steps"),
+    "grad_step": Param("float", 0, low_open=True, phrase="gradient step {}"),
+    "sqrt": Param("bool", phrase={True: "square-root-spaced σ", False: "linearly spaced σ"}),
     "layer": Param("layer"),
-    "stdev_spread": Param("float", 0),
-    "nsamples": Param("int", 1),
-    "magnitude": Param("bool"),
-    "seed": Param("int", 0, 2**32 - 1),
+    "stdev_spread": Param("float", 0, phrase="noise σ = {} × the input range"),
+    "nsamples": Param("int", 1, phrase="{} noisy samples"),
+    "magnitude": Param("bool", phrase={True: "squared gradients", False: "signed gradients"}),
+    "seed": Param("int", 0, 2**32 - 1, phrase="seed {}"),
     # the IG path's quadrature; the pair engine computes only riemann_mean (and refuses the others)
-    "integration": Param("choice", choices=INTEGRATION_RULES, aliases=INTEGRATION_ALIASES),
+    "integration": Param("choice", choices=INTEGRATION_RULES, aliases=INTEGRATION_ALIASES, phrase=_INTEGRATION_PHRASES),
     # adaptive IG (native engine): tiles whose completeness error exceeds tolerance rerun with 2× steps,
     # up to max_steps; 0: fixed steps (PAIR's)
-    "tolerance": Param("float", 0),
-    "max_steps": Param("int", 1),
+    "tolerance": Param("float", 0, phrase="steps doubled per tile until its completeness error ≤ {}"),
+    "max_steps": Param("int", 1, phrase="at most {} steps"),
     # attention rollout: how a block's heads are fused, and the share of lowest fused weights dropped
-    "head_fusion": Param("choice", choices=("mean", "max", "min")),
-    "discard_ratio": Param("float", 0, 1, high_open=True),
+    "head_fusion": Param("choice", choices=("mean", "max", "min"), phrase="heads fused by their {}"),
+    "discard_ratio": Param("float", 0, 1, high_open=True, phrase="lowest {} of the fused attention discarded"),
     # occlusion: the window's side in pixels, and the value it fills in
-    "size": Param("int", 1),
-    "value": Param("float"),
+    "size": Param("int", 1, phrase="a {} px window"),
+    "value": Param("float", phrase="filled with {}"),
     # RISE: random masks, the side of their coarse grid, and the probability a grid cell is kept
-    "n_masks": Param("int", 1),
-    "grid": Param("int", 1),
-    "p": Param("float", 0, 1, low_open=True),
+    "n_masks": Param("int", 1, phrase="{} random masks"),
+    "grid": Param("int", 1, phrase="a {0} × {0} grid"),
+    "p": Param("float", 0, 1, low_open=True, phrase="cells kept with p = {}"),
     # GradientSHAP: samples per tile, and the σ of the Gaussian noise added to the input
-    "n_samples": Param("int", 1),
-    "stdevs": Param("float", 0),
-    "stride": Param("int", 1),  # occlusion's window step; > 1: native engine only (PAIR slides by 1)
+    "n_samples": Param("int", 1, phrase="{} samples"),
+    "stdevs": Param("float", 0, phrase="input noise σ = {}"),
+    "stride": Param("int", 1, phrase=_stride_phrase),  # occlusion's window step; > 1: native engine only (PAIR slides by 1)
 }
 """Every method parameter's type and range (one entry per name, shared by the methods using it)."""
 

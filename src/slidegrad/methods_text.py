@@ -19,40 +19,12 @@ from typing import Any, Sequence
 from .backends import FRAMEWORKS
 from .errors import check
 from .files import write_text
-from .methods import METHODS
+from .methods import METHODS, PARAMS
 from .metrics import evaluation_paragraph, metric_references
 
 SMOOTH_CITATION = "Smilkov et al. 2017"
-PHRASES = {
-    "x_steps": "{} integration steps",
-    "steps": "{} steps",
-    "max_dist": "max_dist {}",
-    "fraction": "fraction {}",
-    "max_sigma": "blur up to σ = {} px",
-    "grad_step": "gradient step {}",
-    "sqrt": {True: "square-root-spaced σ", False: "linearly spaced σ"},
-    "nsamples": "{} noisy samples",
-    "stdev_spread": "noise σ = {} × the input range",
-    "magnitude": {True: "squared gradients", False: "signed gradients"},
-    "seed": "seed {}",
-    # the default (riemann_mean, and its old name in older mask files) is unsaid
-    "integration": {
-        "riemann_mean": "", "riemann_trapezoid": "", "trapezoid": "trapezoid rule",
-        "gauss_legendre": "Gauss–Legendre quadrature",
-    },
-    "size": "a {} px window",
-    "value": "filled with {}",
-    "stride": lambda s: "moved by 1 px" if s == 1 else f"moved by {s} px (the sum over every position estimated)",
-    "tolerance": "steps doubled per tile until its completeness error ≤ {}",
-    "max_steps": "at most {} steps",
-    "head_fusion": "heads fused by their {}",
-    "discard_ratio": "lowest {} of the fused attention discarded",
-    "n_masks": "{} random masks",
-    "grid": "a {0} × {0} grid",
-    "p": "cells kept with p = {}",
-    "n_samples": "{} samples",
-    "stdevs": "input noise σ = {}",
-}
+PHRASES = {key: param.phrase for key, param in PARAMS.items() if param.phrase is not None}
+"""How the paragraph says each parameter's value (declared with the parameter: :attr:`slidegrad.methods.Param.phrase`)."""
 ADAPTIVE_ONLY = {"tolerance", "max_steps"}  # unsaid with tolerance 0 (fixed steps)
 HIDDEN = {"batch_size", "layer"}  # change no result / reported from the mask file's gradcam_layer instead
 REFERENCES = {  # the methods' own are on their declarations (slidegrad.methods); the metrics' on theirs (.metrics)
