@@ -16,7 +16,7 @@ from slidegrad.metrics import evaluate_schema, evaluation_paragraph, flagged_col
 
 torch = pytest.importorskip("torch")
 
-from .test_evaluate_perturbation import PX, REGION, region_model, region_tiles  # noqa: E402
+from .test_evaluate_perturbation import PX, region_model, region_tiles  # noqa: E402
 
 
 def table(flat_chance: float = 1.0, moving_chance: float = 0.6) -> list[dict[str, str]]:

@@ -157,7 +157,6 @@ def test_occlusion_stride_refusals_are_one_line(tiny_cnn):
 
 
 def test_occlusion_stride_in_config_and_methods_text():
-    from slidegrad.config import MethodSpec  # noqa: F401 - the workflow's spec keeps stride for both engines
     from slidegrad.methods import output_params
     from slidegrad.methods_text import method_phrase
 
