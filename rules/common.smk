@@ -232,6 +232,14 @@ def evaluation_tables(wildcards):
     return [table for slide in PLAN.slides for table in evaluation_files(slide, "csv")]
 
 
+def methods_text_inputs(wildcards):
+    """The summary, and the evaluation table where the run evaluates (the methods text reports its flags)."""
+    inputs = {"summary": LAYOUT.summary("csv")}
+    if PLAN.evaluating:
+        inputs["evaluation"] = LAYOUT.evaluation()
+    return inputs
+
+
 def all_targets(wildcards):
     targets = [LAYOUT.summary("csv"), LAYOUT.methods_text()]
     if PLAN.evaluating:

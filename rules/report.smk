@@ -78,7 +78,7 @@ rule overview:
 
 rule methods_text:
     input:
-        LAYOUT.summary("csv"),
+        unpack(methods_text_inputs),
     output:
         methods=LAYOUT.methods_text(),
         captions=[LAYOUT.caption(name) for name in CAPTIONS],

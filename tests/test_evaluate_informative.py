@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
@@ -185,3 +186,25 @@ def test_slide_tiles_read_across_chunks_in_the_asked_order(tmp_path):
     np.testing.assert_array_equal(read[:, 0, 0, 0], [40, 0, 30])
     chosen = choose_references(lambda tiles: fake_score((tiles >= 30).astype(np.uint8)), slide, [0, 1], 2, "s")
     assert chosen[0] in ("t3", "t4") and chosen[1] in ("t0", "t1", "t2")
+
+
+def test_the_methods_text_names_the_classes_this_run_flagged(tmp_path):
+    from slidegrad.evaluate.informative import flagged_sentence
+    from slidegrad.methods_text import _flags_in_run
+
+    marked = mark_uninformative(table())
+    sentence = flagged_sentence(marked)
+    assert sentence == (
+        "In this run, for deletion, neg (slide s) was flagged uninformative; for road, neg (slide s) and pos (slide s) "
+        "were flagged uninformative."
+    )
+    second = [dict(r, slide="t") for r in marked]
+    assert "neg (slides s and t)" in flagged_sentence(marked + second)
+    unflagged = [dict(r, uninformative="false", road_uninformative="false") for r in marked]
+    assert flagged_sentence(unflagged) == "In this run, no class was flagged uninformative."
+    path = tmp_path / "evaluation.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(marked[0]))
+        writer.writeheader()
+        writer.writerows(marked)
+    assert _flags_in_run(str(path)) == sentence

@@ -70,6 +70,14 @@ def method_phrase(meta: dict[str, Any]) -> tuple[str, list[str]]:
     return (f"{phrase} ({inside})" if inside else phrase), cites
 
 
+def _flags_in_run(evaluation_path: str) -> str:
+    """The sentence on which classes this run flagged uninformative (from ``evaluation.csv``)."""
+    from .evaluate.informative import flagged_sentence  # not at import: the Snakefile imports this module
+
+    with open(evaluation_path, newline="") as handle:
+        return flagged_sentence(list(csv.DictReader(handle)))
+
+
 def _rows(summary_path: str) -> list[dict[str, str]]:
     with open(summary_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -91,12 +99,14 @@ def _method_records(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
 
 
 def methods_paragraphs(
-    summary_path: str, class_idx: Any = None, evaluate: dict[str, Any] | None = None
+    summary_path: str, class_idx: Any = None, evaluate: dict[str, Any] | None = None, evaluation_path: str | None = None
 ) -> tuple[list[str], list[str]]:
     """``(paragraphs, references)`` describing the run whose ``summary.csv`` is at ``summary_path``.
 
     ``class_idx``: the config's (``None``: each tile's predicted class was explained);
-    ``evaluate``: the config's ``evaluate`` section (its metrics, if any, get a paragraph).
+    ``evaluate``: the config's ``evaluate`` section (its metrics, if any, get a paragraph);
+    ``evaluation_path``: the run's ``evaluation.csv``, whose flags the paragraph reports (which classes this
+    run found uninformative for which removal).
     """
     rows = _rows(summary_path)
     metas = _method_records(rows)
@@ -144,6 +154,8 @@ def methods_paragraphs(
     metrics = list((evaluate or {}).get("metrics") or [])
     if metrics:
         paragraphs.append(evaluation_paragraph({**(evaluate or {}), "metrics": metrics}))
+        if evaluation_path:
+            paragraphs[-1] += " " + _flags_in_run(evaluation_path)
         metric_refs = metric_references(metrics)
         cites += list(metric_refs)
     known = {**metric_refs, **REFERENCES}  # PIC's citation is XRAI's: the method's reference wins
@@ -200,9 +212,11 @@ def write_methods(
     class_idx: Any = None,
     evaluate: dict[str, Any] | None = None,
     figure: dict[str, Any] | None = None,
+    evaluation_path: str | None = None,
 ) -> None:
-    """``methods.md`` and the report captions (``caption_paths``: caption name → path; names in :data:`CAPTIONS`)."""
-    paragraphs, references = methods_paragraphs(summary_path, class_idx, evaluate)
+    """``methods.md`` and the report captions (``caption_paths``: caption name → path; names in :data:`CAPTIONS`);
+    ``evaluation_path``: the run's ``evaluation.csv`` where it evaluates (its flags are reported)."""
+    paragraphs, references = methods_paragraphs(summary_path, class_idx, evaluate, evaluation_path)
     markdown = "# Methods\n\n" + "\n\n".join(paragraphs) + "\n\n## References\n\n"
     markdown += "".join(f"- {ref}\n" for ref in references)
     write_text(out_markdown, markdown)

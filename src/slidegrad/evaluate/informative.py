@@ -80,3 +80,33 @@ def pooled_means(rows: Sequence[dict[str, str]], columns: Sequence[str]) -> dict
             finite = [v for v in values if math.isfinite(v)]
             out[method][column] = sum(finite) / len(finite) if finite else math.nan
     return out
+
+
+def flagged_sentence(rows: Sequence[dict[str, str]]) -> str:
+    """The methods text's account of this run's flags: for each flag column of ``rows`` (``evaluation.csv``'s,
+    marked), the metrics it covers and the classes flagged, with their slides; e.g. ``In this run, for road,
+    DAB-negative (slides demo_a and demo_b) was flagged uninformative.``  One sentence; no flag: says so."""
+    from ..metrics import METRICS
+
+    parts = []
+    for flag in flag_chances():
+        if not rows or flag not in rows[0]:
+            continue
+        covered = [
+            m.name for m in METRICS.values() if m.flat and m.flat.flag == flag and any(c in rows[0] for c in m.columns)
+        ]
+        slides: dict[str, list[str]] = {}
+        for row in rows:
+            if row.get(flag) == "true" and row["slide"] not in slides.setdefault(row["class_label"], []):
+                slides[row["class_label"]].append(row["slide"])
+        flagged = [f"{label} (slide{'s' if len(s) > 1 else ''} {_and(s)})" for label, s in slides.items() if s]
+        if flagged and covered:
+            parts.append(f"for {_and(covered)}, {_and(flagged)} {'were' if len(flagged) > 1 else 'was'} flagged uninformative")
+    if not parts:
+        return "In this run, no class was flagged uninformative."
+    return "In this run, " + "; ".join(parts) + "."
+
+
+def _and(values: Sequence[str]) -> str:
+    values = list(values)
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
