@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import numbers
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError, check, is_int
+from ..errors import check, is_int
 from ..metrics import MetricInputs, MetricResult
+from .scoring import TileScorer
 
 BASELINES = ("white", "black", "blur", "mean", "reference")
 ORDERS = ("mask", "random")
@@ -114,57 +115,6 @@ def baseline_tiles(
     return out
 
 
-# -- scoring -------------------------------------------------------------------------------------
-class _Scorer:
-    """Class probabilities of raw uint8 tiles: the model's preprocessing, then the native engine (budgeted)."""
-
-    def __init__(self, model: Any, device: str, memory_budget: int | None) -> None:
-        from ..engines.native import NativeEngine
-        from ..model import get_preprocess_fn
-        from ..model_files import LoadedModel
-        from ..saliency import SaliencyMap
-
-        if memory_budget is not None:
-            ok = is_int(memory_budget) and memory_budget > 0
-            check(ok, f"memory_budget: expected bytes > 0, got {memory_budget!r}")
-        if isinstance(model, LoadedModel):
-            sal = SaliencyMap(model, device=device, memory_budget=memory_budget)
-        elif isinstance(model, SaliencyMap):
-            sal = model
-        else:
-            raise InputError(
-                f"model: expected a LoadedModel (sg.load_model) or a SaliencyMap, got {type(model).__name__}"
-            )
-        check(
-            isinstance(sal.model, LoadedModel),
-            "model: the SaliencyMap wraps a bare module, whose preprocessing is unknown; "
-            "build it from a LoadedModel (sg.load_model)",
-        )
-        self.saliency = sal
-        self.backend = sal.backend
-        # Tiles are perturbed as the model sees them: stain-normalised once (``normalize``), then
-        # each perturbed tile only preprocessed (normalising it again would refit to the perturbation).
-        self.normalize: Callable[[np.ndarray], np.ndarray] = get_preprocess_fn(sal.model).normalize
-        self.preprocess: Callable[[np.ndarray], np.ndarray] = get_preprocess_fn(sal.model, stain_normalize=False)
-        reuse = sal.engine_name == "native" and (memory_budget is None or memory_budget == sal.engine.memory_budget)
-        self.engine = sal.engine.engine if reuse else NativeEngine(sal.backend, memory_budget)
-
-    def chunk(self, shape: tuple[int, int, int], total: int) -> int:
-        """Perturbed tiles built at once: one model batch under the budget."""
-        return self.engine.item_batch(shape, total)
-
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        return self.probabilities(self.preprocess(tiles))
-
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, K)`` class probabilities of preprocessed float ``batch`` ``(N, H, W, 3)``."""
-        from ..saliency import refuse_nonfinite
-
-        probs = self.engine.probabilities(batch)
-        refuse_nonfinite(probs, self.backend.name, "outputs are")
-        return probs
-
-
 def _resolve_classes(class_idx: Any, n: int, n_classes: int | None) -> np.ndarray | None:
     """``(N,)`` int64 class indices, or ``None`` for each tile's predicted class."""
     if class_idx is None:
@@ -186,7 +136,7 @@ def _resolve_classes(class_idx: Any, n: int, n_classes: int | None) -> np.ndarra
 
 
 def _curve_probabilities(
-    score: _Scorer, tiles: np.ndarray, base: np.ndarray, ranks: np.ndarray, counts: np.ndarray
+    score: TileScorer, tiles: np.ndarray, base: np.ndarray, ranks: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
     """``(N, 2, steps + 1, K)`` probabilities: deletion (0) and insertion (1) at every step.
 
@@ -271,7 +221,7 @@ def deletion_insertion(
         rng = np.random.default_rng(0 if seed is None else seed)
         orders = [rng.permutation(h * w) for _ in range(n)]
 
-    score = _Scorer(model, device, memory_budget)
+    score = TileScorer(model, device, memory_budget)
     tiles = score.normalize(tiles)
     classes = _resolve_classes(class_idx, n, score.backend.class_count(score.preprocess(tiles[:1])))
     ranks = np.empty((n, h * w), np.int64)

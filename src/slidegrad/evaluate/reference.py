@@ -81,11 +81,11 @@ def choose_references(
 
 def reference_names(inputs: MetricInputs) -> list[str]:
     """The reference tile of each of the chunk's tiles (by its explained class), chosen once per slide and classes."""
-    from .perturbation import _Scorer
+    from .scoring import TileScorer
 
     def choose() -> dict[int, str]:
         check(inputs.slide_tiles is not None, "evaluate.baseline 'reference': the job gave no slide tiles to choose from")
-        score = _Scorer(inputs.scorer, inputs.device, inputs.memory_budget)
+        score = TileScorer(inputs.scorer, inputs.device, inputs.memory_budget)
         labels = getattr(score.saliency.model, "outcome_labels", None)
         return choose_references(
             lambda tiles: score(score.normalize(tiles)), inputs.slide_tiles, inputs.classes, inputs.settings["seed"],

@@ -138,7 +138,8 @@ def road(
     (probability at :func:`removed_fractions`: the unmodified tile, then increasing removal);
     ``fractions`` ``(P + 1,)``; ``class_idx`` ``(N,)``.
     """
-    from .perturbation import _check_masks, _resolve_classes, _Scorer
+    from .perturbation import _check_masks, _resolve_classes
+    from .scoring import TileScorer
 
     batch = preprocessed_batch(batch)
     n, h, w, _ = batch.shape
@@ -154,7 +155,7 @@ def road(
         masks = _check_masks(masks, (n, h, w)).astype(np.float32)
     else:
         masks = np.random.default_rng(int(seed) + 1).random((n, h, w)).astype(np.float32)
-    score = _Scorer(model, device, memory_budget)
+    score = TileScorer(model, device, memory_budget)
     start = score.probabilities(batch)
     classes = _resolve_classes(class_idx, n, start.shape[1])
     if classes is None:
