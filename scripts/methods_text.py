@@ -10,7 +10,7 @@ from slidegrad.scripting import run_job  # noqa: E402
 run_job(
     write_methods,
     summary_path=snakemake.input.summary,
-    evaluation_path=dict(snakemake.input.items()).get("evaluation"),
+    evaluation_path=snakemake.input.get("evaluation"),
     out_markdown=snakemake.output.methods,
     caption_paths=dict(zip(snakemake.params.names, snakemake.output.captions)),
     class_idx=snakemake.params.class_idx,

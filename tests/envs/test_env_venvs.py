@@ -337,13 +337,14 @@ class Pipeline:
                  params=pairs(slide_path=slide_path, mpp=mpp, method_ids=[method], method_titles=titles[:1], mosaic=True,
                               cmap=smap["cmap"], dpi=fig["dpi"]),
                  wildcards={"slide": SLIDE})  # fmt: skip
-        self.run("base", "methods_text", cfg, layout.log("methods_text"), input=positional(layout.summary("csv")),
-                 output=pairs(methods=layout.methods_text(), captions=[layout.caption(n) for n in CAPTIONS]),
-                 params=pairs(names=list(CAPTIONS), class_idx=cfg["model"]["class_idx"], evaluate=cfg["evaluate"],
-                              figure={k: fig[k] for k in ("overlay", "cmap", "alpha")}))  # fmt: skip
         chunk_csv, chunk_npz = layout.evaluation_chunk(SLIDE, chunk, "csv"), layout.evaluation_chunk(SLIDE, chunk, "npz")
         self.run("base", "evaluation_table", cfg, layout.log("evaluation"), input=positional(chunk_csv),
                  output=positional(layout.evaluation()))  # fmt: skip
+        self.run("base", "methods_text", cfg, layout.log("methods_text"),
+                 input=pairs(summary=layout.summary("csv"), evaluation=layout.evaluation()),
+                 output=pairs(methods=layout.methods_text(), captions=[layout.caption(n) for n in CAPTIONS]),
+                 params=pairs(names=list(CAPTIONS), class_idx=cfg["model"]["class_idx"], evaluate=cfg["evaluate"],
+                              figure={k: fig[k] for k in ("overlay", "cmap", "alpha")}))  # fmt: skip
         self.run("base", "qupath", cfg, layout.log(f"qupath/{SLIDE}"),
                  input=pairs(summary=layout.summary("parquet"), evaluation=layout.evaluation()),
                  output=positional(layout.qupath(SLIDE)), wildcards={"slide": SLIDE})  # fmt: skip
